@@ -1,0 +1,185 @@
+//! The one error type of the crate.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A boxed error from an origin or a user-supplied stream.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `readthrough`.
+///
+/// Errors are cheap to clone (sources sit behind an `Arc`), because one failed fill
+/// reaches every reader that waited on it. Each variant names the key or path it is
+/// about.
+///
+/// ```
+/// use readthrough::Error;
+/// let err = Error::InvalidKey { reason: "a key must not be empty" };
+/// assert!(err.to_string().contains("empty"));
+/// let io: std::io::Error = err.into();
+/// assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The cache directory cannot be used: it is a file, or cannot be created, written
+    /// or locked.
+    #[error("cache directory {path} is not usable: {what}")]
+    BadDirectory {
+        /// The directory (or the file inside it) that failed.
+        path: PathBuf,
+        /// What was being checked.
+        what: &'static str,
+        /// The underlying failure.
+        #[source]
+        source: Arc<io::Error>,
+    },
+
+    /// A file system operation on a path inside the cache failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What the cache was doing, such as "open" or "rename".
+        op: &'static str,
+        /// The path it was doing it to.
+        path: PathBuf,
+        /// The underlying failure.
+        #[source]
+        source: Arc<io::Error>,
+    },
+
+    /// The origin failed, before or while sending the body. Nothing was cached.
+    #[error("origin failed for key {key:?}: {source}")]
+    Origin {
+        /// The key being fetched.
+        key: String,
+        /// What the origin reported.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// The origin panicked while fetching. Nothing was cached.
+    #[error("origin panicked while fetching key {key:?}")]
+    OriginPanicked {
+        /// The key being fetched.
+        key: String,
+    },
+
+    /// The origin sent a different number of bytes than it promised. Nothing was cached.
+    #[error("origin sent {actual} bytes for key {key:?} but promised {expected}")]
+    LengthMismatch {
+        /// The key being fetched.
+        key: String,
+        /// The length the origin announced.
+        expected: u64,
+        /// The length it sent (so far, when it sent too much).
+        actual: u64,
+    },
+
+    /// The body's SHA-256 differs from the digest the origin announced. Nothing was
+    /// cached.
+    #[error("origin sent a body for key {key:?} with sha256 {actual}, expected {expected}")]
+    DigestMismatch {
+        /// The key being fetched.
+        key: String,
+        /// The announced digest, in hex.
+        expected: String,
+        /// The digest of what arrived, in hex.
+        actual: String,
+    },
+
+    /// The fill this reader followed was replaced (its leader died or hung) and the new
+    /// fill's bytes differ from those this reader already returned. The reader stops
+    /// rather than mix two bodies; read again to get the new one.
+    #[error("the blob for key {key:?} changed at byte {offset} while it was being read")]
+    Changed {
+        /// The key being read.
+        key: String,
+        /// The first offset at which the bodies differ.
+        offset: u64,
+    },
+
+    /// This process's fill was taken over by another process while it made no
+    /// progress (it was stopped or hung), so its body was not stored; the other
+    /// process's fill stores the blob.
+    #[error(
+        "the fill of key {key:?} was reclaimed as stale by another process; its body was not stored"
+    )]
+    Reclaimed {
+        /// The key being filled.
+        key: String,
+    },
+
+    /// The key cannot be used.
+    #[error("invalid key: {reason}")]
+    InvalidKey {
+        /// Why it was refused.
+        reason: &'static str,
+    },
+
+    /// A custom [`Layout`](crate::Layout) returned a path that is not a plain relative
+    /// path inside the cache directory.
+    #[error("layout maps key {key:?} to {path}, which is not inside the cache directory")]
+    LayoutEscape {
+        /// The key.
+        key: String,
+        /// The path the layout returned.
+        path: PathBuf,
+    },
+
+    /// The cache has no origin for this call: it was built without one and the call
+    /// needs to fetch.
+    #[error("no origin configured to fetch key {key:?}; build the cache with one or use get_with")]
+    NoOrigin {
+        /// The key that missed.
+        key: String,
+    },
+
+    /// A background task of the cache ended without reporting (the runtime is shutting
+    /// down, or the task panicked).
+    #[error("the fill task for key {key:?} ended without a result")]
+    FillVanished {
+        /// The key being filled.
+        key: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    pub(crate) fn origin(key: &str, source: BoxError) -> Self {
+        Error::Origin {
+            key: key.to_owned(),
+            source: Arc::from(source),
+        }
+    }
+
+    /// Whether the error came from the local disk (as opposed to the origin or a
+    /// caller's input). A fill that fails this way is served uncached.
+    pub(crate) fn is_local_disk(&self) -> bool {
+        matches!(self, Error::Io { .. })
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(err: Error) -> Self {
+        let kind = match &err {
+            Error::Io { source, .. } | Error::BadDirectory { source, .. } => source.kind(),
+            Error::InvalidKey { .. } | Error::LayoutEscape { .. } => io::ErrorKind::InvalidInput,
+            Error::LengthMismatch { .. } | Error::DigestMismatch { .. } | Error::Changed { .. } => {
+                io::ErrorKind::InvalidData
+            }
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, err)
+    }
+}

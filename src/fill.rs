@@ -1,0 +1,384 @@
+//! The task behind each fill in this process: it takes the key's lock and leads (origin
+//! to tmp file, verify, publish), or follows another process's fill and takes over
+//! when that one dies or hangs.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use sha2::{Digest, Sha256};
+use tempfile::TempPath;
+
+use crate::cache::Inner;
+use crate::error::{Error, Result};
+use crate::follow::{self, Tailed};
+use crate::layout::{KeyPaths, TMP_SUFFIX};
+use crate::lock::{self, Attempt, FillLock, LenInfo, LockInfo};
+use crate::meta::EntryMeta;
+use crate::origin::{FetchOptions, Fetched, guarded_fetch, guarded_next};
+use crate::progress::{Fill, FillState, Role, Source, blocking};
+use crate::stats::add;
+use crate::sys;
+
+/// The most bytes gathered from a fast origin before they are written in one go.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// What a fill is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Fetch the blob unless it is already stored; follow another process's fill.
+    Fetch,
+    /// Store the body whatever is there (a `put`); wait for other fills to end.
+    Replace,
+}
+
+/// Runs a fill to its end and publishes how it ended. Removes the fill from the
+/// cache's map before the final state, so the next read after a success is a hit.
+pub(crate) async fn drive(inner: Arc<Inner>, fill: Arc<Fill>, paths: KeyPaths, mode: Mode) {
+    let outcome = run(&inner, &fill, &paths, mode).await;
+    inner.forget(&fill);
+    match outcome {
+        Ok(done) => fill.publish(done),
+        Err(error) => {
+            add(&inner.counters.errors, 1);
+            fill.publish(FillState::Failed(error));
+        }
+    }
+}
+
+async fn run(inner: &Arc<Inner>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> Result<FillState> {
+    let mut generation = 0;
+    let mut counted_follow = false;
+    loop {
+        let lock_path = paths.lock.clone();
+        let tmp_dir = paths.tmp_dir.clone();
+        let locking = inner.locking;
+        let attempt =
+            blocking(move || sys::in_dir(&tmp_dir, || lock::try_lead(&lock_path, locking)))
+                .await
+                .map_err(|e| Error::io("lock", &paths.lock, e))?;
+        let (lock, stale_tmp) = match (attempt, mode) {
+            (Attempt::Led(lock), _) => (lock, None),
+            (Attempt::Busy(busy), Mode::Replace) => {
+                match follow::wait_free(inner, paths, busy).await? {
+                    Some(taken) => taken,
+                    None => continue,
+                }
+            }
+            (Attempt::Busy(busy), Mode::Fetch) => {
+                if !counted_follow {
+                    counted_follow = true;
+                    add(&inner.counters.fills_followed, 1);
+                }
+                match follow::tail(inner, fill, paths, busy, &mut generation).await? {
+                    Tailed::Complete { source, len } => {
+                        return Ok(FillState::Complete {
+                            source,
+                            len,
+                            role: Role::Follower,
+                            stored: Ok(()),
+                        });
+                    }
+                    Tailed::TookOver { lock, stale_tmp } => (lock, stale_tmp),
+                    Tailed::Restart => continue,
+                }
+            }
+        };
+        generation += 1;
+        if mode == Mode::Fetch {
+            if let Some(source) = open_store(paths, generation).await? {
+                let len = source
+                    .file
+                    .metadata()
+                    .map_err(|e| Error::io("stat", &paths.store, e))?
+                    .len();
+                return Ok(FillState::Complete {
+                    source: Arc::new(source),
+                    len,
+                    role: Role::Found,
+                    stored: Ok(()),
+                });
+            }
+        }
+        return lead(inner, fill, paths, lock, stale_tmp, generation).await;
+    }
+}
+
+/// Opens the complete blob of a key, if there is one, as a fill source.
+pub(crate) async fn open_store(paths: &KeyPaths, generation: u64) -> Result<Option<Source>> {
+    let store = paths.store.clone();
+    let opened = blocking(move || match sys::open_read(&store) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    })
+    .await
+    .map_err(|e| Error::io("open", &paths.store, e))?;
+    Ok(opened.map(|file| Source {
+        file,
+        generation,
+        len: None,
+        validator: None,
+    }))
+}
+
+/// Leads a fill while holding the key's lock.
+async fn lead(
+    inner: &Arc<Inner>,
+    fill: &Fill,
+    paths: &KeyPaths,
+    lock: FillLock,
+    stale_tmp: Option<String>,
+    generation: u64,
+) -> Result<FillState> {
+    add(&inner.counters.fills_led, 1);
+    let abandoned = lock
+        .previous_info()
+        .map(|info| info.tmp)
+        .into_iter()
+        .chain(stale_tmp);
+    for unique in abandoned {
+        let _ = std::fs::remove_file(paths.tmp_file(&unique));
+    }
+    let tmp = sys::in_dir(&paths.tmp_dir, || {
+        tempfile::Builder::new()
+            .prefix(&paths.tmp_prefix)
+            .suffix(TMP_SUFFIX)
+            .rand_bytes(16)
+            .tempfile_in(&paths.tmp_dir)
+    })
+    .map_err(|e| Error::io("create a tmp file in", &paths.tmp_dir, e))?;
+    let unique = unique_part(paths, tmp.path());
+    let write_info = |len| {
+        lock.write_info(&LockInfo {
+            tmp: unique.clone(),
+            len,
+        })
+        .map_err(|e| Error::io("write", &paths.lock, e))
+    };
+    write_info(LenInfo::Pending)?;
+    let (file, tmp_path) = tmp.into_parts();
+
+    let mut heartbeat = Heartbeat::new(inner.stale_after);
+    let fetched = fetch(fill, &lock, &file, &mut heartbeat).await?;
+    if fetched.offset != 0 {
+        return Err(Error::origin(
+            &fill.key,
+            "origin sent a range that was not asked for".into(),
+        ));
+    }
+    write_info(fetched.len.map_or(LenInfo::Unknown, LenInfo::Known))?;
+    let source = Arc::new(Source {
+        file,
+        generation,
+        len: fetched.len,
+        validator: fetched.validator.clone(),
+    });
+    fill.progress(&source, 0, Role::Leader);
+
+    let (len, digest) = copy_body(
+        inner,
+        fill,
+        &lock,
+        &source,
+        &tmp_path,
+        fetched.body,
+        fetched.len,
+        &mut heartbeat,
+    )
+    .await?;
+    if let Some(expected) = fetched.sha256 {
+        if expected != digest {
+            return Err(Error::DigestMismatch {
+                key: fill.key.clone(),
+                expected: hex::encode(expected),
+                actual: hex::encode(digest),
+            });
+        }
+    }
+    let mut meta = EntryMeta::new(&fill.key, len, digest);
+    meta.validator = fetched.validator;
+    meta.content_type = fetched.content_type;
+    let stored = publish(inner, paths, lock, tmp_path, meta).await;
+    Ok(FillState::Complete {
+        source,
+        len,
+        role: Role::Leader,
+        stored,
+    })
+}
+
+/// The name part that makes this tmp file unique (what followers are told).
+fn unique_part(paths: &KeyPaths, tmp: &std::path::Path) -> String {
+    let name = tmp.file_name().unwrap_or_default().to_string_lossy();
+    name.strip_prefix(&paths.tmp_prefix)
+        .and_then(|rest| rest.strip_suffix(TMP_SUFFIX))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Keeps a fill's files fresh while the origin is slow, so waiters in other
+/// processes can tell a live leader from a hung one.
+struct Heartbeat(tokio::time::Interval);
+
+impl Heartbeat {
+    fn new(stale_after: Duration) -> Self {
+        let period = (stale_after / 2).max(Duration::from_millis(1));
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Heartbeat(interval)
+    }
+
+    async fn tick(&mut self, lock: &FillLock, tmp: &std::fs::File) {
+        self.0.tick().await;
+        let now = SystemTime::now();
+        let _ = tmp.set_modified(now);
+        let _ = lock.touch();
+    }
+}
+
+/// Asks the origin for the blob, beating the heart while it answers.
+async fn fetch(
+    fill: &Fill,
+    lock: &FillLock,
+    tmp: &std::fs::File,
+    heartbeat: &mut Heartbeat,
+) -> Result<Fetched> {
+    let answer = guarded_fetch(fill.origin.as_ref(), &fill.key, FetchOptions::default());
+    tokio::pin!(answer);
+    loop {
+        tokio::select! {
+            answer = &mut answer => return answer,
+            () = heartbeat.tick(lock, tmp) => {}
+        }
+    }
+}
+
+/// Copies the origin's body into the tmp file, publishing progress; returns the
+/// length and SHA-256 of what it wrote.
+#[allow(clippy::too_many_arguments)]
+async fn copy_body(
+    inner: &Inner,
+    fill: &Fill,
+    lock: &FillLock,
+    source: &Arc<Source>,
+    tmp_path: &TempPath,
+    mut body: futures::stream::BoxStream<'static, Result<Bytes, crate::BoxError>>,
+    promised: Option<u64>,
+    heartbeat: &mut Heartbeat,
+) -> Result<(u64, [u8; 32])> {
+    let key = &fill.key;
+    let mut hasher = Sha256::new();
+    let mut written = 0u64;
+    loop {
+        let first = tokio::select! {
+            item = guarded_next(&mut body, key) => item?,
+            () = heartbeat.tick(lock, &source.file) => continue,
+        };
+        // Gather what a fast origin has ready, so writes are few and large.
+        let mut ended = first.is_none();
+        let mut size = first.as_ref().map_or(0, Bytes::len);
+        let mut batch: Vec<Bytes> = first.into_iter().collect();
+        while !ended && size < WRITE_BATCH {
+            match guarded_next(&mut body, key).now_or_never() {
+                Some(Ok(Some(chunk))) => {
+                    size += chunk.len();
+                    batch.push(chunk);
+                }
+                Some(Ok(None)) => ended = true,
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        if let Some(promised) = promised {
+            if written + size as u64 > promised {
+                return Err(Error::LengthMismatch {
+                    key: key.clone(),
+                    expected: promised,
+                    actual: written + size as u64,
+                });
+            }
+        }
+        if size > 0 {
+            let file = Arc::clone(source);
+            let offset = written;
+            hasher = blocking(move || {
+                let mut at = offset;
+                for chunk in &batch {
+                    sys::write_all_at(&file.file, chunk, at)?;
+                    hasher.update(chunk);
+                    at += chunk.len() as u64;
+                }
+                Ok(hasher)
+            })
+            .await
+            .map_err(|e| Error::io("write", tmp_path.to_path_buf(), e))?;
+            written += size as u64;
+            add(&inner.counters.origin_bytes, size as u64);
+            fill.progress(source, written, Role::Leader);
+        }
+        if ended {
+            break;
+        }
+    }
+    if let Some(promised) = promised {
+        if written != promised {
+            return Err(Error::LengthMismatch {
+                key: key.clone(),
+                expected: promised,
+                actual: written,
+            });
+        }
+    }
+    if inner.durable {
+        let file = Arc::clone(source);
+        blocking(move || file.file.sync_data())
+            .await
+            .map_err(|e| Error::io("sync", tmp_path.to_path_buf(), e))?;
+    }
+    Ok((written, hasher.finalize().into()))
+}
+
+/// Moves a complete, checked tmp file into the store and releases the lock. A leader
+/// whose lock was broken while it hung does not publish; a local disk failure is
+/// logged. Either way the body stays readable through the tmp file's open handle.
+async fn publish(
+    inner: &Inner,
+    paths: &KeyPaths,
+    lock: FillLock,
+    tmp_path: TempPath,
+    meta: EntryMeta,
+) -> Result<()> {
+    let durable = inner.durable;
+    let key = meta.key.clone();
+    let store = paths.store.clone();
+    let paths = paths.clone();
+    let published = blocking(move || {
+        if !lock.is_current()? {
+            return Ok(false);
+        }
+        let store_dir = paths.store.parent().expect("store path has a parent");
+        sys::in_dir(store_dir, || {
+            meta.write(&paths.tmp_dir, &paths.meta, durable)
+        })?;
+        tmp_path.persist(&paths.store).map_err(|e| e.error)?;
+        if durable {
+            sys::sync_dir(store_dir)?;
+        }
+        drop(lock);
+        Ok(true)
+    })
+    .await;
+    match published {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            tracing::warn!(%key, "this fill was reclaimed as stale by another process; not publishing it");
+            Err(Error::Reclaimed { key })
+        }
+        Err(e) => {
+            tracing::warn!(%key, error = %e, "could not publish a fill; serving it uncached");
+            Err(Error::io("publish", store, e))
+        }
+    }
+}

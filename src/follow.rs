@@ -1,0 +1,229 @@
+//! Following a fill that another process leads: tail its tmp file, notice when it is
+//! published, and take over when its leader dies (the lock frees) or hangs (its files
+//! stop being refreshed for the staleness timeout).
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::cache::Inner;
+use crate::error::{Error, Result};
+use crate::layout::KeyPaths;
+use crate::lock::{Attempt, Busy, FillLock, LenInfo, Take};
+use crate::progress::{Fill, Role, Source, blocking};
+use crate::stats::add;
+use crate::sys::{self, FileId};
+
+/// The first pause between looks at another process's fill; it doubles up to
+/// [`MAX_POLL`] while nothing changes.
+const FIRST_POLL: Duration = Duration::from_millis(1);
+const MAX_POLL: Duration = Duration::from_millis(8);
+
+/// How following another process's fill ended.
+pub(crate) enum Tailed {
+    /// The leader published; `source` is the stored blob.
+    Complete { source: Arc<Source>, len: u64 },
+    /// The leader died or hung; this process holds the lock now. `stale_tmp` names
+    /// the hung leader's tmp file, to remove.
+    TookOver {
+        lock: FillLock,
+        stale_tmp: Option<String>,
+    },
+    /// The lock file went away or was replaced: look again from the start.
+    Restart,
+}
+
+/// Tails the fill behind `busy`, publishing its progress to this process's readers.
+pub(crate) async fn tail(
+    inner: &Arc<Inner>,
+    fill: &Fill,
+    paths: &KeyPaths,
+    busy: Busy,
+    generation: &mut u64,
+) -> Result<Tailed> {
+    let mut watch = Watch {
+        busy,
+        tmp: None,
+        written: 0,
+    };
+    let mut pause = FIRST_POLL;
+    loop {
+        let next_generation = *generation + 1;
+        match look(inner, paths, watch, true, next_generation).await? {
+            Seen::Complete { source, len } => return Ok(Tailed::Complete { source, len }),
+            Seen::Free(lock) => {
+                return Ok(Tailed::TookOver {
+                    lock,
+                    stale_tmp: None,
+                });
+            }
+            Seen::Reclaimed { lock, stale_tmp } => return Ok(Tailed::TookOver { lock, stale_tmp }),
+            Seen::Gone => return Ok(Tailed::Restart),
+            Seen::Waiting { watch: w, grew } => {
+                watch = w;
+                if let Some((_, source)) = &watch.tmp {
+                    *generation = (*generation).max(source.generation);
+                    if grew {
+                        fill.progress(source, watch.written, Role::Follower);
+                        pause = FIRST_POLL;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_POLL);
+    }
+}
+
+/// Waits, without reading its bytes, until another process's fill ends; returns the
+/// lock (and a hung leader's tmp name), or `None` to start over.
+pub(crate) async fn wait_free(
+    inner: &Arc<Inner>,
+    paths: &KeyPaths,
+    busy: Busy,
+) -> Result<Option<(FillLock, Option<String>)>> {
+    let mut watch = Watch {
+        busy,
+        tmp: None,
+        written: 0,
+    };
+    let mut pause = FIRST_POLL;
+    loop {
+        match look(inner, paths, watch, false, 0).await? {
+            Seen::Free(lock) => return Ok(Some((lock, None))),
+            Seen::Reclaimed { lock, stale_tmp } => return Ok(Some((lock, stale_tmp))),
+            Seen::Gone | Seen::Complete { .. } => return Ok(None),
+            Seen::Waiting { watch: w, .. } => watch = w,
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_POLL);
+    }
+}
+
+/// What a follower knows of another process's fill between looks.
+struct Watch {
+    busy: Busy,
+    /// The leader's tmp file (its unique name and open handle), once opened.
+    tmp: Option<(String, Arc<Source>)>,
+    /// How many of its bytes are known to be written.
+    written: u64,
+}
+
+enum Seen {
+    Waiting {
+        watch: Watch,
+        grew: bool,
+    },
+    Complete {
+        source: Arc<Source>,
+        len: u64,
+    },
+    Free(FillLock),
+    Reclaimed {
+        lock: FillLock,
+        stale_tmp: Option<String>,
+    },
+    Gone,
+}
+
+/// One look at the other process's fill, on a blocking thread.
+async fn look(
+    inner: &Arc<Inner>,
+    paths: &KeyPaths,
+    watch: Watch,
+    read_tmp: bool,
+    next_generation: u64,
+) -> Result<Seen> {
+    let paths_owned = paths.clone();
+    let inner = Arc::clone(inner);
+    blocking(move || look_now(&inner, &paths_owned, watch, read_tmp, next_generation))
+        .await
+        .map_err(|e| Error::io("follow the fill at", &paths.lock, e))
+}
+
+fn look_now(
+    inner: &Inner,
+    paths: &KeyPaths,
+    mut watch: Watch,
+    read_tmp: bool,
+    next_generation: u64,
+) -> io::Result<Seen> {
+    let mut grew = false;
+    if read_tmp {
+        if let Some(info) = watch.busy.info() {
+            let known = watch
+                .tmp
+                .as_ref()
+                .is_some_and(|(name, _)| *name == info.tmp);
+            if !known && info.len != LenInfo::Pending {
+                match sys::open_read(&paths.tmp_file(&info.tmp)) {
+                    Ok(file) => {
+                        let len = match info.len {
+                            LenInfo::Known(n) => Some(n),
+                            _ => None,
+                        };
+                        let source = Source {
+                            file,
+                            generation: next_generation,
+                            len,
+                            validator: None,
+                        };
+                        watch.tmp = Some((info.tmp, Arc::new(source)));
+                        watch.written = 0;
+                        grew = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if let Some((_, source)) = &watch.tmp {
+            let id = FileId::of_file(&source.file)?;
+            if FileId::of_path(&paths.store)? == Some(id) {
+                let len = source.file.metadata()?.len();
+                return Ok(Seen::Complete {
+                    source: Arc::clone(source),
+                    len,
+                });
+            }
+            let size = source.file.metadata()?.len();
+            if size > watch.written {
+                watch.written = size;
+                grew = true;
+            }
+        }
+    }
+    watch.busy = match watch.busy.try_take(inner.locking)? {
+        Take::Taken(lock) => return Ok(Seen::Free(lock)),
+        Take::Gone => return Ok(Seen::Gone),
+        Take::Held(busy) => busy,
+    };
+    if !watch.busy.is_current()? {
+        return Ok(Seen::Gone);
+    }
+    if beat_age(&watch.busy, paths)? > inner.stale_after {
+        let stale_tmp = watch.busy.info().map(|info| info.tmp);
+        tracing::warn!(lock = %paths.lock.display(), "reclaiming a fill that made no progress");
+        match watch.busy.break_stale(inner.locking)? {
+            Attempt::Led(lock) => {
+                add(&inner.counters.stale_reclaims, 1);
+                return Ok(Seen::Reclaimed { lock, stale_tmp });
+            }
+            Attempt::Busy(busy) => watch.busy = busy,
+        }
+    }
+    Ok(Seen::Waiting { watch, grew })
+}
+
+/// How long since the leader last refreshed its lock or tmp file.
+fn beat_age(busy: &Busy, paths: &KeyPaths) -> io::Result<Duration> {
+    let mut last = busy.modified()?;
+    if let Some(info) = busy.info() {
+        match std::fs::symlink_metadata(paths.tmp_file(&info.tmp)) {
+            Ok(meta) => last = last.max(meta.modified()?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(SystemTime::now().duration_since(last).unwrap_or_default())
+}

@@ -1,0 +1,197 @@
+//! Where a key's files live: the [`Layout`] trait and the default sharded layout.
+
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Maps a key to the relative paths of its files inside the cache directory.
+///
+/// Both paths are relative to the cache's format folder (`<root>/v1`). The cache
+/// checks every path a layout returns: it must be relative, non-empty and made only of
+/// plain names (no `..`, no root, no prefix), or the call fails with
+/// [`Error::LayoutEscape`]. Two keys must not map to the same paths, and no store path
+/// may be another's metadata path (`<store path>.meta`).
+///
+/// The tmp files of a fill are created beside the lock file, named
+/// `<lock file stem>.<random>.part`.
+///
+/// ```
+/// use std::path::PathBuf;
+/// use readthrough::Layout;
+///
+/// /// Keeps blobs under their own names; fine for keys that are already safe names.
+/// struct ByName;
+///
+/// impl Layout for ByName {
+///     fn store_path(&self, key: &str) -> PathBuf {
+///         PathBuf::from("blobs").join(key)
+///     }
+///     fn lock_path(&self, key: &str) -> PathBuf {
+///         PathBuf::from("locks").join(format!("{key}.lock"))
+///     }
+/// }
+/// # let layout = ByName;
+/// # assert_eq!(layout.store_path("a"), PathBuf::from("blobs/a"));
+/// ```
+pub trait Layout: Send + Sync + 'static {
+    /// The path of the complete blob for `key`.
+    fn store_path(&self, key: &str) -> PathBuf;
+    /// The path of the lock file that coordinates fills of `key` across processes.
+    fn lock_path(&self, key: &str) -> PathBuf;
+}
+
+/// The default layout: the SHA-256 of the key in hex, sharded by its first two
+/// characters.
+///
+/// `store/ab/ab12…` holds the blob and `tmp/ab/ab12….lock` coordinates its fills. Any
+/// key, of any length and content, maps to a fixed-length name of hex digits.
+///
+/// ```
+/// use readthrough::{Layout, ShardedLayout};
+/// let path = ShardedLayout.store_path("https://example.com/a.tar");
+/// assert!(path.starts_with("store"));
+/// assert_eq!(path.file_name().unwrap().len(), 64);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardedLayout;
+
+impl ShardedLayout {
+    fn split(key: &str) -> (String, String) {
+        let name = hex::encode(Sha256::digest(key.as_bytes()));
+        (name[..2].to_owned(), name)
+    }
+}
+
+impl Layout for ShardedLayout {
+    fn store_path(&self, key: &str) -> PathBuf {
+        let (shard, name) = Self::split(key);
+        ["store", &shard, &name].iter().collect()
+    }
+
+    fn lock_path(&self, key: &str) -> PathBuf {
+        let (shard, name) = Self::split(key);
+        ["tmp", &shard, &format!("{name}.lock")].iter().collect()
+    }
+}
+
+/// The absolute paths of one key's files.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyPaths {
+    pub(crate) store: PathBuf,
+    pub(crate) meta: PathBuf,
+    pub(crate) lock: PathBuf,
+    /// The directory tmp files are created in.
+    pub(crate) tmp_dir: PathBuf,
+    /// The prefix of tmp file names: `<lock stem>.`.
+    pub(crate) tmp_prefix: String,
+}
+
+impl KeyPaths {
+    /// Resolves `key` through `layout` under `base`, refusing any path that could
+    /// leave `base`.
+    pub(crate) fn resolve(layout: &dyn Layout, base: &Path, key: &str) -> Result<Self> {
+        let store = checked(key, layout.store_path(key))?;
+        let lock = checked(key, layout.lock_path(key))?;
+        let lock_name = lock
+            .file_name()
+            .expect("a checked path ends in a name")
+            .to_string_lossy();
+        let stem = lock_name.strip_suffix(".lock").unwrap_or(&lock_name);
+        let tmp_prefix = format!("{stem}.");
+        let mut meta_name = store.file_name().expect("checked").to_os_string();
+        meta_name.push(".meta");
+        let store = base.join(store);
+        let lock = base.join(lock);
+        Ok(KeyPaths {
+            meta: store.with_file_name(meta_name),
+            tmp_dir: lock.parent().expect("lock path has a parent").to_path_buf(),
+            store,
+            lock,
+            tmp_prefix,
+        })
+    }
+
+    /// The path of a tmp file of this key, given its unique part.
+    pub(crate) fn tmp_file(&self, unique: &str) -> PathBuf {
+        self.tmp_dir
+            .join(format!("{}{unique}{TMP_SUFFIX}", self.tmp_prefix))
+    }
+}
+
+/// The suffix of every tmp file name.
+pub(crate) const TMP_SUFFIX: &str = ".part";
+
+/// Checks that `path` is relative and made only of plain names.
+fn checked(key: &str, path: PathBuf) -> Result<PathBuf> {
+    let plain = path.components().count() > 0
+        && path.components().all(|c| matches!(c, Component::Normal(_)));
+    if plain {
+        Ok(path)
+    } else {
+        Err(Error::LayoutEscape {
+            key: key.to_owned(),
+            path,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    struct Fixed(&'static str);
+
+    impl Layout for Fixed {
+        fn store_path(&self, _: &str) -> PathBuf {
+            PathBuf::from(self.0)
+        }
+        fn lock_path(&self, _: &str) -> PathBuf {
+            PathBuf::from("locks/x.lock")
+        }
+    }
+
+    #[test]
+    fn escaping_layouts_are_refused() {
+        let base = Path::new("/cache/v1");
+        for bad in ["../x", "/etc/passwd", "a/../../b", "", ".", "a/./b/.."] {
+            let err = KeyPaths::resolve(&Fixed(bad), base, "k").unwrap_err();
+            assert!(
+                matches!(err, Error::LayoutEscape { .. }),
+                "{bad:?} gave {err:?}"
+            );
+        }
+        let ok = KeyPaths::resolve(&Fixed("a/b"), base, "k").unwrap();
+        assert_eq!(ok.store, Path::new("/cache/v1/a/b"));
+        assert_eq!(ok.meta, Path::new("/cache/v1/a/b.meta"));
+        assert_eq!(
+            ok.tmp_file("r4nd"),
+            Path::new("/cache/v1/locks/x.r4nd.part")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_key_maps_inside_the_root(key in any::<String>(), big in proptest::bool::ANY) {
+            let key = if big { key.repeat(100_000 / (key.len() + 1) + 1) } else { key };
+            let base = Path::new("/cache/v1");
+            let paths = KeyPaths::resolve(&ShardedLayout, base, &key).unwrap();
+            for p in [&paths.store, &paths.meta, &paths.lock, &paths.tmp_file("abc")] {
+                prop_assert!(p.starts_with(base));
+                prop_assert_eq!(p.components().count(), base.components().count() + 3);
+            }
+        }
+
+        #[test]
+        fn hostile_keys_map_inside_the_root(parts in proptest::collection::vec(
+            prop_oneof![Just(".."), Just("/"), Just("\0"), Just("."), Just("\\"), "[a-z]{0,3}"], 0..20)) {
+            let key: String = parts.concat();
+            let base = Path::new("/cache/v1");
+            let paths = KeyPaths::resolve(&ShardedLayout, base, &key).unwrap();
+            prop_assert!(paths.store.starts_with(base.join("store")));
+            prop_assert!(paths.lock.starts_with(base.join("tmp")));
+        }
+    }
+}

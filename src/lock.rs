@@ -1,0 +1,347 @@
+//! The per-key lock file: who leads a fill across processes, and where its bytes go.
+//!
+//! The leader holds an exclusive `flock` on `<key>.lock` and writes into it the name
+//! of its tmp file and, once the origin has answered, the length it promised.
+//! Followers in other processes read that to find the tmp file to tail. When the
+//! leader's process dies the OS drops the lock; a waiter that then takes it checks
+//! that the path still names the file it locked (a stale lock may have been broken
+//! and replaced meanwhile) before acting as leader. A leader removes the lock file
+//! when it is done, so only the lock files of live or crashed fills exist.
+
+use std::fs::{File, TryLockError};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::sys::{self, FileId};
+
+/// What a leader publishes in its lock file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LockInfo {
+    /// The unique part of the leader's tmp file name.
+    pub(crate) tmp: String,
+    /// The length the origin promised.
+    pub(crate) len: LenInfo,
+}
+
+/// The length part of [`LockInfo`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LenInfo {
+    /// The origin has not answered yet.
+    Pending,
+    /// The origin answered without a length.
+    Unknown,
+    /// The origin promised this many bytes.
+    Known(u64),
+}
+
+const MAGIC: &str = "readthrough-lock 1";
+
+impl LockInfo {
+    fn encode(&self) -> String {
+        let len = match self.len {
+            LenInfo::Pending => "pending".to_owned(),
+            LenInfo::Unknown => "unknown".to_owned(),
+            LenInfo::Known(n) => n.to_string(),
+        };
+        format!("{MAGIC}\ntmp {}\nlen {len}\n", self.tmp)
+    }
+
+    /// Parses lock file contents; `None` for anything incomplete or malformed (a
+    /// leader may be half-way through writing it).
+    pub(crate) fn decode(data: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(data).ok()?;
+        let mut lines = text.strip_suffix('\n')?.split('\n');
+        if lines.next()? != MAGIC {
+            return None;
+        }
+        let tmp = lines.next()?.strip_prefix("tmp ")?;
+        if !is_unique_part(tmp) {
+            return None;
+        }
+        let len = match lines.next()?.strip_prefix("len ")? {
+            "pending" => LenInfo::Pending,
+            "unknown" => LenInfo::Unknown,
+            n if n.bytes().all(|b| b.is_ascii_digit()) => LenInfo::Known(n.parse().ok()?),
+            _ => return None,
+        };
+        if lines.next().is_some() {
+            return None;
+        }
+        Some(LockInfo {
+            tmp: tmp.to_owned(),
+            len,
+        })
+    }
+}
+
+/// Whether `s` can be the unique part of a tmp file name: it must never let a lock
+/// file redirect a follower to a path outside the tmp directory.
+pub(crate) fn is_unique_part(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// How the cache locks: for real, or not at all where the file system's locks do
+/// nothing (then every process leads its own fill and only coalescing is lost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Locking {
+    Flock,
+    Disabled,
+}
+
+/// The outcome of trying to lead a fill.
+pub(crate) enum Attempt {
+    /// This process now holds the lock.
+    Led(FillLock),
+    /// Another holder has it.
+    Busy(Busy),
+}
+
+/// A held lock on a key. Dropping it releases the lock and removes the lock file if
+/// the path still names it.
+#[derive(Debug)]
+pub(crate) struct FillLock {
+    file: File,
+    path: PathBuf,
+    id: FileId,
+}
+
+/// A lock file someone else holds, kept open to watch it.
+#[derive(Debug)]
+pub(crate) struct Busy {
+    file: File,
+    path: PathBuf,
+    id: FileId,
+}
+
+/// What taking a busy lock gave.
+pub(crate) enum Take {
+    Taken(FillLock),
+    Held(Busy),
+    /// The lock file was removed or replaced: start over from [`try_lead`].
+    Gone,
+}
+
+fn open_lock(path: &Path) -> io::Result<File> {
+    sys::no_follow()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Opens (creating) the lock file at `path` and tries to lock it without waiting.
+pub(crate) fn try_lead(path: &Path, locking: Locking) -> io::Result<Attempt> {
+    loop {
+        let file = open_lock(path)?;
+        let id = FileId::of_file(&file)?;
+        let busy = Busy {
+            file,
+            path: path.to_owned(),
+            id,
+        };
+        match busy.try_take(locking)? {
+            Take::Taken(lock) => return Ok(Attempt::Led(lock)),
+            Take::Held(busy) => return Ok(Attempt::Busy(busy)),
+            Take::Gone => continue,
+        }
+    }
+}
+
+impl Busy {
+    /// Tries to lock without waiting; on success, checks the path still names this file.
+    pub(crate) fn try_take(self, locking: Locking) -> io::Result<Take> {
+        if locking == Locking::Flock {
+            match self.file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => return Ok(Take::Held(self)),
+                Err(TryLockError::Error(e)) => return Err(e),
+            }
+        }
+        if FileId::of_path(&self.path)? != Some(self.id) {
+            return Ok(Take::Gone);
+        }
+        Ok(Take::Taken(FillLock {
+            file: self.file,
+            path: self.path,
+            id: self.id,
+        }))
+    }
+
+    /// What the holder published, if it has written it yet.
+    pub(crate) fn info(&self) -> Option<LockInfo> {
+        read_info(&self.file)
+    }
+
+    /// Whether the lock path still names this file.
+    pub(crate) fn is_current(&self) -> io::Result<bool> {
+        Ok(FileId::of_path(&self.path)? == Some(self.id))
+    }
+
+    /// When the lock file was last written.
+    pub(crate) fn modified(&self) -> io::Result<SystemTime> {
+        self.file.metadata()?.modified()
+    }
+
+    /// Breaks a stale lock: removes the lock file if the path still names it, then
+    /// tries to lead with a fresh one.
+    pub(crate) fn break_stale(self, locking: Locking) -> io::Result<Attempt> {
+        if self.is_current()? {
+            remove_if_exists(&self.path)?;
+        }
+        drop(self.file);
+        try_lead(&self.path, locking)
+    }
+}
+
+impl FillLock {
+    /// What the previous holder wrote (a crashed leader's tmp name), if anything.
+    pub(crate) fn previous_info(&self) -> Option<LockInfo> {
+        read_info(&self.file)
+    }
+
+    /// Publishes `info` for followers.
+    pub(crate) fn write_info(&self, info: &LockInfo) -> io::Result<()> {
+        let data = info.encode();
+        self.file.write_all_at(data.as_bytes(), 0)?;
+        self.file.set_len(data.len() as u64)
+    }
+
+    /// Whether the lock path still names this lock (it was not broken as stale).
+    pub(crate) fn is_current(&self) -> io::Result<bool> {
+        Ok(FileId::of_path(&self.path)? == Some(self.id))
+    }
+
+    /// Refreshes the lock file's mtime: the heartbeat seen before a tmp file exists.
+    pub(crate) fn touch(&self) -> io::Result<()> {
+        self.file.set_modified(SystemTime::now())
+    }
+}
+
+impl Drop for FillLock {
+    fn drop(&mut self) {
+        if matches!(self.is_current(), Ok(true)) {
+            let _ = remove_if_exists(&self.path);
+        }
+    }
+}
+
+fn read_info(file: &File) -> Option<LockInfo> {
+    let data = sys::read_exact_or_eof(file, 0, 256).ok()?;
+    LockInfo::decode(&data)
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Checks, in a scratch directory, that two opens of one file exclude each other's
+/// locks, as `flock` promises. Some network file systems accept locks and enforce
+/// nothing.
+pub(crate) fn locks_exclude(dir: &Path) -> io::Result<bool> {
+    let probe = tempfile::Builder::new()
+        .prefix(".lock-probe.")
+        .tempfile_in(dir)?;
+    let other = File::open(probe.path())?;
+    probe.as_file().lock()?;
+    Ok(matches!(other.try_lock(), Err(TryLockError::WouldBlock)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_round_trips() {
+        for len in [
+            LenInfo::Pending,
+            LenInfo::Unknown,
+            LenInfo::Known(0),
+            LenInfo::Known(u64::MAX),
+        ] {
+            let info = LockInfo {
+                tmp: "abcXYZ09".into(),
+                len,
+            };
+            assert_eq!(LockInfo::decode(info.encode().as_bytes()), Some(info));
+        }
+    }
+
+    #[test]
+    fn malformed_info_is_refused() {
+        let good = "readthrough-lock 1\ntmp abc\nlen 5\n";
+        assert!(LockInfo::decode(good.as_bytes()).is_some());
+        for bad in [
+            "",
+            "readthrough-lock 1\ntmp abc\nlen 5",
+            "readthrough-lock 2\ntmp abc\nlen 5\n",
+            "readthrough-lock 1\ntmp ../../etc/passwd\nlen 5\n",
+            "readthrough-lock 1\ntmp a/b\nlen 5\n",
+            "readthrough-lock 1\ntmp \nlen 5\n",
+            "readthrough-lock 1\ntmp abc\nlen -5\n",
+            "readthrough-lock 1\ntmp abc\nlen +5\n",
+            "readthrough-lock 1\ntmp abc\nlen 99999999999999999999999\n",
+            "readthrough-lock 1\ntmp abc\nlen 5\nextra\n",
+        ] {
+            assert_eq!(LockInfo::decode(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_held_lock_is_busy_and_dropping_it_frees_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.lock");
+        let Attempt::Led(lock) = try_lead(&path, Locking::Flock).unwrap() else {
+            panic!("first attempt must lead");
+        };
+        let info = LockInfo {
+            tmp: "x1".into(),
+            len: LenInfo::Known(3),
+        };
+        lock.write_info(&info).unwrap();
+        let Attempt::Busy(busy) = try_lead(&path, Locking::Flock).unwrap() else {
+            panic!("second attempt must find it busy");
+        };
+        assert_eq!(busy.info(), Some(info));
+        drop(lock);
+        assert!(!path.exists(), "release removes the lock file");
+        assert!(matches!(busy.try_take(Locking::Flock).unwrap(), Take::Gone));
+        assert!(matches!(
+            try_lead(&path, Locking::Flock).unwrap(),
+            Attempt::Led(_)
+        ));
+    }
+
+    #[test]
+    fn breaking_a_stale_lock_leaves_the_old_holder_unable_to_remove_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.lock");
+        let Attempt::Led(old) = try_lead(&path, Locking::Flock).unwrap() else {
+            panic!("must lead");
+        };
+        let Attempt::Busy(busy) = try_lead(&path, Locking::Flock).unwrap() else {
+            panic!("must be busy");
+        };
+        let Attempt::Led(new) = busy.break_stale(Locking::Flock).unwrap() else {
+            panic!("breaking must lead");
+        };
+        assert!(!old.is_current().unwrap());
+        drop(old);
+        assert!(
+            new.is_current().unwrap(),
+            "the old holder must not remove the new lock"
+        );
+    }
+
+    #[test]
+    fn flock_excludes_on_this_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(locks_exclude(dir.path()).unwrap());
+    }
+}

@@ -1,0 +1,84 @@
+//! The small metadata file kept beside each blob (`<store path>.meta`).
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The format version written into every metadata file.
+pub(crate) const META_VERSION: u32 = 1;
+
+/// What the cache remembers about a stored blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EntryMeta {
+    pub(crate) version: u32,
+    pub(crate) key: String,
+    pub(crate) size: u64,
+    /// Seconds since the Unix epoch.
+    pub(crate) created: u64,
+    pub(crate) sha256: String,
+    pub(crate) validator: Option<String>,
+    pub(crate) content_type: Option<String>,
+}
+
+impl EntryMeta {
+    pub(crate) fn new(key: &str, size: u64, sha256: [u8; 32]) -> Self {
+        EntryMeta {
+            version: META_VERSION,
+            key: key.to_owned(),
+            size,
+            created: unix_now(),
+            sha256: hex::encode(sha256),
+            validator: None,
+            content_type: None,
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("metadata serializes")
+    }
+
+    /// Parses a metadata file; `None` for anything malformed or of another version.
+    #[cfg(test)]
+    pub(crate) fn decode(data: &[u8]) -> Option<Self> {
+        let meta: EntryMeta = serde_json::from_slice(data).ok()?;
+        (meta.version == META_VERSION).then_some(meta)
+    }
+
+    /// Writes this metadata atomically to `path`, through a tmp file in `tmp_dir`.
+    pub(crate) fn write(&self, tmp_dir: &Path, path: &Path, durable: bool) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".meta.")
+            .suffix(crate::layout::TMP_SUFFIX)
+            .tempfile_in(tmp_dir)?;
+        tmp.write_all(&self.encode())?;
+        if durable {
+            tmp.as_file().sync_data()?;
+        }
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_garbage() {
+        let mut meta = EntryMeta::new("k\0/..", 3, [7; 32]);
+        meta.validator = Some("\"e\"".into());
+        assert_eq!(EntryMeta::decode(&meta.encode()), Some(meta.clone()));
+        assert_eq!(EntryMeta::decode(b""), None);
+        assert_eq!(EntryMeta::decode(b"{\"version\":1}"), None);
+        meta.version = 2;
+        assert_eq!(EntryMeta::decode(&meta.encode()), None);
+    }
+}

@@ -1,0 +1,131 @@
+//! The in-process view of one fill: which file holds its bytes, how many have landed,
+//! and how it ended. The task driving the fill publishes it; every reader of the key
+//! in this process watches it.
+
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::error::Error;
+use crate::origin::Origin;
+use crate::sys;
+
+/// A file holding a fill's bytes from offset 0: the tmp file being written (by this
+/// process or another), or a complete store file. All readers share its one handle
+/// and read it by offset.
+#[derive(Debug)]
+pub(crate) struct Source {
+    pub(crate) file: File,
+    /// Changes whenever the fill moves to another file (a takeover), so readers know
+    /// to check the new file's bytes against those they already returned.
+    pub(crate) generation: u64,
+    /// The length the origin promised, when known.
+    pub(crate) len: Option<u64>,
+    /// The validator of the body in this file, when known.
+    pub(crate) validator: Option<String>,
+}
+
+impl Source {
+    /// Reads up to `len` bytes at `offset` on a blocking thread.
+    pub(crate) async fn read_at(self: &Arc<Self>, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let source = Arc::clone(self);
+        blocking(move || sys::read_exact_or_eof(&source.file, offset, len)).await
+    }
+
+    /// The first offset at which this file differs from `data` placed at `offset`, or
+    /// `None` when they agree (a file that ends early differs at its end).
+    pub(crate) async fn first_difference(
+        self: &Arc<Self>,
+        offset: u64,
+        data: &[u8],
+    ) -> io::Result<Option<u64>> {
+        let ours = self.read_at(offset, data.len()).await?;
+        let same = ours.iter().zip(data).take_while(|(a, b)| a == b).count();
+        Ok((same < data.len()).then_some(offset + same as u64))
+    }
+}
+
+/// Runs blocking file work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(join) => Err(io::Error::other(join)),
+    }
+}
+
+/// Who is producing the bytes of a fill, as seen from this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// This process fetches from the origin.
+    Leader,
+    /// Another process fetches; this one tails its tmp file.
+    Follower,
+    /// The blob was already in the store once the lock was taken.
+    Found,
+}
+
+/// The state of a fill, as published to readers.
+#[derive(Debug, Clone)]
+pub(crate) enum FillState {
+    /// Nothing to read yet.
+    Starting,
+    /// `written` bytes of `source` can be read; more may come.
+    Streaming {
+        source: Arc<Source>,
+        written: u64,
+        role: Role,
+    },
+    /// `source` holds the whole body, `len` bytes. `stored` says whether it is also in
+    /// the store, and if not, why (a local disk failure, or a reclaimed leader).
+    Complete {
+        source: Arc<Source>,
+        len: u64,
+        role: Role,
+        stored: Result<(), Error>,
+    },
+    /// The fill failed. A local disk error lets readers fetch the body uncached; any
+    /// other error is theirs to report.
+    Failed(Error),
+}
+
+impl FillState {
+    pub(crate) fn is_final(&self) -> bool {
+        matches!(self, FillState::Complete { .. } | FillState::Failed(_))
+    }
+}
+
+/// One fill in this process. The driving task owns it; the cache's map of fills
+/// holds it weakly, and readers hold only a receiver, so a driver that vanishes ends
+/// its readers with an error instead of leaving them waiting.
+pub(crate) struct Fill {
+    pub(crate) key: String,
+    pub(crate) origin: Arc<dyn Origin>,
+    pub(crate) state: watch::Sender<FillState>,
+}
+
+impl Fill {
+    pub(crate) fn new(key: &str, origin: Arc<dyn Origin>) -> Arc<Self> {
+        Arc::new(Fill {
+            key: key.to_owned(),
+            origin,
+            state: watch::Sender::new(FillState::Starting),
+        })
+    }
+
+    pub(crate) fn publish(&self, state: FillState) {
+        self.state.send_replace(state);
+    }
+
+    /// Publishes that `written` bytes of `source` can now be read.
+    pub(crate) fn progress(&self, source: &Arc<Source>, written: u64, role: Role) {
+        self.publish(FillState::Streaming {
+            source: Arc::clone(source),
+            written,
+            role,
+        });
+    }
+}
