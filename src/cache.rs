@@ -69,6 +69,11 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// The lock that breakers of stale fill locks take turns through.
+    pub(crate) fn break_guard(&self) -> PathBuf {
+        self.base.join("tmp").join("break.lock")
+    }
+
     /// Removes a fill from the map of running fills, if it is still the one there.
     pub(crate) fn forget(&self, fill: &Arc<Fill>) {
         let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());

@@ -14,7 +14,7 @@ use crate::cache::Inner;
 use crate::error::{Error, Result};
 use crate::follow::{self, Tailed};
 use crate::layout::{KeyPaths, TMP_SUFFIX};
-use crate::lock::{self, Attempt, FillLock, LenInfo, LockInfo};
+use crate::lock::{self, Attempt, FillLock, LenInfo, LockInfo, Locking};
 use crate::meta::EntryMeta;
 use crate::origin::{FetchOptions, Fetched, guarded_fetch, guarded_next};
 use crate::progress::{Fill, FillState, Role, Source, blocking};
@@ -133,12 +133,12 @@ async fn lead(
     generation: u64,
 ) -> Result<FillState> {
     add(&inner.counters.fills_led, 1);
-    let abandoned = lock
+    // The tmp files of a crashed or reclaimed leader. Without real locks another
+    // process may be writing the one the lock file names, so it is left alone.
+    let crashed = lock
         .previous_info()
-        .map(|info| info.tmp)
-        .into_iter()
-        .chain(stale_tmp);
-    for unique in abandoned {
+        .filter(|_| inner.locking == Locking::Flock);
+    for unique in crashed.map(|info| info.tmp).into_iter().chain(stale_tmp) {
         let _ = std::fs::remove_file(paths.tmp_file(&unique));
     }
     let tmp = sys::in_dir(&paths.tmp_dir, || {

@@ -201,11 +201,15 @@ fn look_now(
     if !watch.busy.is_current()? {
         return Ok(Seen::Gone);
     }
-    if beat_age(&watch.busy, paths)? > inner.stale_after {
+    let is_stale = |busy: &Busy| Ok(beat_age(busy, paths)? > inner.stale_after);
+    if is_stale(&watch.busy)? {
         let stale_tmp = watch.busy.info().map(|info| info.tmp);
-        tracing::warn!(lock = %paths.lock.display(), "reclaiming a fill that made no progress");
-        match watch.busy.break_stale(inner.locking)? {
+        match watch
+            .busy
+            .break_stale(inner.locking, &inner.break_guard(), is_stale)?
+        {
             Attempt::Led(lock) => {
+                tracing::warn!(lock = %paths.lock.display(), "reclaimed a fill that made no progress");
                 add(&inner.counters.stale_reclaims, 1);
                 return Ok(Seen::Reclaimed { lock, stale_tmp });
             }

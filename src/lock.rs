@@ -186,14 +186,31 @@ impl Busy {
         self.file.metadata()?.modified()
     }
 
-    /// Breaks a stale lock: removes the lock file if the path still names it, then
-    /// tries to lead with a fresh one.
-    pub(crate) fn break_stale(self, locking: Locking) -> io::Result<Attempt> {
-        if self.is_current()? {
+    /// Breaks a stale lock: removes the lock file if the path still names it and
+    /// `still_stale` agrees, then tries to lead with a fresh one.
+    ///
+    /// Breakers take turns through the guard lock at `guard`, so two waiters that see
+    /// the same stale lock cannot both replace it (the second finds the path renamed
+    /// to the first one's fresh lock and follows it). A breaker that cannot get its
+    /// turn at once keeps waiting, as if the lock were not stale yet.
+    pub(crate) fn break_stale(
+        self,
+        locking: Locking,
+        guard: &Path,
+        still_stale: impl FnOnce(&Busy) -> io::Result<bool>,
+    ) -> io::Result<Attempt> {
+        let guard = open_lock(guard)?;
+        match guard.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Ok(Attempt::Busy(self)),
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
+        if self.is_current()? && still_stale(&self)? {
             remove_if_exists(&self.path)?;
         }
+        let path = self.path;
         drop(self.file);
-        try_lead(&self.path, locking)
+        try_lead(&path, locking)
     }
 }
 
@@ -328,8 +345,21 @@ mod tests {
         let Attempt::Busy(busy) = try_lead(&path, Locking::Flock).unwrap() else {
             panic!("must be busy");
         };
-        let Attempt::Led(new) = busy.break_stale(Locking::Flock).unwrap() else {
+        let Attempt::Busy(second) = try_lead(&path, Locking::Flock).unwrap() else {
+            panic!("must be busy");
+        };
+        let guard = dir.path().join("guard");
+        let Attempt::Led(new) = busy
+            .break_stale(Locking::Flock, &guard, |_| Ok(true))
+            .unwrap()
+        else {
             panic!("breaking must lead");
+        };
+        let Attempt::Busy(_) = second
+            .break_stale(Locking::Flock, &guard, |_| Ok(true))
+            .unwrap()
+        else {
+            panic!("a second breaker of the same stale lock must follow the first");
         };
         assert!(!old.is_current().unwrap());
         drop(old);
