@@ -82,24 +82,29 @@ async fn run(inner: &Arc<Inner>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> R
                     }
                     Tailed::TookOver { lock, stale_tmp } => (lock, stale_tmp),
                     Tailed::Restart => continue,
+                    Tailed::Failed(message) => {
+                        let reported =
+                            format!("{message} (reported by the process that led the fill)");
+                        return Err(Error::origin(&fill.key, reported.into()));
+                    }
                 }
             }
         };
         generation += 1;
-        if mode == Mode::Fetch {
-            if let Some(source) = open_store(paths, generation).await? {
-                let len = source
-                    .file
-                    .metadata()
-                    .map_err(|e| Error::io("stat", &paths.store, e))?
-                    .len();
-                return Ok(FillState::Complete {
-                    source: Arc::new(source),
-                    len,
-                    role: Role::Found,
-                    stored: Ok(()),
-                });
-            }
+        if mode == Mode::Fetch
+            && let Some(source) = open_store(paths, generation).await?
+        {
+            let len = source
+                .file
+                .metadata()
+                .map_err(|e| Error::io("stat", &paths.store, e))?
+                .len();
+            return Ok(FillState::Complete {
+                source: Arc::new(source),
+                len,
+                role: Role::Found,
+                stored: Ok(()),
+            });
         }
         return lead(inner, fill, paths, lock, stale_tmp, generation).await;
     }
@@ -150,56 +155,32 @@ async fn lead(
     })
     .map_err(|e| Error::io("create a tmp file in", &paths.tmp_dir, e))?;
     let unique = unique_part(paths, tmp.path());
-    let write_info = |len| {
-        lock.write_info(&LockInfo {
+    let write_info = |len, failed| {
+        let info = LockInfo {
             tmp: unique.clone(),
             len,
-        })
-        .map_err(|e| Error::io("write", &paths.lock, e))
+            failed,
+        };
+        lock.write_info(&info)
+            .map_err(|e| Error::io("write", &paths.lock, e))
     };
-    write_info(LenInfo::Pending)?;
+    write_info(LenInfo::Pending, None)?;
     let (file, tmp_path) = tmp.into_parts();
-
-    let mut heartbeat = Heartbeat::new(inner.stale_after);
-    let fetched = fetch(fill, &lock, &file, &mut heartbeat).await?;
-    if fetched.offset != 0 {
-        return Err(Error::origin(
-            &fill.key,
-            "origin sent a range that was not asked for".into(),
-        ));
-    }
-    write_info(fetched.len.map_or(LenInfo::Unknown, LenInfo::Known))?;
-    let source = Arc::new(Source {
-        file,
-        generation,
-        len: fetched.len,
-        validator: fetched.validator.clone(),
-    });
-    fill.progress(&source, 0, Role::Leader);
-
-    let (len, digest) = copy_body(
-        inner,
-        fill,
-        &lock,
-        &source,
-        &tmp_path,
-        fetched.body,
-        fetched.len,
-        &mut heartbeat,
-    )
-    .await?;
-    if let Some(expected) = fetched.sha256 {
-        if expected != digest {
-            return Err(Error::DigestMismatch {
-                key: fill.key.clone(),
-                expected: hex::encode(expected),
-                actual: hex::encode(digest),
-            });
+    let filled = fill_tmp(inner, fill, &lock, file, &tmp_path, generation, |len| {
+        write_info(len, None)
+    })
+    .await;
+    let (source, meta) = match filled {
+        Ok(filled) => filled,
+        Err(error) => {
+            if !error.is_local_disk() {
+                // Followers in other processes report this instead of fetching again.
+                let _ = write_info(LenInfo::Unknown, Some(error.to_string()));
+            }
+            return Err(error);
         }
-    }
-    let mut meta = EntryMeta::new(&fill.key, len, digest);
-    meta.validator = fetched.validator;
-    meta.content_type = fetched.content_type;
+    };
+    let len = meta.size;
     let stored = publish(inner, paths, lock, tmp_path, meta).await;
     Ok(FillState::Complete {
         source,
@@ -207,6 +188,60 @@ async fn lead(
         role: Role::Leader,
         stored,
     })
+}
+
+/// Fetches the body into the tmp file `file` and checks it; returns the file as a
+/// fill source and the entry's metadata. `announce_len` tells followers in other
+/// processes the promised length.
+async fn fill_tmp(
+    inner: &Inner,
+    fill: &Fill,
+    lock: &FillLock,
+    file: std::fs::File,
+    tmp_path: &TempPath,
+    generation: u64,
+    announce_len: impl Fn(LenInfo) -> Result<()>,
+) -> Result<(Arc<Source>, EntryMeta)> {
+    let mut heartbeat = Heartbeat::new(inner.stale_after);
+    let fetched = fetch(fill, lock, &file, &mut heartbeat).await?;
+    if fetched.offset != 0 {
+        return Err(Error::origin(
+            &fill.key,
+            "origin sent a range that was not asked for".into(),
+        ));
+    }
+    announce_len(fetched.len.map_or(LenInfo::Unknown, LenInfo::Known))?;
+    let source = Arc::new(Source {
+        file,
+        generation,
+        len: fetched.len,
+        validator: fetched.validator.clone(),
+    });
+    fill.progress(&source, 0, Role::Leader);
+    let (len, digest) = copy_body(
+        inner,
+        fill,
+        lock,
+        &source,
+        tmp_path,
+        fetched.body,
+        fetched.len,
+        &mut heartbeat,
+    )
+    .await?;
+    if let Some(expected) = fetched.sha256
+        && expected != digest
+    {
+        return Err(Error::DigestMismatch {
+            key: fill.key.clone(),
+            expected: hex::encode(expected),
+            actual: hex::encode(digest),
+        });
+    }
+    let mut meta = EntryMeta::new(&fill.key, len, digest);
+    meta.validator = fetched.validator;
+    meta.content_type = fetched.content_type;
+    Ok((source, meta))
 }
 
 /// The name part that makes this tmp file unique (what followers are told).
@@ -291,14 +326,14 @@ async fn copy_body(
                 None => break,
             }
         }
-        if let Some(promised) = promised {
-            if written + size as u64 > promised {
-                return Err(Error::LengthMismatch {
-                    key: key.clone(),
-                    expected: promised,
-                    actual: written + size as u64,
-                });
-            }
+        if let Some(promised) = promised
+            && written + size as u64 > promised
+        {
+            return Err(Error::LengthMismatch {
+                key: key.clone(),
+                expected: promised,
+                actual: written + size as u64,
+            });
         }
         if size > 0 {
             let file = Arc::clone(source);
@@ -322,14 +357,14 @@ async fn copy_body(
             break;
         }
     }
-    if let Some(promised) = promised {
-        if written != promised {
-            return Err(Error::LengthMismatch {
-                key: key.clone(),
-                expected: promised,
-                actual: written,
-            });
-        }
+    if let Some(promised) = promised
+        && written != promised
+    {
+        return Err(Error::LengthMismatch {
+            key: key.clone(),
+            expected: promised,
+            actual: written,
+        });
     }
     if inner.durable {
         let file = Arc::clone(source);

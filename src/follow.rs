@@ -31,6 +31,8 @@ pub(crate) enum Tailed {
     },
     /// The lock file went away or was replaced: look again from the start.
     Restart,
+    /// The leader's origin failed; this is the error it recorded.
+    Failed(String),
 }
 
 /// Tails the fill behind `busy`, publishing its progress to this process's readers.
@@ -59,6 +61,7 @@ pub(crate) async fn tail(
             }
             Seen::Reclaimed { lock, stale_tmp } => return Ok(Tailed::TookOver { lock, stale_tmp }),
             Seen::Gone => return Ok(Tailed::Restart),
+            Seen::Failed(message) => return Ok(Tailed::Failed(message)),
             Seen::Waiting { watch: w, grew } => {
                 watch = w;
                 if let Some((_, source)) = &watch.tmp {
@@ -92,7 +95,7 @@ pub(crate) async fn wait_free(
         match look(inner, paths, watch, false, 0).await? {
             Seen::Free(lock) => return Ok(Some((lock, None))),
             Seen::Reclaimed { lock, stale_tmp } => return Ok(Some((lock, stale_tmp))),
-            Seen::Gone | Seen::Complete { .. } => return Ok(None),
+            Seen::Gone | Seen::Failed(_) | Seen::Complete { .. } => return Ok(None),
             Seen::Waiting { watch: w, .. } => watch = w,
         }
         tokio::time::sleep(pause).await;
@@ -124,6 +127,7 @@ enum Seen {
         stale_tmp: Option<String>,
     },
     Gone,
+    Failed(String),
 }
 
 /// One look at the other process's fill, on a blocking thread.
@@ -193,9 +197,20 @@ fn look_now(
             }
         }
     }
+    // A leader whose origin failed records why before it lets go of the lock.
     watch.busy = match watch.busy.try_take(inner.locking)? {
-        Take::Taken(lock) => return Ok(Seen::Free(lock)),
-        Take::Gone => return Ok(Seen::Gone),
+        Take::Taken(lock) => {
+            return Ok(match lock.previous_info().and_then(|info| info.failed) {
+                Some(message) => Seen::Failed(message),
+                None => Seen::Free(lock),
+            });
+        }
+        Take::Gone(old) => {
+            return Ok(match old.info().and_then(|info| info.failed) {
+                Some(message) => Seen::Failed(message),
+                None => Seen::Gone,
+            });
+        }
         Take::Held(busy) => busy,
     };
     if !watch.busy.is_current()? {

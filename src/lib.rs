@@ -1,4 +1,84 @@
-//! placeholder docs
+//! A shared on-disk read-through cache for blobs from a slow or costly origin.
+//!
+//! A read asks a [`Cache`] for a key. If the blob is stored it streams from disk (a
+//! hit). If not, exactly one fetch from the [`Origin`] runs, however many tasks in this
+//! process and processes on this machine ask at the same time, and every one of them
+//! streams the bytes as they land. The blob is written to a tmp file and published
+//! atomically under the key.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! use readthrough::{Cache, ReadKind, origin_fn};
+//!
+//! let cache = Cache::builder(dir.path())
+//!     .origin(origin_fn(|key: String| async move {
+//!         // Any async source: an HTTP client, an object store, a computation.
+//!         Ok::<_, std::io::Error>(format!("contents of {key}").into_bytes())
+//!     }))
+//!     .build()
+//!     .await?;
+//!
+//! let first = cache.get("report.csv").await?;
+//! assert_eq!(first.kind(), ReadKind::Led);
+//! assert_eq!(first.bytes().await?, "contents of report.csv");
+//!
+//! let again = cache.get("report.csv").await?;
+//! assert_eq!(again.kind(), ReadKind::Hit);
+//! # Ok(()) }
+//! ```
+//!
+//! # Guarantees
+//!
+//! 1. **Never a wrong byte.** A [`Reader`] yields exactly the bytes of one complete,
+//!    successful origin response for its key, or ends with an error.
+//! 2. **One fetch.** While a fill of a key is alive and making progress, no other task
+//!    in the process and no other process sharing the directory fetches that key.
+//! 3. **Followers stream.** A reader that joins a fill gets the bytes already written,
+//!    then each new byte as it lands.
+//! 4. **Atomic publish.** A blob appears under its key only complete, with its length
+//!    (and its digest, when the origin gave one) checked, and flushed to stable storage
+//!    unless [`durable(false)`](CacheBuilder::durable).
+//! 5. **Crash and hang recovery.** A fill whose process died is taken over at once (the
+//!    OS drops its lock). A fill whose process stops refreshing its files for the
+//!    [staleness timeout](CacheBuilder::stale_after) is reclaimed by a waiter; when the
+//!    stalled process wakes it cannot publish. A new leader removes a dead leader's tmp
+//!    file.
+//! 6. **Errors fan out, nothing is poisoned.** An origin error reaches every reader of
+//!    that fill; nothing is cached and the next read tries again. When a leader dies,
+//!    its followers carry on with the new fill, after checking that its bytes match
+//!    those they already returned ([`Error::Changed`] if not).
+//! 7. **Local disk trouble degrades.** If a write fails during a fill (a full disk),
+//!    each reader fetches the rest of the body from the origin itself, uncached, a
+//!    warning is logged, and nothing partial stays behind.
+//! 8. **Keys are data.** Any key maps inside the cache directory; paths from a custom
+//!    [`Layout`] are checked, and no final symlink is ever followed.
+//! 9. **Bounded resources.** Each reader holds one buffer of at most 256 KiB; each fill
+//!    holds one file descriptor in each process that reads it, shared by its readers.
+//!
+//! # On disk
+//!
+//! ```text
+//! <dir>/v1/store/ab/<sha256(key)>        complete blobs, raw bytes
+//! <dir>/v1/store/ab/<sha256(key)>.meta   the key, size, sha256, validator (JSON)
+//! <dir>/v1/tmp/ab/<sha256(key)>.lock     the lock a fill's leader holds
+//! <dir>/v1/tmp/ab/<sha256(key)>.<random>.part   a fill in progress
+//! ```
+//!
+//! The `v1` folder is the format version: a later format gets a folder of its own.
+//! [`Cache::path`] hands out a store path; stored files are only ever replaced by
+//! renaming a new file over them, never written in place.
+//!
+//! # Failure modes and cancellation
+//!
+//! - Dropping a [`Reader`] or a pending [`Cache::get`] never cancels a fill: it runs on
+//!   in a spawned task and stores the blob. Shutting down the runtime does cancel it;
+//!   its tmp and lock files are removed and the next read fetches again.
+//! - A fill runs in a task of the runtime that started it; all calls need a Tokio
+//!   runtime.
+//! - Without working file locks (some network file systems) processes do not share
+//!   fetches; every other guarantee holds. [`CacheBuilder::build`] checks and warns.
+//! - Only Unix is supported.
 #![deny(missing_docs)]
 
 mod cache;

@@ -23,6 +23,9 @@ pub(crate) struct LockInfo {
     pub(crate) tmp: String,
     /// The length the origin promised.
     pub(crate) len: LenInfo,
+    /// Set when the fill failed at the origin: the error, on one line. Followers in
+    /// other processes, which still hold the lock file open, report it.
+    pub(crate) failed: Option<String>,
 }
 
 /// The length part of [`LockInfo`].
@@ -38,6 +41,10 @@ pub(crate) enum LenInfo {
 
 const MAGIC: &str = "readthrough-lock 1";
 
+/// The most of a lock file that is read; a failure message is cut to fit.
+const MAX_INFO: usize = 1024;
+const MAX_FAILURE: usize = 512;
+
 impl LockInfo {
     fn encode(&self) -> String {
         let len = match self.len {
@@ -45,7 +52,18 @@ impl LockInfo {
             LenInfo::Unknown => "unknown".to_owned(),
             LenInfo::Known(n) => n.to_string(),
         };
-        format!("{MAGIC}\ntmp {}\nlen {len}\n", self.tmp)
+        let mut text = format!("{MAGIC}\ntmp {}\nlen {len}\n", self.tmp);
+        if let Some(failed) = &self.failed {
+            let mut line: String = failed
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            while line.len() > MAX_FAILURE {
+                line.pop();
+            }
+            text.push_str(&format!("failed {line}\n"));
+        }
+        text
     }
 
     /// Parses lock file contents; `None` for anything incomplete or malformed (a
@@ -66,12 +84,17 @@ impl LockInfo {
             n if n.bytes().all(|b| b.is_ascii_digit()) => LenInfo::Known(n.parse().ok()?),
             _ => return None,
         };
+        let failed = match lines.next() {
+            None => None,
+            Some(line) => Some(line.strip_prefix("failed ")?.to_owned()),
+        };
         if lines.next().is_some() {
             return None;
         }
         Some(LockInfo {
             tmp: tmp.to_owned(),
             len,
+            failed,
         })
     }
 }
@@ -119,8 +142,9 @@ pub(crate) struct Busy {
 pub(crate) enum Take {
     Taken(FillLock),
     Held(Busy),
-    /// The lock file was removed or replaced: start over from [`try_lead`].
-    Gone,
+    /// The lock file was removed or replaced: start over from [`try_lead`]. The old
+    /// file stays open to read what its last holder left in it.
+    Gone(Busy),
 }
 
 fn open_lock(path: &Path) -> io::Result<File> {
@@ -146,7 +170,7 @@ pub(crate) fn try_lead(path: &Path, locking: Locking) -> io::Result<Attempt> {
         match busy.try_take(locking)? {
             Take::Taken(lock) => return Ok(Attempt::Led(lock)),
             Take::Held(busy) => return Ok(Attempt::Busy(busy)),
-            Take::Gone => continue,
+            Take::Gone(_) => continue,
         }
     }
 }
@@ -162,7 +186,7 @@ impl Busy {
             }
         }
         if FileId::of_path(&self.path)? != Some(self.id) {
-            return Ok(Take::Gone);
+            return Ok(Take::Gone(self));
         }
         Ok(Take::Taken(FillLock {
             file: self.file,
@@ -247,7 +271,7 @@ impl Drop for FillLock {
 }
 
 fn read_info(file: &File) -> Option<LockInfo> {
-    let data = sys::read_exact_or_eof(file, 0, 256).ok()?;
+    let data = sys::read_exact_or_eof(file, 0, MAX_INFO).ok()?;
     LockInfo::decode(&data)
 }
 
@@ -282,11 +306,26 @@ mod tests {
             LenInfo::Known(0),
             LenInfo::Known(u64::MAX),
         ] {
-            let info = LockInfo {
-                tmp: "abcXYZ09".into(),
-                len,
-            };
-            assert_eq!(LockInfo::decode(info.encode().as_bytes()), Some(info));
+            for failed in [
+                None,
+                Some("HTTP 500\nfrom\0 origin".to_owned()),
+                Some("é".repeat(600)),
+            ] {
+                let info = LockInfo {
+                    tmp: "abcXYZ09".into(),
+                    len,
+                    failed: failed.clone(),
+                };
+                let decoded = LockInfo::decode(info.encode().as_bytes()).unwrap();
+                assert_eq!((&decoded.tmp, decoded.len), (&info.tmp, info.len));
+                let Some(sent) = failed else {
+                    assert_eq!(decoded.failed, None);
+                    continue;
+                };
+                let got = decoded.failed.unwrap();
+                assert!(got.len() <= MAX_FAILURE && !got.contains('\n'), "{got:?}");
+                assert!(sent.replace(['\n', '\0'], " ").starts_with(&got));
+            }
         }
     }
 
@@ -305,6 +344,7 @@ mod tests {
             "readthrough-lock 1\ntmp abc\nlen +5\n",
             "readthrough-lock 1\ntmp abc\nlen 99999999999999999999999\n",
             "readthrough-lock 1\ntmp abc\nlen 5\nextra\n",
+            "readthrough-lock 1\ntmp abc\nlen 5\nfailed x\nfailed y\n",
         ] {
             assert_eq!(LockInfo::decode(bad.as_bytes()), None, "{bad:?}");
         }
@@ -320,6 +360,7 @@ mod tests {
         let info = LockInfo {
             tmp: "x1".into(),
             len: LenInfo::Known(3),
+            failed: None,
         };
         lock.write_info(&info).unwrap();
         let Attempt::Busy(busy) = try_lead(&path, Locking::Flock).unwrap() else {
@@ -328,7 +369,10 @@ mod tests {
         assert_eq!(busy.info(), Some(info));
         drop(lock);
         assert!(!path.exists(), "release removes the lock file");
-        assert!(matches!(busy.try_take(Locking::Flock).unwrap(), Take::Gone));
+        assert!(matches!(
+            busy.try_take(Locking::Flock).unwrap(),
+            Take::Gone(_)
+        ));
         assert!(matches!(
             try_lead(&path, Locking::Flock).unwrap(),
             Attempt::Led(_)

@@ -32,7 +32,9 @@ pub(crate) const CHUNK: usize = 256 * 1024;
 ///     .origin(origin_fn(|_key: String| async { Ok::<_, std::io::Error>(b"x".to_vec()) }))
 ///     .build()
 ///     .await?;
-/// assert_eq!(cache.get("k").await?.kind(), ReadKind::Led);
+/// let first = cache.get("k").await?;
+/// assert_eq!(first.kind(), ReadKind::Led);
+/// first.bytes().await?; // the fill has ended once its body is read
 /// assert_eq!(cache.get("k").await?.kind(), ReadKind::Hit);
 /// # Ok(()) }
 /// ```

@@ -30,6 +30,8 @@ struct Job {
     stale_ms: u64,
     /// Serve a different body on each fetch after the first.
     changing: bool,
+    /// Fail the body half-way, once the file `release` exists in `dir`.
+    fail: bool,
     file_locks: bool,
 }
 
@@ -41,6 +43,7 @@ impl Job {
             delay_ms: 5,
             stale_ms: 30_000,
             changing: false,
+            fail: false,
             file_locks: true,
         }
     }
@@ -77,6 +80,7 @@ impl Proc {
             .env("RT_DELAY_MS", job.delay_ms.to_string())
             .env("RT_STALE_MS", job.stale_ms.to_string())
             .env("RT_CHANGING", if job.changing { "1" } else { "0" })
+            .env("RT_FAIL", if job.fail { "1" } else { "0" })
             .env("RT_LOCKS", if job.file_locks { "1" } else { "0" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -344,6 +348,36 @@ fn a_takeover_with_a_changed_body_ends_followers_with_an_error() {
 }
 
 #[test]
+fn an_origin_error_reaches_followers_in_other_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job {
+        fail: true,
+        ..Job::new(dir.path())
+    };
+    let leader = leader(&job);
+    let followers = followers(&job, 3);
+    std::fs::write(dir.path().join("release"), b"").unwrap();
+    for proc in followers.into_iter().chain([leader]) {
+        let result = proc.result();
+        assert!(
+            result.starts_with("ERROR") && result.contains("broke mid-body"),
+            "{result}"
+        );
+    }
+    assert_eq!(
+        job.fetches(),
+        1,
+        "followers report the leader's error instead of fetching"
+    );
+    assert!(store_files(&job).is_empty(), "nothing is cached");
+    assert!(tmp_parts(&job).is_empty());
+    let mut next = ready(&job);
+    next.go();
+    assert!(next.result().starts_with("ERROR"));
+    assert_eq!(job.fetches(), 2, "the next read tries again");
+}
+
+#[test]
 fn without_file_locks_processes_fetch_for_themselves_but_never_mix_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let job = Job {
@@ -380,12 +414,15 @@ fn child_process() {
     let delay = Duration::from_millis(env("RT_DELAY_MS").parse().unwrap());
     let stale = Duration::from_millis(env("RT_STALE_MS").parse().unwrap());
     let changing = env("RT_CHANGING") == "1";
+    let fail = env("RT_FAIL") == "1";
     let locks = env("RT_LOCKS") == "1";
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
         let log = dir.join("fetches.log");
+        let release = dir.join("release");
         let origin = readthrough::origin_fn(move |key: String| {
             let log = log.clone();
+            let release = release.clone();
             async move {
                 let before = std::fs::read_to_string(&log).map_or(0, |s| s.lines().count());
                 let mut file = std::fs::OpenOptions::new()
@@ -394,10 +431,20 @@ fn child_process() {
                     .open(&log)?;
                 writeln!(file, "{}", std::process::id())?;
                 let version = if changing { before as u64 } else { 0 };
-                let chunks = common::chunked(common::body_of(&key, version, LEN), CHUNK);
-                let body = futures::stream::iter(chunks).then(move |chunk| async move {
-                    tokio::time::sleep(delay).await;
-                    chunk
+                let mut chunks = common::chunked(common::body_of(&key, version, LEN), CHUNK);
+                if fail {
+                    chunks.truncate(chunks.len() / 2);
+                    chunks.push(Err("the origin broke mid-body".into()));
+                }
+                let body = futures::stream::iter(chunks).then(move |chunk| {
+                    let release = release.clone();
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        while chunk.is_err() && !release.exists() {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        chunk
+                    }
                 });
                 Ok::<_, std::io::Error>(
                     readthrough::Fetched::from_stream(body).with_len(LEN as u64),
