@@ -113,6 +113,44 @@ pub enum Error {
         key: String,
     },
 
+    /// An HTTP origin answered with a status other than success.
+    #[error("HTTP {status} from {url}")]
+    HttpStatus {
+        /// The URL requested.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+
+    /// An HTTP request failed: no connection, a broken connection, or a malformed
+    /// answer.
+    #[error("HTTP request to {url} failed: {source}")]
+    Http {
+        /// The URL requested.
+        url: String,
+        /// What failed.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// An HTTP origin sent nothing for the idle timeout.
+    #[error("no data from {url} for {after:?}")]
+    IdleTimeout {
+        /// The URL requested.
+        url: String,
+        /// The idle timeout.
+        after: std::time::Duration,
+    },
+
+    /// The object changed while its download was resuming (the server answered a
+    /// range request with a whole new object). The fill fails rather than mix two
+    /// versions; the next read fetches the new one.
+    #[error("{url} changed while its download was resuming")]
+    ObjectChanged {
+        /// The URL requested.
+        url: String,
+    },
+
     /// The key cannot be used.
     #[error("invalid key: {reason}")]
     InvalidKey {

@@ -40,10 +40,7 @@ pub(crate) async fn drive(inner: Arc<Inner>, fill: Arc<Fill>, paths: KeyPaths, m
     inner.forget(&fill);
     match outcome {
         Ok(done) => fill.publish(done),
-        Err(error) => {
-            add(&inner.counters.errors, 1);
-            fill.publish(FillState::Failed(error));
-        }
+        Err(error) => fill.publish(FillState::Failed(error)),
     }
 }
 

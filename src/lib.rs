@@ -98,5 +98,12 @@ pub use cache::{Cache, CacheBuilder};
 pub use error::{BoxError, Error, Result};
 pub use layout::{Layout, ShardedLayout};
 pub use origin::{FetchOptions, Fetched, FnOrigin, Origin, origin_fn};
+#[cfg(feature = "http")]
+pub use origin::{HttpOrigin, HttpOriginBuilder};
 pub use reader::{ReadKind, Reader};
 pub use stats::Stats;
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

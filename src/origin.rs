@@ -11,6 +11,11 @@ use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 
 use crate::error::BoxError;
 
+#[cfg(feature = "http")]
+mod http;
+#[cfg(feature = "http")]
+pub use http::{HttpOrigin, HttpOriginBuilder};
+
 /// A source of blobs: the slow or costly thing the cache sits in front of.
 ///
 /// The cache calls [`fetch`](Origin::fetch) at most once per fill, however many readers

@@ -51,6 +51,17 @@ pub enum ReadKind {
     Followed,
 }
 
+impl fmt::Display for ReadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReadKind::Hit => "hit",
+            ReadKind::Led => "led",
+            ReadKind::Joined => "joined",
+            ReadKind::Followed => "followed",
+        })
+    }
+}
+
 /// The body of one read: a [`Stream`] of byte chunks and an [`AsyncRead`].
 ///
 /// A reader yields exactly the bytes of one complete origin response, or ends with an

@@ -38,7 +38,7 @@ pub struct Stats {
     pub origin_bytes: u64,
     /// Bytes handed to callers by readers.
     pub bytes_served: u64,
-    /// Reads and fills that ended in an error.
+    /// Reads that ended in an error (at `get`, or later in the body).
     pub errors: u64,
 }
 

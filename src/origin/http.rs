@@ -1,0 +1,498 @@
+//! [`HttpOrigin`]: blobs from HTTP and HTTPS URLs, with retries, an idle timeout and
+//! resumption of interrupted bodies.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream, StreamExt};
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Client, Response, StatusCode};
+
+use crate::error::{BoxError, Error, Result};
+use crate::origin::{FetchOptions, Fetched, Origin};
+
+/// A function that adds headers to the request for one URL.
+type HeadersFor = dyn Fn(&str) -> HeaderMap + Send + Sync;
+
+/// An [`Origin`] that fetches each key, a URL, with `GET`.
+///
+/// - A status other than 2xx is an error naming the status and the URL
+///   ([`Error::HttpStatus`]); redirects are followed.
+/// - The body must be as long as `Content-Length` says, or the fill fails.
+/// - Connection failures, 429 and 5xx answers that come before any body byte are
+///   retried with exponential backoff (honouring `Retry-After`), [`retries`] times.
+/// - No byte for the [idle timeout] ends the fetch with [`Error::IdleTimeout`], so a
+///   stalled server cannot hold a fill forever.
+/// - When a body breaks off and the response carried a strong `ETag` or a
+///   `Last-Modified`, the download resumes with `Range` and `If-Range`. A `206`
+///   continues the same body; a `200` means the object changed, and the fetch fails
+///   with [`Error::ObjectChanged`] rather than mix two versions.
+/// - The validator and the `Content-Type` are handed to the cache with the body.
+///
+/// [`retries`]: HttpOriginBuilder::retries
+/// [idle timeout]: HttpOriginBuilder::idle_timeout
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+/// use readthrough::{Cache, HttpOrigin};
+///
+/// let cache = Cache::builder("/var/cache/downloads")
+///     .origin(HttpOrigin::new()?)
+///     .build()
+///     .await?;
+/// let path = cache.path("https://example.com/dataset.tar").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct HttpOrigin {
+    settings: Arc<Settings>,
+}
+
+struct Settings {
+    client: Client,
+    headers: HeaderMap,
+    headers_for: Option<Box<HeadersFor>>,
+    idle_timeout: Duration,
+    retries: u32,
+    backoff: Duration,
+}
+
+/// Builds an [`HttpOrigin`]. Made by [`HttpOrigin::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use readthrough::HttpOrigin;
+/// use reqwest::header::{AUTHORIZATION, HeaderValue};
+///
+/// let origin = HttpOrigin::builder()
+///     .header(AUTHORIZATION, HeaderValue::from_static("Bearer secret"))
+///     .idle_timeout(Duration::from_secs(10))
+///     .retries(5)
+///     .build()?;
+/// # Ok::<(), readthrough::Error>(())
+/// ```
+#[must_use = "a builder does nothing until build() is called"]
+pub struct HttpOriginBuilder {
+    client: Option<Client>,
+    headers: HeaderMap,
+    headers_for: Option<Box<HeadersFor>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    retries: u32,
+    backoff: Duration,
+}
+
+impl HttpOrigin {
+    /// An origin with the default settings: a new client, a 10 s connect timeout, a
+    /// 30 s idle timeout, 3 retries from 200 ms.
+    ///
+    /// # Errors
+    /// [`Error::Http`] when the HTTP client cannot be set up (its TLS backend).
+    pub fn new() -> Result<Self> {
+        Self::builder().build()
+    }
+
+    /// Starts building an origin.
+    pub fn builder() -> HttpOriginBuilder {
+        HttpOriginBuilder {
+            client: None,
+            headers: HeaderMap::new(),
+            headers_for: None,
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            retries: 3,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+impl HttpOriginBuilder {
+    /// Uses `client` (with its own authentication, proxies and timeouts) instead of a
+    /// new one; [`connect_timeout`](Self::connect_timeout) then does not apply.
+    pub fn client(mut self, client: Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Adds a header to every request.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// Adds the headers `f` returns for a URL to each request for it (such as a
+    /// signature computed per URL).
+    pub fn headers_for(mut self, f: impl Fn(&str) -> HeaderMap + Send + Sync + 'static) -> Self {
+        self.headers_for = Some(Box::new(f));
+        self
+    }
+
+    /// How long to wait for a connection (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a response may send nothing, for its headers or between body bytes,
+    /// before the fetch fails (default 30 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// How many times a failed request is retried, and a broken body resumed
+    /// (default 3).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// The pause before the first retry; it doubles for each one after (default
+    /// 200 ms).
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Builds the origin.
+    ///
+    /// # Errors
+    /// [`Error::Http`] when no client was given and a new one cannot be set up.
+    pub fn build(self) -> Result<HttpOrigin> {
+        let client = match self.client {
+            Some(client) => client,
+            None => Client::builder()
+                .connect_timeout(self.connect_timeout)
+                .build()
+                .map_err(|e| http_error("(setting up the HTTP client)", e))?,
+        };
+        Ok(HttpOrigin {
+            settings: Arc::new(Settings {
+                client,
+                headers: self.headers,
+                headers_for: self.headers_for,
+                idle_timeout: self.idle_timeout,
+                retries: self.retries,
+                backoff: self.backoff,
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for HttpOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpOrigin")
+            .field("idle_timeout", &self.settings.idle_timeout)
+            .field("retries", &self.settings.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for HttpOriginBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpOriginBuilder")
+            .field("idle_timeout", &self.idle_timeout)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Origin for HttpOrigin {
+    fn fetch(
+        &self,
+        key: &str,
+        options: FetchOptions,
+    ) -> BoxFuture<'static, Result<Fetched, BoxError>> {
+        let settings = Arc::clone(&self.settings);
+        let url = key.to_owned();
+        Box::pin(async move { open(settings, url, options).await.map_err(BoxError::from) })
+    }
+}
+
+fn http_error(url: &str, source: reqwest::Error) -> Error {
+    Error::Http {
+        url: url.to_owned(),
+        source: Arc::new(source),
+    }
+}
+
+fn broken(url: &str, what: String) -> Error {
+    Error::Http {
+        url: url.to_owned(),
+        source: Arc::from(BoxError::from(what)),
+    }
+}
+
+/// Requests `url` (from `options.offset` when asked) and wraps the answer.
+async fn open(settings: Arc<Settings>, url: String, options: FetchOptions) -> Result<Fetched> {
+    let response = settings
+        .send(&url, options.offset, options.if_validator.as_deref())
+        .await?;
+    let validator = validator_of(response.headers());
+    let (offset, len) = if response.status() == StatusCode::PARTIAL_CONTENT {
+        let (start, total) = content_range(response.headers())
+            .ok_or_else(|| broken(&url, "a 206 answer without a usable Content-Range".into()))?;
+        if start != options.offset {
+            return Err(broken(
+                &url,
+                format!(
+                    "asked for bytes from {}, got them from {start}",
+                    options.offset
+                ),
+            ));
+        }
+        (start, total)
+    } else {
+        (0, response.content_length())
+    };
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = Body {
+        stream: response.bytes_stream().boxed(),
+        resumes: settings.retries,
+        settings,
+        url,
+        received: offset,
+        len,
+        validator: validator.clone(),
+    };
+    Ok(Fetched {
+        body: body.into_stream(),
+        len,
+        offset,
+        validator,
+        content_type,
+        sha256: None,
+    })
+}
+
+impl Settings {
+    /// Sends a `GET` for `url`, ranged from `offset` under `if_range` when `offset` is
+    /// not 0. Retries connection failures, 429 and 5xx; returns any other answer,
+    /// and fails on a status other than success.
+    async fn send(&self, url: &str, offset: u64, if_range: Option<&str>) -> Result<Response> {
+        let mut attempt = 0;
+        loop {
+            let mut request = self.client.get(url).headers(self.headers.clone());
+            if let Some(headers_for) = &self.headers_for {
+                request = request.headers(headers_for(url));
+            }
+            if offset > 0 {
+                request = request.header(header::RANGE, format!("bytes={offset}-"));
+                if let Some(validator) = if_range {
+                    request = request.header(header::IF_RANGE, validator);
+                }
+            }
+            let (failure, wait) = match tokio::time::timeout(self.idle_timeout, request.send())
+                .await
+            {
+                Err(_) => (
+                    Error::IdleTimeout {
+                        url: url.to_owned(),
+                        after: self.idle_timeout,
+                    },
+                    None,
+                ),
+                Ok(Ok(response)) if retryable(response.status()) => {
+                    let status = response.status().as_u16();
+                    (
+                        Error::HttpStatus {
+                            url: url.to_owned(),
+                            status,
+                        },
+                        retry_after(response.headers()),
+                    )
+                }
+                Ok(Ok(response)) if response.status().is_success() => return Ok(response),
+                Ok(Ok(response)) => {
+                    let status = response.status().as_u16();
+                    return Err(Error::HttpStatus {
+                        url: url.to_owned(),
+                        status,
+                    });
+                }
+                Ok(Err(e)) if e.is_builder() || e.is_redirect() => return Err(http_error(url, e)),
+                Ok(Err(e)) => (http_error(url, e), None),
+            };
+            if attempt >= self.retries {
+                return Err(failure);
+            }
+            let pause = wait.unwrap_or(self.backoff * 2u32.saturating_pow(attempt));
+            tracing::debug!(%url, error = %failure, ?pause, "retrying");
+            tokio::time::sleep(pause.min(MAX_PAUSE)).await;
+            attempt += 1;
+        }
+    }
+}
+
+/// The longest pause between retries, whatever `Retry-After` asks.
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// `Retry-After` in seconds (the date form is not honoured).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds = headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+/// A strong `ETag`, else `Last-Modified`: what `If-Range` may carry.
+fn validator_of(headers: &HeaderMap) -> Option<String> {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    text(header::ETAG)
+        .filter(|etag| !etag.starts_with("W/"))
+        .or_else(|| text(header::LAST_MODIFIED))
+        .map(str::to_owned)
+}
+
+/// The start and total length of `Content-Range: bytes START-END/TOTAL`.
+fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (start, _end) = range.split_once('-')?;
+    let total = if total == "*" {
+        None
+    } else {
+        Some(total.parse().ok()?)
+    };
+    Some((start.parse().ok()?, total))
+}
+
+/// A response body that resumes by range when the connection breaks.
+struct Body {
+    settings: Arc<Settings>,
+    url: String,
+    stream: BoxStream<'static, reqwest::Result<Bytes>>,
+    /// The blob offset of the next byte.
+    received: u64,
+    len: Option<u64>,
+    validator: Option<String>,
+    resumes: u32,
+}
+
+impl Body {
+    fn into_stream(self) -> BoxStream<'static, Result<Bytes, BoxError>> {
+        stream::try_unfold(self, |mut body| async move {
+            match body.next().await {
+                Ok(Some(chunk)) => Ok(Some((chunk, body))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(BoxError::from(e)),
+            }
+        })
+        .boxed()
+    }
+
+    async fn next(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            let failure =
+                match tokio::time::timeout(self.settings.idle_timeout, self.stream.next()).await {
+                    Ok(Some(Ok(chunk))) => {
+                        self.received += chunk.len() as u64;
+                        return Ok(Some(chunk));
+                    }
+                    Ok(None) => match self.len {
+                        Some(len) if self.received < len => broken(
+                            &self.url,
+                            format!("the body ended after {} of {len} bytes", self.received),
+                        ),
+                        _ => return Ok(None),
+                    },
+                    Ok(Some(Err(e))) => http_error(&self.url, e),
+                    Err(_) => Error::IdleTimeout {
+                        url: self.url.clone(),
+                        after: self.settings.idle_timeout,
+                    },
+                };
+            self.resume(failure).await?;
+        }
+    }
+
+    /// Continues the body from `received` under the same validator, or fails with
+    /// `failure` when that cannot be done.
+    async fn resume(&mut self, failure: Error) -> Result<()> {
+        let Some(validator) = self.validator.clone() else {
+            return Err(failure);
+        };
+        if self.resumes == 0 {
+            return Err(failure);
+        }
+        self.resumes -= 1;
+        tracing::info!(url = %self.url, received = self.received, error = %failure, "resuming an interrupted download");
+        let response = self
+            .settings
+            .send(&self.url, self.received, Some(&validator))
+            .await?;
+        if response.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(Error::ObjectChanged {
+                url: self.url.clone(),
+            });
+        }
+        match content_range(response.headers()) {
+            Some((start, _)) if start == self.received => {}
+            _ => {
+                return Err(broken(
+                    &self.url,
+                    "a resumed body does not start where the last one broke off".into(),
+                ));
+            }
+        }
+        self.stream = response.bytes_stream().boxed();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_content_range() {
+        let mut headers = HeaderMap::new();
+        let mut with = |v: &'static str| {
+            headers.insert(header::CONTENT_RANGE, HeaderValue::from_static(v));
+            content_range(&headers)
+        };
+        assert_eq!(with("bytes 10-19/20"), Some((10, Some(20))));
+        assert_eq!(with("bytes 0-0/*"), Some((0, None)));
+        assert_eq!(with("bytes */20"), None);
+        assert_eq!(with("items 1-2/3"), None);
+        assert_eq!(with("bytes x-2/3"), None);
+    }
+
+    #[test]
+    fn prefers_a_strong_etag_as_validator() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_static("Tue, 01 Jan 2030 00:00:00 GMT"),
+        );
+        headers.insert(header::ETAG, HeaderValue::from_static("W/\"weak\""));
+        assert_eq!(
+            validator_of(&headers).as_deref(),
+            Some("Tue, 01 Jan 2030 00:00:00 GMT")
+        );
+        headers.insert(header::ETAG, HeaderValue::from_static("\"strong\""));
+        assert_eq!(validator_of(&headers).as_deref(), Some("\"strong\""));
+        headers.remove(header::LAST_MODIFIED);
+        headers.insert(header::ETAG, HeaderValue::from_static("W/\"weak\""));
+        assert_eq!(validator_of(&headers), None);
+    }
+}
