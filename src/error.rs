@@ -151,6 +151,15 @@ pub enum Error {
         url: String,
     },
 
+    /// A URL is not of a form the cache can fetch.
+    #[error("invalid URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
     /// The key cannot be used.
     #[error("invalid key: {reason}")]
     InvalidKey {

@@ -97,9 +97,13 @@ mod sys;
 pub use cache::{Cache, CacheBuilder};
 pub use error::{BoxError, Error, Result};
 pub use layout::{Layout, ShardedLayout};
+#[cfg(feature = "object-store")]
+pub use origin::ObjectStoreOrigin;
 pub use origin::{FetchOptions, Fetched, FnOrigin, Origin, origin_fn};
 #[cfg(feature = "http")]
 pub use origin::{HttpOrigin, HttpOriginBuilder};
+#[cfg(feature = "s3")]
+pub use origin::{S3Location, s3_store};
 pub use reader::{ReadKind, Reader};
 pub use stats::Stats;
 

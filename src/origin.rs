@@ -13,6 +13,14 @@ use crate::error::BoxError;
 
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "object-store")]
+mod object_store;
+#[cfg(any(feature = "http", feature = "object-store"))]
+mod resume;
+#[cfg(feature = "object-store")]
+pub use self::object_store::ObjectStoreOrigin;
+#[cfg(feature = "s3")]
+pub use self::object_store::{S3Location, s3_store};
 #[cfg(feature = "http")]
 pub use http::{HttpOrigin, HttpOriginBuilder};
 

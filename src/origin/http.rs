@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{BoxStream, StreamExt};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Response, StatusCode};
 
 use crate::error::{BoxError, Error, Result};
+use crate::origin::resume::{Reopen, Resuming};
 use crate::origin::{FetchOptions, Fetched, Origin};
 
 /// A function that adds headers to the request for one URL.
@@ -253,14 +255,24 @@ async fn open(settings: Arc<Settings>, url: String, options: FetchOptions) -> Re
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = Body {
-        stream: response.bytes_stream().boxed(),
-        resumes: settings.retries,
-        settings,
-        url,
+    let reopen = validator.clone().map(|validator| {
+        let settings = Arc::clone(&settings);
+        let url = url.clone();
+        Box::new(move |offset| {
+            let settings = Arc::clone(&settings);
+            let url = url.clone();
+            let validator = validator.clone();
+            async move { resume(&settings, &url, offset, &validator).await }.boxed()
+        }) as Reopen
+    });
+    let body = Resuming {
+        stream: body_stream(response, &url),
+        name: url,
         received: offset,
         len,
-        validator: validator.clone(),
+        idle: settings.idle_timeout,
+        resumes: settings.retries,
+        reopen,
     };
     Ok(Fetched {
         body: body.into_stream(),
@@ -376,86 +388,35 @@ fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
     Some((start.parse().ok()?, total))
 }
 
-/// A response body that resumes by range when the connection breaks.
-struct Body {
-    settings: Arc<Settings>,
-    url: String,
-    stream: BoxStream<'static, reqwest::Result<Bytes>>,
-    /// The blob offset of the next byte.
-    received: u64,
-    len: Option<u64>,
-    validator: Option<String>,
-    resumes: u32,
+/// The body of `response`, with errors that name `url`.
+fn body_stream(response: Response, url: &str) -> BoxStream<'static, Result<Bytes>> {
+    let url = url.to_owned();
+    response
+        .bytes_stream()
+        .map(move |chunk| chunk.map_err(|e| http_error(&url, e)))
+        .boxed()
 }
 
-impl Body {
-    fn into_stream(self) -> BoxStream<'static, Result<Bytes, BoxError>> {
-        stream::try_unfold(self, |mut body| async move {
-            match body.next().await {
-                Ok(Some(chunk)) => Ok(Some((chunk, body))),
-                Ok(None) => Ok(None),
-                Err(e) => Err(BoxError::from(e)),
-            }
-        })
-        .boxed()
+/// Requests the rest of `url` from `offset` under `validator` (`If-Range`). A whole
+/// answer instead of a range means the object changed.
+async fn resume(
+    settings: &Settings,
+    url: &str,
+    offset: u64,
+    validator: &str,
+) -> Result<BoxStream<'static, Result<Bytes>>> {
+    let response = settings.send(url, offset, Some(validator)).await?;
+    if response.status() != StatusCode::PARTIAL_CONTENT {
+        return Err(Error::ObjectChanged {
+            url: url.to_owned(),
+        });
     }
-
-    async fn next(&mut self) -> Result<Option<Bytes>> {
-        loop {
-            let failure =
-                match tokio::time::timeout(self.settings.idle_timeout, self.stream.next()).await {
-                    Ok(Some(Ok(chunk))) => {
-                        self.received += chunk.len() as u64;
-                        return Ok(Some(chunk));
-                    }
-                    Ok(None) => match self.len {
-                        Some(len) if self.received < len => broken(
-                            &self.url,
-                            format!("the body ended after {} of {len} bytes", self.received),
-                        ),
-                        _ => return Ok(None),
-                    },
-                    Ok(Some(Err(e))) => http_error(&self.url, e),
-                    Err(_) => Error::IdleTimeout {
-                        url: self.url.clone(),
-                        after: self.settings.idle_timeout,
-                    },
-                };
-            self.resume(failure).await?;
-        }
-    }
-
-    /// Continues the body from `received` under the same validator, or fails with
-    /// `failure` when that cannot be done.
-    async fn resume(&mut self, failure: Error) -> Result<()> {
-        let Some(validator) = self.validator.clone() else {
-            return Err(failure);
-        };
-        if self.resumes == 0 {
-            return Err(failure);
-        }
-        self.resumes -= 1;
-        tracing::info!(url = %self.url, received = self.received, error = %failure, "resuming an interrupted download");
-        let response = self
-            .settings
-            .send(&self.url, self.received, Some(&validator))
-            .await?;
-        if response.status() != StatusCode::PARTIAL_CONTENT {
-            return Err(Error::ObjectChanged {
-                url: self.url.clone(),
-            });
-        }
-        match content_range(response.headers()) {
-            Some((start, _)) if start == self.received => {}
-            _ => {
-                return Err(broken(
-                    &self.url,
-                    "a resumed body does not start where the last one broke off".into(),
-                ));
-            }
-        }
-        self.stream = response.bytes_stream().boxed();
-        Ok(())
+    match content_range(response.headers()) {
+        Some((start, _)) if start == offset => Ok(body_stream(response, url)),
+        _ => Err(broken(
+            url,
+            "a resumed body does not start where the last one broke off".into(),
+        )),
     }
 }
 

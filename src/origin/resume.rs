@@ -1,0 +1,71 @@
+//! A body stream that resumes where it broke off: the shared part of the HTTP and
+//! object store origins.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream, StreamExt};
+
+use crate::error::{BoxError, Error, Result};
+
+/// Opens the rest of a body from a byte offset, under the validator the first answer
+/// carried; fails with [`Error::ObjectChanged`] when the object is no longer that one.
+pub(crate) type Reopen =
+    Box<dyn FnMut(u64) -> BoxFuture<'static, Result<BoxStream<'static, Result<Bytes>>>> + Send>;
+
+/// A body that resumes by range, at most `resumes` times, when its stream fails, ends
+/// short of `len`, or sends nothing for `idle`.
+pub(crate) struct Resuming {
+    pub(crate) name: String,
+    pub(crate) stream: BoxStream<'static, Result<Bytes>>,
+    /// The blob offset of the next byte.
+    pub(crate) received: u64,
+    pub(crate) len: Option<u64>,
+    pub(crate) idle: Duration,
+    pub(crate) resumes: u32,
+    /// `None` when the first answer had no validator: then a break is final.
+    pub(crate) reopen: Option<Reopen>,
+}
+
+impl Resuming {
+    pub(crate) fn into_stream(self) -> BoxStream<'static, Result<Bytes, BoxError>> {
+        stream::try_unfold(self, |mut body| async move {
+            match body.next().await {
+                Ok(Some(chunk)) => Ok(Some((chunk, body))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(BoxError::from(e)),
+            }
+        })
+        .boxed()
+    }
+
+    async fn next(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            let failure = match tokio::time::timeout(self.idle, self.stream.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    self.received += chunk.len() as u64;
+                    return Ok(Some(chunk));
+                }
+                Ok(None) => match self.len {
+                    Some(len) if self.received < len => Error::origin(
+                        &self.name,
+                        format!("the body ended after {} of {len} bytes", self.received).into(),
+                    ),
+                    _ => return Ok(None),
+                },
+                Ok(Some(Err(e))) => e,
+                Err(_) => Error::IdleTimeout {
+                    url: self.name.clone(),
+                    after: self.idle,
+                },
+            };
+            let Some(reopen) = self.reopen.as_mut().filter(|_| self.resumes > 0) else {
+                return Err(failure);
+            };
+            self.resumes -= 1;
+            tracing::info!(name = %self.name, received = self.received, error = %failure, "resuming an interrupted download");
+            self.stream = reopen(self.received).await?;
+        }
+    }
+}
