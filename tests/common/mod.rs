@@ -2,6 +2,8 @@
 //! count, pause, fail or change.
 #![allow(dead_code)]
 
+pub mod http_server;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
