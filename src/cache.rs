@@ -477,8 +477,10 @@ impl Cache {
     /// ```
     pub async fn path(&self, key: &str) -> Result<PathBuf> {
         if self.contains(key).await? {
+            add(&self.inner.counters.hits, 1);
             return Ok(self.paths(key)?.store);
         }
+        add(&self.inner.counters.misses, 1);
         let paths = self.paths(key)?;
         let origin = self.inner.origin.clone().ok_or_else(|| Error::NoOrigin {
             key: key.to_owned(),
