@@ -51,13 +51,13 @@ const SMALL_HIT: u64 = 64 * 1024;
 /// ```
 #[derive(Clone)]
 pub struct Cache {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// What every clone of a [`Cache`] shares.
 pub(crate) struct Inner {
-    root: PathBuf,
-    base: PathBuf,
+    pub(crate) root: PathBuf,
+    pub(crate) base: PathBuf,
     layout: Box<dyn Layout>,
     origin: Option<Arc<dyn Origin>>,
     pub(crate) stale_after: Duration,
@@ -71,7 +71,7 @@ pub(crate) struct Inner {
 impl Inner {
     /// The lock that breakers of stale fill locks take turns through.
     pub(crate) fn break_guard(&self) -> PathBuf {
-        self.base.join("tmp").join("break.lock")
+        self.base.join("tmp").join(crate::lock::BREAK_GUARD)
     }
 
     /// Removes a fill from the map of running fills, if it is still the one there.

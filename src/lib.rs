@@ -87,6 +87,7 @@ mod fill;
 mod follow;
 mod layout;
 mod lock;
+mod maintenance;
 mod meta;
 mod origin;
 mod progress;
@@ -97,6 +98,7 @@ mod sys;
 pub use cache::{Cache, CacheBuilder};
 pub use error::{BoxError, Error, Result};
 pub use layout::{Layout, ShardedLayout};
+pub use maintenance::{CacheStatus, Corrupt, Entry, PrunePolicy, PruneReport, VerifyReport};
 #[cfg(feature = "object-store")]
 pub use origin::ObjectStoreOrigin;
 pub use origin::{FetchOptions, Fetched, FnOrigin, Origin, origin_fn};

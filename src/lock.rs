@@ -128,6 +128,8 @@ pub(crate) struct FillLock {
     file: File,
     path: PathBuf,
     id: FileId,
+    /// Whether dropping it removes the lock file (all but [`FillLock::keep`]).
+    remove: bool,
 }
 
 /// A lock file someone else holds, kept open to watch it.
@@ -175,6 +177,40 @@ pub(crate) fn try_lead(path: &Path, locking: Locking) -> io::Result<Attempt> {
     }
 }
 
+/// The name of the lock that breakers of stale locks take turns through, in the tmp
+/// folder.
+pub(crate) const BREAK_GUARD: &str = "break.lock";
+
+/// What a lock file says about its fill, seen from outside.
+pub(crate) enum LockState {
+    /// No lock file.
+    Missing,
+    /// Someone holds it; what they published, if anything.
+    Held(Option<LockInfo>),
+    /// Nobody held it; now this caller does (dropping it removes the file).
+    Free(FillLock),
+}
+
+/// Looks at an existing lock file without creating one.
+pub(crate) fn inspect(path: &Path, locking: Locking) -> io::Result<LockState> {
+    let file = match sys::no_follow().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockState::Missing),
+        Err(e) => return Err(e),
+    };
+    let id = FileId::of_file(&file)?;
+    let busy = Busy {
+        file,
+        path: path.to_owned(),
+        id,
+    };
+    Ok(match busy.try_take(locking)? {
+        Take::Taken(lock) => LockState::Free(lock),
+        Take::Held(busy) => LockState::Held(busy.info()),
+        Take::Gone(_) => LockState::Missing,
+    })
+}
+
 impl Busy {
     /// Tries to lock without waiting; on success, checks the path still names this file.
     pub(crate) fn try_take(self, locking: Locking) -> io::Result<Take> {
@@ -192,6 +228,7 @@ impl Busy {
             file: self.file,
             path: self.path,
             id: self.id,
+            remove: true,
         }))
     }
 
@@ -262,9 +299,17 @@ impl FillLock {
     }
 }
 
+impl FillLock {
+    /// Releases the lock and leaves its file in place: for a look that must not
+    /// change anything.
+    pub(crate) fn keep(mut self) {
+        self.remove = false;
+    }
+}
+
 impl Drop for FillLock {
     fn drop(&mut self) {
-        if matches!(self.is_current(), Ok(true)) {
+        if self.remove && matches!(self.is_current(), Ok(true)) {
             let _ = remove_if_exists(&self.path);
         }
     }

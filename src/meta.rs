@@ -39,7 +39,6 @@ impl EntryMeta {
     }
 
     /// Parses a metadata file; `None` for anything malformed or of another version.
-    #[cfg(test)]
     pub(crate) fn decode(data: &[u8]) -> Option<Self> {
         let meta: EntryMeta = serde_json::from_slice(data).ok()?;
         (meta.version == META_VERSION).then_some(meta)

@@ -1,0 +1,517 @@
+//! Looking after a cache directory: listing its entries, its status, pruning it and
+//! verifying it. These walk the whole format folder, so they work for any layout,
+//! and they cost a read of every metadata file: they are for tools and schedules, not
+//! for the read path.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use crate::layout::TMP_SUFFIX;
+use crate::lock::{self, BREAK_GUARD, LockState, Locking};
+use crate::meta::EntryMeta;
+use crate::progress::blocking;
+use crate::sys::{self, FileId};
+
+/// A stored blob and what the cache knows of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Entry {
+    /// The key it is stored under.
+    pub key: String,
+    /// Its length in bytes.
+    pub size: u64,
+    /// When it was stored.
+    pub created: SystemTime,
+    /// Its SHA-256, in hex.
+    pub sha256: String,
+    /// The origin's validator (ETag or Last-Modified), if it gave one.
+    pub validator: Option<String>,
+    /// The origin's media type, if it gave one.
+    pub content_type: Option<String>,
+    /// The path of the complete file.
+    pub path: PathBuf,
+}
+
+/// How a cache directory is doing. Made by [`Cache::status`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStatus {
+    /// Stored blobs.
+    pub entries: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Fills whose lock is held now, by any process.
+    pub fills_in_progress: u64,
+    /// Tmp files no live fill is writing (left by crashed or reclaimed fills).
+    pub abandoned_tmp_files: u64,
+    /// Their bytes.
+    pub abandoned_bytes: u64,
+}
+
+/// What [`Cache::prune`] removes besides abandoned files. The default removes only
+/// abandoned tmp, lock and metadata files.
+///
+/// ```
+/// use std::time::Duration;
+/// let policy = readthrough::PrunePolicy::default()
+///     .max_bytes(10 << 30)
+///     .older_than(Duration::from_secs(7 * 86400));
+/// assert_eq!(policy.max_bytes, Some(10 << 30));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PrunePolicy {
+    /// Remove the oldest entries until the stored bytes are at most this.
+    pub max_bytes: Option<u64>,
+    /// Remove entries stored longer ago than this.
+    pub older_than: Option<Duration>,
+}
+
+impl PrunePolicy {
+    /// Sets [`max_bytes`](Self::max_bytes).
+    #[must_use]
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets [`older_than`](Self::older_than).
+    #[must_use]
+    pub fn older_than(mut self, age: Duration) -> Self {
+        self.older_than = Some(age);
+        self
+    }
+}
+
+/// What [`Cache::prune`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneReport {
+    /// The entries removed.
+    pub removed: Vec<Entry>,
+    /// The bytes freed: removed entries and abandoned tmp files.
+    pub bytes_freed: u64,
+    /// Abandoned tmp files removed.
+    pub tmp_files_removed: u64,
+    /// Lock files of crashed fills removed.
+    pub lock_files_removed: u64,
+}
+
+/// What [`Cache::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Entries read and checked.
+    pub checked: u64,
+    /// Entries whose bytes did not match their metadata; they were removed.
+    pub corrupt: Vec<Corrupt>,
+    /// Stored files with no readable metadata to check them against; left alone.
+    pub unverifiable: Vec<PathBuf>,
+}
+
+/// An entry [`Cache::verify`] found corrupt and removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Corrupt {
+    /// Its key.
+    pub key: String,
+    /// Its path.
+    pub path: PathBuf,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// The files of a format folder, by kind.
+#[derive(Default)]
+struct Files {
+    metas: Vec<PathBuf>,
+    locks: Vec<PathBuf>,
+    parts: Vec<PathBuf>,
+    blobs: Vec<PathBuf>,
+}
+
+/// The largest metadata file read; a key may be long, but not this long.
+const MAX_META: u64 = 4 << 20;
+
+fn walk(dir: &Path, files: &mut Files) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let path = entry.path();
+        if kind.is_dir() {
+            walk(&path, files)?;
+        } else if kind.is_file() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name == BREAK_GUARD {
+                continue;
+            }
+            let list = if name.ends_with(".meta") {
+                &mut files.metas
+            } else if name.ends_with(".lock") {
+                &mut files.locks
+            } else if name.ends_with(TMP_SUFFIX) {
+                &mut files.parts
+            } else {
+                &mut files.blobs
+            };
+            list.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The blob a metadata file describes.
+fn blob_of(meta: &Path) -> PathBuf {
+    meta.with_extension("")
+}
+
+fn read_meta(path: &Path) -> Option<EntryMeta> {
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_META)
+        .read_to_end(&mut data)
+        .ok()?;
+    EntryMeta::decode(&data)
+}
+
+fn entry_of(meta_path: &Path) -> Option<Entry> {
+    let meta = read_meta(meta_path)?;
+    let path = blob_of(meta_path);
+    if !std::fs::symlink_metadata(&path).ok()?.is_file() {
+        return None;
+    }
+    Some(Entry {
+        key: meta.key,
+        size: meta.size,
+        created: UNIX_EPOCH + Duration::from_secs(meta.created),
+        sha256: meta.sha256,
+        validator: meta.validator,
+        content_type: meta.content_type,
+        path,
+    })
+}
+
+/// How long since `path` was modified; `None` when it is gone (another process may
+/// be pruning too).
+fn age(path: &Path) -> io::Result<Option<Duration>> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(
+        SystemTime::now()
+            .duration_since(meta.modified()?)
+            .unwrap_or_default(),
+    ))
+}
+
+/// The length of `path`, 0 when it is gone.
+fn len_of(path: &Path) -> io::Result<u64> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => Ok(meta.len()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// The lock file that coordinates the fill a tmp file belongs to:
+/// `<stem>.<unique>.part` belongs to `<stem>.lock`, and the unique part.
+fn lock_of(part: &Path) -> Option<(PathBuf, String)> {
+    let name = part.file_name()?.to_str()?.strip_suffix(TMP_SUFFIX)?;
+    let (stem, unique) = name.rsplit_once('.')?;
+    Some((
+        part.with_file_name(format!("{stem}.lock")),
+        unique.to_owned(),
+    ))
+}
+
+/// Whether a tmp file is one no live fill writes: no holder of its lock names it,
+/// and it has not been touched for the staleness timeout.
+fn abandoned(part: &Path, stale_after: Duration, locking: Locking) -> io::Result<bool> {
+    if age(part)?.is_none_or(|age| age <= stale_after) {
+        return Ok(false);
+    }
+    let Some((lock_path, unique)) = lock_of(part) else {
+        return Ok(true);
+    };
+    Ok(match lock::inspect(&lock_path, locking)? {
+        LockState::Held(info) => !info.is_some_and(|info| info.tmp == unique),
+        LockState::Free(lock) => {
+            lock.keep();
+            true
+        }
+        LockState::Missing => true,
+    })
+}
+
+fn remove_if_there(path: &Path) -> io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+impl Cache {
+    /// Lists the stored entries, in no particular order. Metadata files that cannot be
+    /// read or parsed are skipped.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the cache directory cannot be walked.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = readthrough::Cache::builder(dir.path()).build().await?;
+    /// cache.put("a", readthrough::Fetched::from(b"123".to_vec())).await?;
+    /// let entries = cache.entries().await?;
+    /// assert_eq!((entries[0].key.as_str(), entries[0].size), ("a", 3));
+    /// # Ok(()) }
+    /// ```
+    pub async fn entries(&self) -> Result<Vec<Entry>> {
+        let base = self.inner.base.clone();
+        blocking(move || {
+            let files = scan(&base)?;
+            Ok(files.metas.iter().filter_map(|m| entry_of(m)).collect())
+        })
+        .await
+        .map_err(|e| Error::io("list", &self.inner.base, e))
+    }
+
+    /// Counts entries, bytes, fills in progress and abandoned tmp files.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the cache directory cannot be walked.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = readthrough::Cache::builder(dir.path()).build().await?;
+    /// cache.put("a", readthrough::Fetched::from(b"123".to_vec())).await?;
+    /// let status = cache.status().await?;
+    /// assert_eq!((status.entries, status.bytes, status.fills_in_progress), (1, 3, 0));
+    /// # Ok(()) }
+    /// ```
+    pub async fn status(&self) -> Result<CacheStatus> {
+        let base = self.inner.base.clone();
+        let (stale_after, locking) = (self.inner.stale_after, self.inner.locking);
+        blocking(move || {
+            let files = scan(&base)?;
+            let mut status = CacheStatus::default();
+            for entry in files.metas.iter().filter_map(|m| entry_of(m)) {
+                status.entries += 1;
+                status.bytes += entry.size;
+            }
+            for lock_path in &files.locks {
+                match lock::inspect(lock_path, locking)? {
+                    LockState::Held(_) => status.fills_in_progress += 1,
+                    LockState::Free(lock) => lock.keep(),
+                    LockState::Missing => {}
+                }
+            }
+            for part in &files.parts {
+                if abandoned(part, stale_after, locking)? {
+                    status.abandoned_tmp_files += 1;
+                    status.abandoned_bytes += len_of(part)?;
+                }
+            }
+            Ok(status)
+        })
+        .await
+        .map_err(|e| Error::io("inspect", &self.inner.base, e))
+    }
+
+    /// Removes abandoned files (tmp files no live fill writes and that are older than
+    /// the staleness timeout, lock files of crashed fills, metadata without a blob),
+    /// then the entries `policy` names: those older than its age, then the oldest
+    /// until the stored bytes fit its budget. A fill in progress is never touched;
+    /// readers of a removed blob finish reading it undisturbed.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the cache directory cannot be walked or a file cannot be
+    /// removed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = readthrough::Cache::builder(dir.path()).build().await?;
+    /// use readthrough::{Fetched, PrunePolicy};
+    /// cache.put("a", Fetched::from(vec![0; 100])).await?;
+    /// cache.put("b", Fetched::from(vec![0; 100])).await?;
+    /// let report = cache.prune(&PrunePolicy::default().max_bytes(150)).await?;
+    /// assert_eq!((report.removed.len(), report.bytes_freed), (1, 100));
+    /// # Ok(()) }
+    /// ```
+    pub async fn prune(&self, policy: &PrunePolicy) -> Result<PruneReport> {
+        let base = self.inner.base.clone();
+        let (stale_after, locking) = (self.inner.stale_after, self.inner.locking);
+        let policy = policy.clone();
+        blocking(move || prune(&base, stale_after, locking, &policy))
+            .await
+            .map_err(|e| Error::io("prune", &self.inner.base, e))
+    }
+
+    /// Re-reads every entry and checks its length and SHA-256 against its metadata.
+    /// Corrupt entries are removed (the next read fetches them again) and reported.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the cache directory cannot be walked.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = readthrough::Cache::builder(dir.path()).build().await?;
+    /// cache.put("a", readthrough::Fetched::from(b"good".to_vec())).await?;
+    /// std::fs::write(cache.path("a").await?, b"evil").unwrap();
+    /// let report = cache.verify().await?;
+    /// assert_eq!(report.corrupt[0].key, "a");
+    /// assert!(!cache.contains("a").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn verify(&self) -> Result<VerifyReport> {
+        let base = self.inner.base.clone();
+        blocking(move || verify(&base))
+            .await
+            .map_err(|e| Error::io("verify", &self.inner.base, e))
+    }
+}
+
+fn scan(base: &Path) -> io::Result<Files> {
+    let mut files = Files::default();
+    walk(base, &mut files)?;
+    Ok(files)
+}
+
+fn prune(
+    base: &Path,
+    stale_after: Duration,
+    locking: Locking,
+    policy: &PrunePolicy,
+) -> io::Result<PruneReport> {
+    let files = scan(base)?;
+    let mut report = PruneReport::default();
+    for part in &files.parts {
+        if abandoned(part, stale_after, locking)? {
+            let size = len_of(part)?;
+            if remove_if_there(part)? {
+                report.tmp_files_removed += 1;
+                report.bytes_freed += size;
+            }
+        }
+    }
+    for lock_path in &files.locks {
+        if age(lock_path)?.is_some_and(|age| age > stale_after)
+            && let LockState::Free(held) = lock::inspect(lock_path, locking)?
+        {
+            // Dropping a held lock removes its file while it is still locked, so a
+            // process that opened it meanwhile sees it replaced and starts over.
+            drop(held);
+            report.lock_files_removed += 1;
+        }
+    }
+    let mut entries = Vec::new();
+    for meta in &files.metas {
+        match entry_of(meta) {
+            Some(entry) => entries.push(entry),
+            None if !blob_of(meta).exists() && age(meta)?.is_some_and(|age| age > stale_after) => {
+                remove_if_there(meta)?;
+            }
+            None => {}
+        }
+    }
+    entries.sort_by_key(|entry| entry.created);
+    let mut total: u64 = entries.iter().map(|e| e.size).sum();
+    let now = SystemTime::now();
+    for entry in entries {
+        let too_old = policy
+            .older_than
+            .is_some_and(|age| now.duration_since(entry.created).unwrap_or_default() > age);
+        let over_budget = policy.max_bytes.is_some_and(|max| total > max);
+        if (too_old || over_budget) && remove_entry(&entry.path)? {
+            total -= entry.size;
+            report.bytes_freed += entry.size;
+            report.removed.push(entry);
+        }
+    }
+    Ok(report)
+}
+
+/// Removes a blob and its metadata; returns whether the blob was there.
+fn remove_entry(blob: &Path) -> io::Result<bool> {
+    let existed = remove_if_there(blob)?;
+    let mut meta = blob.as_os_str().to_owned();
+    meta.push(".meta");
+    remove_if_there(Path::new(&meta))?;
+    Ok(existed)
+}
+
+fn verify(base: &Path) -> io::Result<VerifyReport> {
+    let files = scan(base)?;
+    let mut report = VerifyReport::default();
+    let described: std::collections::HashSet<PathBuf> =
+        files.metas.iter().map(|m| blob_of(m)).collect();
+    for blob in files.blobs.iter().filter(|b| !described.contains(*b)) {
+        report.unverifiable.push(blob.clone());
+    }
+    for meta_path in &files.metas {
+        let blob = blob_of(meta_path);
+        let Some(meta) = read_meta(meta_path) else {
+            if blob.exists() {
+                report.unverifiable.push(blob);
+            }
+            continue;
+        };
+        let file = match sys::open_read(&blob) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        report.checked += 1;
+        let Some(reason) = check(&file, &meta)? else {
+            continue;
+        };
+        // A blob replaced while it was read is not corrupt: only remove the one read.
+        if FileId::of_path(&blob)? != Some(FileId::of_file(&file)?)
+            || read_meta(meta_path).as_ref() != Some(&meta)
+        {
+            continue;
+        }
+        tracing::warn!(key = %meta.key, path = %blob.display(), %reason, "removing a corrupt entry");
+        remove_entry(&blob)?;
+        report.corrupt.push(Corrupt {
+            key: meta.key,
+            path: blob,
+            reason,
+        });
+    }
+    Ok(report)
+}
+
+/// What is wrong with a blob's bytes, if anything.
+fn check(file: &std::fs::File, meta: &EntryMeta) -> io::Result<Option<String>> {
+    let len = file.metadata()?.len();
+    if len != meta.size {
+        return Ok(Some(format!("{len} bytes where {} were stored", meta.size)));
+    }
+    let mut hasher = Sha256::new();
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    io::copy(&mut reader, &mut hasher)?;
+    let actual = hex::encode(hasher.finalize());
+    Ok(
+        (actual != meta.sha256)
+            .then(|| format!("sha256 {actual} where {} was stored", meta.sha256)),
+    )
+}
