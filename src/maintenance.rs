@@ -248,7 +248,7 @@ fn abandoned(part: &Path, stale_after: Duration, locking: Locking) -> io::Result
         return Ok(true);
     };
     Ok(match lock::inspect(&lock_path, locking)? {
-        LockState::Held(info) => !info.is_some_and(|info| info.tmp == unique),
+        LockState::Held(info) => info.is_none_or(|info| info.tmp != unique),
         LockState::Free(lock) => {
             lock.keep();
             true
