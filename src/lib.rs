@@ -101,6 +101,8 @@ pub use layout::{Layout, ShardedLayout};
 pub use maintenance::{CacheStatus, Corrupt, Entry, PrunePolicy, PruneReport, VerifyReport};
 #[cfg(feature = "object-store")]
 pub use origin::ObjectStoreOrigin;
+#[cfg(all(feature = "http", feature = "s3"))]
+pub use origin::UrlOrigin;
 pub use origin::{FetchOptions, Fetched, FnOrigin, Origin, origin_fn};
 #[cfg(feature = "http")]
 pub use origin::{HttpOrigin, HttpOriginBuilder};

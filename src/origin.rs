@@ -17,12 +17,16 @@ mod http;
 mod object_store;
 #[cfg(any(feature = "http", feature = "object-store"))]
 mod resume;
+#[cfg(all(feature = "http", feature = "s3"))]
+mod url;
 #[cfg(feature = "object-store")]
 pub use self::object_store::ObjectStoreOrigin;
 #[cfg(feature = "s3")]
 pub use self::object_store::{S3Location, s3_store};
 #[cfg(feature = "http")]
 pub use http::{HttpOrigin, HttpOriginBuilder};
+#[cfg(all(feature = "http", feature = "s3"))]
+pub use url::UrlOrigin;
 
 /// A source of blobs: the slow or costly thing the cache sits in front of.
 ///

@@ -1,1 +1,353 @@
-fn main() {}
+//! `readthrough`: warm a cache from URLs, read through it, inspect and maintain it.
+//!
+//! A thin layer over the library: every command is one or two library calls.
+
+mod warm;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use readthrough::{Cache, HttpOrigin, PrunePolicy, UrlOrigin};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+/// Warm a shared blob cache from URLs (http, https, s3), read through it, inspect and
+/// maintain it.
+#[derive(Parser)]
+#[command(name = "readthrough", version)]
+struct Cli {
+    /// The cache directory [default: $READTHROUGH_DIR, else the platform cache
+    /// directory's `readthrough`]
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Take over another process's fill after it makes no progress for this long
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    stale_after: Duration,
+    /// Print nothing but errors
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Log what the cache does to stderr
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stream a URL's body through the cache to stdout, or to a file
+    Get {
+        url: String,
+        /// Write to this file instead of stdout
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Fetch URLs into the cache, several at a time (each URL once)
+    Warm(warm::Args),
+    /// Make sure a URL is cached and print the path of its complete file
+    Path { url: String },
+    /// List the entries: key, size, created, last read, expires
+    Ls {
+        /// Print one JSON array
+        #[arg(long)]
+        json: bool,
+    },
+    /// Count entries, bytes, fills in progress and abandoned tmp files
+    Stat {
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove entries by key
+    #[command(arg_required_else_help = true)]
+    Rm { keys: Vec<String> },
+    /// Remove abandoned files, then evict to a size or an age
+    Prune {
+        /// Evict the oldest entries until the cache holds at most this (e.g. 512MiB, 10G)
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_size: Option<u64>,
+        /// Evict entries stored longer ago than this (e.g. 7d, 12h)
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        older_than: Option<Duration>,
+    },
+    /// Check every entry's length and SHA-256; remove and report corrupt ones
+    Verify {
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>().map(|size| size.as_u64())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // One line: what was wrong. `--help` shows the rest.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("readthrough: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    if cli.verbose {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter("readthrough=debug")
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter("readthrough=warn")
+            .without_time()
+            .init();
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("readthrough: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("readthrough: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes on one line, leaving out causes the message before
+/// already says (the library's errors include their source in their message).
+pub(crate) fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+/// The cache directory: the flag, else `READTHROUGH_DIR`, else the platform's.
+fn cache_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = flag.or_else(|| std::env::var_os("READTHROUGH_DIR").map(PathBuf::from)) {
+        return Ok(dir);
+    }
+    let base =
+        dirs::cache_dir().context("no cache directory: pass --cache-dir or set READTHROUGH_DIR")?;
+    Ok(base.join("readthrough"))
+}
+
+async fn open(cli: &Cli) -> Result<Cache> {
+    let dir = cache_dir(cli.cache_dir.clone())?;
+    let mut origin = UrlOrigin::new(HttpOrigin::new()?);
+    if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+        origin = origin.s3_endpoint(endpoint);
+    }
+    Ok(Cache::builder(dir)
+        .origin(origin)
+        .stale_after(cli.stale_after)
+        .build()
+        .await?)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let cache = open(&cli).await?;
+    match &cli.command {
+        Command::Get { url, output } => get(&cache, url, output.as_deref()).await?,
+        Command::Warm(args) => return warm::run(&cache, args, cli.quiet).await,
+        Command::Path { url } => {
+            UrlOrigin::check(url)?;
+            println!("{}", cache.path(url).await?.display());
+        }
+        Command::Ls { json } => ls(&cache, *json).await?,
+        Command::Stat { json } => stat(&cache, *json).await?,
+        Command::Rm { keys } => return rm(&cache, keys, cli.quiet).await,
+        Command::Prune {
+            max_size,
+            older_than,
+        } => {
+            let mut policy = PrunePolicy::default();
+            policy.max_bytes = *max_size;
+            policy.older_than = *older_than;
+            let report = cache.prune(&policy).await?;
+            if !cli.quiet {
+                eprintln!(
+                    "pruned {} entries, {} tmp files, {} lock files; freed {}",
+                    report.removed.len(),
+                    report.tmp_files_removed,
+                    report.lock_files_removed,
+                    bytesize::ByteSize(report.bytes_freed)
+                );
+            }
+        }
+        Command::Verify { json } => return verify(&cache, *json, cli.quiet).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Streams a body to stdout or a file as it arrives.
+async fn get(cache: &Cache, url: &str, output: Option<&Path>) -> Result<()> {
+    UrlOrigin::check(url)?;
+    let mut reader = cache.get(url).await?;
+    let copied = match output {
+        None => copy(&mut reader, tokio::io::stdout()).await,
+        Some(path) => {
+            let file = tokio::fs::File::create(path)
+                .await
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            let copied = copy(&mut reader, file).await;
+            if copied.is_err() {
+                let _ = tokio::fs::remove_file(path).await;
+            }
+            copied
+        }
+    };
+    copied.with_context(|| url.to_owned())
+}
+
+async fn copy(
+    reader: &mut readthrough::Reader,
+    mut out: impl tokio::io::AsyncWrite + Unpin,
+) -> Result<()> {
+    while let Some(chunk) = reader.next().await {
+        out.write_all(&chunk?).await?;
+        out.flush().await?;
+    }
+    Ok(())
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+async fn ls(cache: &Cache, as_json: bool) -> Result<()> {
+    let mut entries = cache.entries().await?;
+    entries.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        let list: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "key": e.key, "size": e.size, "created": unix_seconds(e.created),
+                    "last_read": null, "expires": null, "sha256": e.sha256,
+                    "validator": e.validator, "content_type": e.content_type, "path": e.path,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        return Ok(());
+    }
+    // Last read and expiry are not tracked yet: they show as "-".
+    writeln!(
+        out,
+        "{:>10}  {:<20}  {:<9}  {:<7}  KEY",
+        "SIZE", "CREATED", "LAST-READ", "EXPIRES"
+    )?;
+    for e in &entries {
+        let size = bytesize::ByteSize(e.size).to_string();
+        let created = humantime::format_rfc3339_seconds(e.created).to_string();
+        writeln!(
+            out,
+            "{size:>10}  {created:<20}  {:<9}  {:<7}  {}",
+            "-", "-", e.key
+        )?;
+    }
+    Ok(())
+}
+
+async fn stat(cache: &Cache, as_json: bool) -> Result<()> {
+    let status = cache.status().await?;
+    let value = json!({
+        "dir": cache.dir(), "entries": status.entries, "bytes": status.bytes,
+        "fills_in_progress": status.fills_in_progress,
+        "abandoned_tmp_files": status.abandoned_tmp_files, "abandoned_bytes": status.abandoned_bytes,
+    });
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("dir                  {}", cache.dir().display());
+        println!("entries              {}", status.entries);
+        println!("bytes                {}", bytesize::ByteSize(status.bytes));
+        println!("fills in progress    {}", status.fills_in_progress);
+        println!(
+            "abandoned tmp files  {} ({})",
+            status.abandoned_tmp_files,
+            bytesize::ByteSize(status.abandoned_bytes)
+        );
+    }
+    Ok(())
+}
+
+async fn rm(cache: &Cache, keys: &[String], quiet: bool) -> Result<ExitCode> {
+    let mut missing = 0;
+    for key in keys {
+        if cache.remove(key).await? {
+            if !quiet {
+                eprintln!("removed {key}");
+            }
+        } else {
+            eprintln!("readthrough: {key}: not in the cache");
+            missing += 1;
+        }
+    }
+    Ok(if missing == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn verify(cache: &Cache, as_json: bool, quiet: bool) -> Result<ExitCode> {
+    let report = cache.verify().await?;
+    if as_json {
+        let corrupt: Vec<_> = report
+            .corrupt
+            .iter()
+            .map(|c| json!({"key": c.key, "path": c.path, "reason": c.reason}))
+            .collect();
+        let value = json!({"checked": report.checked, "corrupt": corrupt, "unverifiable": report.unverifiable});
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        for c in &report.corrupt {
+            eprintln!("readthrough: {}: corrupt ({}), removed", c.key, c.reason);
+        }
+        for path in &report.unverifiable {
+            eprintln!(
+                "readthrough: {}: no metadata to check it against",
+                path.display()
+            );
+        }
+        if !quiet {
+            eprintln!(
+                "checked {} entries, {} corrupt",
+                report.checked,
+                report.corrupt.len()
+            );
+        }
+    }
+    Ok(if report.corrupt.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
