@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
@@ -24,9 +24,6 @@ use crate::sys;
 
 /// The folder, under the cache directory, that holds this on-disk format.
 const FORMAT_DIR: &str = "v1";
-
-/// Hits up to this size are read whole with the open, in one trip to a blocking thread.
-const SMALL_HIT: u64 = 64 * 1024;
 
 /// A shared on-disk read-through cache of blobs.
 ///
@@ -507,28 +504,19 @@ impl Cache {
         KeyPaths::resolve(self.inner.layout.as_ref(), &self.inner.base, key)
     }
 
-    /// Opens the stored blob of a key, if any, as a hit.
+    /// Opens the stored blob of a key, if any, as a hit. The open runs on this
+    /// thread: a path lookup the kernel answers from its caches for a live cache
+    /// directory, where a trip to a blocking thread would cost more than the read.
     async fn open_hit(&self, paths: &KeyPaths) -> Result<Option<Reader>> {
-        let store = paths.store.clone();
-        let opened = blocking(move || {
-            let file = match sys::open_read(&store) {
-                Ok(file) => file,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            let len = file.metadata()?.len();
-            let first = if len <= SMALL_HIT {
-                sys::read_exact_or_eof(&file, 0, len as usize)?
-            } else {
-                Vec::new()
-            };
-            Ok(Some((file, first, len)))
-        })
-        .await
-        .map_err(|e| Error::io("open", &paths.store, e))?;
-        let Some((file, first, len)) = opened else {
-            return Ok(None);
+        let file = match sys::open_read(&paths.store) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", &paths.store, e)),
         };
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", &paths.store, e))?
+            .len();
         add(&self.inner.counters.hits, 1);
         let source = Arc::new(Source {
             file,
@@ -536,7 +524,7 @@ impl Cache {
             len: Some(len),
             validator: None,
         });
-        let body = stored_body(Arc::clone(&self.inner), source, Bytes::from(first), len);
+        let body = stored_body(Arc::clone(&self.inner), source, len);
         Ok(Some(Reader::new(body, Some(len), ReadKind::Hit)))
     }
 
@@ -617,6 +605,7 @@ impl Cache {
             current: None,
             previous: None,
             checked: 0,
+            buf: BytesMut::new(),
         };
         Ok(Reader::new(tail.into_body(), len, kind))
     }

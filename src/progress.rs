@@ -6,6 +6,8 @@ use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
+
 use tokio::sync::watch;
 
 use crate::error::Error;
@@ -28,20 +30,41 @@ pub(crate) struct Source {
 }
 
 impl Source {
-    /// Reads up to `len` bytes at `offset` on a blocking thread.
-    pub(crate) async fn read_at(self: &Arc<Self>, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let source = Arc::clone(self);
-        blocking(move || sys::read_exact_or_eof(&source.file, offset, len)).await
+    /// Reads up to `len` bytes at `offset` through `buf` (whose allocation is reused
+    /// once the caller drops the bytes returned before). Bytes the page cache holds
+    /// are read on this thread; the rest on a blocking thread. May return fewer than
+    /// `len` bytes; none only at the end of the file.
+    pub(crate) async fn read_at(self: &Arc<Self>, buf: &mut BytesMut, offset: u64, len: usize) -> io::Result<Bytes> {
+        if sys::read_cached(&self.file, buf, len, offset)?.is_none() {
+            let source = Arc::clone(self);
+            let mut owned = std::mem::take(buf);
+            *buf = blocking(move || {
+                sys::read_into(&source.file, &mut owned, len, offset)?;
+                Ok(owned)
+            })
+            .await?;
+        }
+        Ok(buf.split().freeze())
+    }
+
+    /// Reads `len` bytes at `offset`, fewer only at the end of the file.
+    async fn read_full(self: &Arc<Self>, offset: u64, len: usize) -> io::Result<Bytes> {
+        let mut buf = BytesMut::new();
+        let mut all = BytesMut::with_capacity(len);
+        while all.len() < len {
+            let chunk = self.read_at(&mut buf, offset + all.len() as u64, len - all.len()).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            all.extend_from_slice(&chunk);
+        }
+        Ok(all.freeze())
     }
 
     /// The first offset at which this file differs from `data` placed at `offset`, or
     /// `None` when they agree (a file that ends early differs at its end).
-    pub(crate) async fn first_difference(
-        self: &Arc<Self>,
-        offset: u64,
-        data: &[u8],
-    ) -> io::Result<Option<u64>> {
-        let ours = self.read_at(offset, data.len()).await?;
+    pub(crate) async fn first_difference(self: &Arc<Self>, offset: u64, data: &[u8]) -> io::Result<Option<u64>> {
+        let ours = self.read_full(offset, data.len()).await?;
         let same = ours.iter().zip(data).take_while(|(a, b)| a == b).count();
         Ok((same < data.len()).then_some(offset + same as u64))
     }

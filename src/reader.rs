@@ -182,18 +182,9 @@ impl AsyncRead for Reader {
     }
 }
 
-/// The body of a stored blob: `first` (already read with the open) and then the rest
-/// of `file` up to `len`.
-pub(crate) fn stored_body(
-    inner: Arc<Inner>,
-    source: Arc<Source>,
-    first: Bytes,
-    len: u64,
-) -> BoxStream<'static, Result<Bytes>> {
-    add(&inner.counters.bytes_served, first.len() as u64);
-    let start = first.len() as u64;
-    let head = (!first.is_empty()).then_some(Ok(first));
-    let rest = stream::try_unfold(start, move |pos| {
+/// The body of a stored blob: `len` bytes of `source`.
+pub(crate) fn stored_body(inner: Arc<Inner>, source: Arc<Source>, len: u64) -> BoxStream<'static, Result<Bytes>> {
+    stream::try_unfold((0, BytesMut::new()), move |(pos, mut buf)| {
         let source = Arc::clone(&source);
         let inner = Arc::clone(&inner);
         async move {
@@ -202,25 +193,19 @@ pub(crate) fn stored_body(
             }
             let want = (len - pos).min(CHUNK as u64) as usize;
             let chunk = source
-                .read_at(pos, want)
+                .read_at(&mut buf, pos, want)
                 .await
                 .map_err(|e| Error::io("read", "a stored blob", e))?;
             if chunk.is_empty() {
-                return Err(Error::io(
-                    "read",
-                    "a stored blob",
-                    io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the blob was truncated while being read",
-                    ),
-                ));
+                let truncated = io::Error::new(io::ErrorKind::UnexpectedEof, "the blob was truncated while being read");
+                return Err(Error::io("read", "a stored blob", truncated));
             }
             add(&inner.counters.bytes_served, chunk.len() as u64);
             let next = pos + chunk.len() as u64;
-            Ok(Some((Bytes::from(chunk), next)))
+            Ok(Some((chunk, (next, buf))))
         }
-    });
-    stream::iter(head).chain(rest).boxed()
+    })
+    .boxed()
 }
 
 /// A reader of a fill in progress in this process (led here, or tailed from another
@@ -238,6 +223,8 @@ pub(crate) struct Tail {
     /// file's first `pos` bytes are checked against it (`checked` of them so far).
     pub(crate) previous: Option<Arc<Source>>,
     pub(crate) checked: u64,
+    /// The reader's buffer, reused once the caller drops a chunk.
+    pub(crate) buf: BytesMut,
 }
 
 /// What [`Tail::next`] found.
@@ -310,7 +297,7 @@ impl Tail {
                     if upto > self.checked {
                         let want = ((upto - self.checked) as usize).min(CHUNK);
                         let theirs = source
-                            .read_at(self.checked, want)
+                            .read_at(&mut self.buf, self.checked, want)
                             .await
                             .map_err(|e| self.io(e))?;
                         let differs = previous
@@ -318,7 +305,7 @@ impl Tail {
                             .await
                             .map_err(|e| self.io(e))?;
                         if let Some(offset) = differs
-                            .or((theirs.len() < want).then_some(self.checked + theirs.len() as u64))
+                            .or(theirs.is_empty().then_some(self.checked))
                         {
                             return Err(Error::Changed {
                                 key: self.key.clone(),
@@ -342,7 +329,7 @@ impl Tail {
             if self.pos < available {
                 let want = ((available - self.pos) as usize).min(CHUNK);
                 let chunk = source
-                    .read_at(self.pos, want)
+                    .read_at(&mut self.buf, self.pos, want)
                     .await
                     .map_err(|e| self.io(e))?;
                 if chunk.is_empty() {
@@ -352,7 +339,7 @@ impl Tail {
                     )));
                 }
                 self.pos += chunk.len() as u64;
-                return Ok(Next::Chunk(Bytes::from(chunk)));
+                return Ok(Next::Chunk(chunk));
             }
             if end {
                 return Ok(Next::End);

@@ -2,8 +2,12 @@
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::BytesMut;
 
 /// Identifies a file (not a path): device and inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +66,71 @@ pub(crate) fn read_exact_or_eof(file: &File, offset: u64, len: usize) -> io::Res
     }
     buf.truncate(filled);
     Ok(buf)
+}
+
+/// Whether `preadv2(RWF_NOWAIT)` works here; cleared the first time the kernel or
+/// the file system says it does not.
+static NOWAIT_READS: AtomicBool = AtomicBool::new(true);
+
+/// Reads up to `want` bytes at `offset` into the spare capacity of `buf`, but only
+/// what the page cache holds: it never waits for the disk, so it can run on an async
+/// thread. `Ok(None)` means the read would have to wait (or the kernel cannot read
+/// without waiting); read with [`read_into`] on a blocking thread instead. `Ok(Some(0))`
+/// is the end of the file.
+pub(crate) fn read_cached(file: &File, buf: &mut BytesMut, want: usize, offset: u64) -> io::Result<Option<usize>> {
+    if !NOWAIT_READS.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    buf.reserve(want);
+    let spare = buf.spare_capacity_mut();
+    let iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: want.min(spare.len()),
+    };
+    let Ok(offset) = libc::off_t::try_from(offset) else {
+        return Ok(None);
+    };
+    // SAFETY: `iov` describes `iov_len` writable bytes of `buf`'s spare capacity,
+    // which preadv2 writes at most; the file descriptor is open for the call.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    if n >= 0 {
+        let n = n as usize;
+        // SAFETY: preadv2 initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        return Ok(Some(n));
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EAGAIN | libc::EINTR) => Ok(None),
+        Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => {
+            NOWAIT_READS.store(false, Ordering::Relaxed);
+            Ok(None)
+        }
+        _ => Err(error),
+    }
+}
+
+/// Reads up to `want` bytes at `offset` into the spare capacity of `buf`, waiting for
+/// the disk if need be; returns how many (0 at the end of the file).
+pub(crate) fn read_into(file: &File, buf: &mut BytesMut, want: usize, offset: u64) -> io::Result<usize> {
+    buf.reserve(want);
+    let target = buf.spare_capacity_mut().as_mut_ptr();
+    let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let n = loop {
+        // SAFETY: `target` points to at least `want` bytes of `buf`'s spare capacity,
+        // which pread writes at most; the file descriptor is open for the call.
+        let n = unsafe { libc::pread(file.as_raw_fd(), target.cast(), want, offset) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    };
+    // SAFETY: pread initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 /// Writes all of `data` at `offset`.
