@@ -67,6 +67,7 @@ async fn run(inner: &Arc<Inner>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> R
                 if !counted_follow {
                     counted_follow = true;
                     add(&inner.counters.fills_followed, 1);
+                    tracing::debug!(key = %fill.key, "following another process's fill");
                 }
                 match follow::tail(inner, fill, paths, busy, &mut generation).await? {
                     Tailed::Complete { source, len } => {
@@ -135,6 +136,7 @@ async fn lead(
     generation: u64,
 ) -> Result<FillState> {
     add(&inner.counters.fills_led, 1);
+    tracing::debug!(key = %fill.key, "leading a fill");
     // The tmp files of a crashed or reclaimed leader. Without real locks another
     // process may be writing the one the lock file names, so it is left alone.
     let crashed = lock
@@ -403,7 +405,10 @@ async fn publish(
     })
     .await;
     match published {
-        Ok(true) => Ok(()),
+        Ok(true) => {
+            tracing::debug!(%key, "published");
+            Ok(())
+        }
         Ok(false) => {
             tracing::warn!(%key, "this fill was reclaimed as stale by another process; not publishing it");
             Err(Error::Reclaimed { key })

@@ -107,7 +107,7 @@ pub use origin::{FetchOptions, Fetched, FnOrigin, Origin, origin_fn};
 #[cfg(feature = "http")]
 pub use origin::{HttpOrigin, HttpOriginBuilder};
 #[cfg(feature = "s3")]
-pub use origin::{S3Location, s3_store};
+pub use origin::{S3Location, s3_store, s3_store_with};
 pub use reader::{ReadKind, Reader};
 pub use stats::Stats;
 

@@ -489,7 +489,7 @@ fn verify(base: &Path) -> io::Result<VerifyReport> {
         {
             continue;
         }
-        tracing::warn!(key = %meta.key, path = %blob.display(), %reason, "removing a corrupt entry");
+        tracing::debug!(key = %meta.key, path = %blob.display(), %reason, "removing a corrupt entry");
         remove_entry(&blob)?;
         report.corrupt.push(Corrupt {
             key: meta.key,

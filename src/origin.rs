@@ -22,7 +22,7 @@ mod url;
 #[cfg(feature = "object-store")]
 pub use self::object_store::ObjectStoreOrigin;
 #[cfg(feature = "s3")]
-pub use self::object_store::{S3Location, s3_store};
+pub use self::object_store::{S3Location, s3_store, s3_store_with};
 #[cfg(feature = "http")]
 pub use http::{HttpOrigin, HttpOriginBuilder};
 #[cfg(all(feature = "http", feature = "s3"))]
@@ -286,8 +286,18 @@ pub(crate) async fn guarded_fetch(
             .map_err(|_| panicked())?;
     match std::panic::AssertUnwindSafe(answer).catch_unwind().await {
         Ok(Ok(fetched)) => Ok(fetched),
-        Ok(Err(e)) => Err(crate::Error::origin(key, e)),
+        Ok(Err(e)) => Err(origin_error(key, e)),
         Err(_) => Err(panicked()),
+    }
+}
+
+/// An origin's error as [`Error::Origin`](crate::Error::Origin) for `key`, unless it
+/// already is one (the crate's own origins make them).
+fn origin_error(key: &str, error: BoxError) -> crate::Error {
+    match error.downcast::<crate::Error>() {
+        Ok(error) if matches!(*error, crate::Error::Origin { .. }) => *error,
+        Ok(error) => crate::Error::origin(key, error),
+        Err(error) => crate::Error::origin(key, error),
     }
 }
 
@@ -302,7 +312,7 @@ pub(crate) async fn guarded_next(
         .await
     {
         Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
-        Ok(Some(Err(e))) => Err(crate::Error::origin(key, e)),
+        Ok(Some(Err(e))) => Err(origin_error(key, e)),
         Ok(None) => Ok(None),
         Err(_) => Err(crate::Error::OriginPanicked {
             key: key.to_owned(),

@@ -34,7 +34,12 @@ impl Source {
     /// once the caller drops the bytes returned before). Bytes the page cache holds
     /// are read on this thread; the rest on a blocking thread. May return fewer than
     /// `len` bytes; none only at the end of the file.
-    pub(crate) async fn read_at(self: &Arc<Self>, buf: &mut BytesMut, offset: u64, len: usize) -> io::Result<Bytes> {
+    pub(crate) async fn read_at(
+        self: &Arc<Self>,
+        buf: &mut BytesMut,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<Bytes> {
         if sys::read_cached(&self.file, buf, len, offset)?.is_none() {
             let source = Arc::clone(self);
             let mut owned = std::mem::take(buf);
@@ -52,7 +57,9 @@ impl Source {
         let mut buf = BytesMut::new();
         let mut all = BytesMut::with_capacity(len);
         while all.len() < len {
-            let chunk = self.read_at(&mut buf, offset + all.len() as u64, len - all.len()).await?;
+            let chunk = self
+                .read_at(&mut buf, offset + all.len() as u64, len - all.len())
+                .await?;
             if chunk.is_empty() {
                 break;
             }
@@ -63,7 +70,11 @@ impl Source {
 
     /// The first offset at which this file differs from `data` placed at `offset`, or
     /// `None` when they agree (a file that ends early differs at its end).
-    pub(crate) async fn first_difference(self: &Arc<Self>, offset: u64, data: &[u8]) -> io::Result<Option<u64>> {
+    pub(crate) async fn first_difference(
+        self: &Arc<Self>,
+        offset: u64,
+        data: &[u8],
+    ) -> io::Result<Option<u64>> {
         let ours = self.read_full(offset, data.len()).await?;
         let same = ours.iter().zip(data).take_while(|(a, b)| a == b).count();
         Ok((same < data.len()).then_some(offset + same as u64))

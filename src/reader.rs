@@ -183,7 +183,11 @@ impl AsyncRead for Reader {
 }
 
 /// The body of a stored blob: `len` bytes of `source`.
-pub(crate) fn stored_body(inner: Arc<Inner>, source: Arc<Source>, len: u64) -> BoxStream<'static, Result<Bytes>> {
+pub(crate) fn stored_body(
+    inner: Arc<Inner>,
+    source: Arc<Source>,
+    len: u64,
+) -> BoxStream<'static, Result<Bytes>> {
     stream::try_unfold((0, BytesMut::new()), move |(pos, mut buf)| {
         let source = Arc::clone(&source);
         let inner = Arc::clone(&inner);
@@ -197,7 +201,10 @@ pub(crate) fn stored_body(inner: Arc<Inner>, source: Arc<Source>, len: u64) -> B
                 .await
                 .map_err(|e| Error::io("read", "a stored blob", e))?;
             if chunk.is_empty() {
-                let truncated = io::Error::new(io::ErrorKind::UnexpectedEof, "the blob was truncated while being read");
+                let truncated = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the blob was truncated while being read",
+                );
                 return Err(Error::io("read", "a stored blob", truncated));
             }
             add(&inner.counters.bytes_served, chunk.len() as u64);
@@ -304,8 +311,7 @@ impl Tail {
                             .first_difference(self.checked, &theirs)
                             .await
                             .map_err(|e| self.io(e))?;
-                        if let Some(offset) = differs
-                            .or(theirs.is_empty().then_some(self.checked))
+                        if let Some(offset) = differs.or(theirs.is_empty().then_some(self.checked))
                         {
                             return Err(Error::Changed {
                                 key: self.key.clone(),
@@ -362,6 +368,18 @@ impl Tail {
     /// origin keeps the same validator, else checking the bytes already returned.
     async fn into_direct(self) -> Result<Direct> {
         let sent_from = self.previous.or(self.current);
+        if sent_from.as_ref().is_some_and(|s| s.len == Some(self.pos)) {
+            // Every byte was already returned: nothing to fetch.
+            return Ok(Direct {
+                inner: self.inner,
+                key: self.key,
+                body: stream::empty().boxed(),
+                at: self.pos,
+                len: Some(self.pos),
+                pos: self.pos,
+                sent_from,
+            });
+        }
         let validator = sent_from.as_ref().and_then(|s| s.validator.clone());
         let offset = if validator.is_some() { self.pos } else { 0 };
         let options = FetchOptions {

@@ -77,7 +77,12 @@ static NOWAIT_READS: AtomicBool = AtomicBool::new(true);
 /// thread. `Ok(None)` means the read would have to wait (or the kernel cannot read
 /// without waiting); read with [`read_into`] on a blocking thread instead. `Ok(Some(0))`
 /// is the end of the file.
-pub(crate) fn read_cached(file: &File, buf: &mut BytesMut, want: usize, offset: u64) -> io::Result<Option<usize>> {
+pub(crate) fn read_cached(
+    file: &File,
+    buf: &mut BytesMut,
+    want: usize,
+    offset: u64,
+) -> io::Result<Option<usize>> {
     if !NOWAIT_READS.load(Ordering::Relaxed) {
         return Ok(None);
     }
@@ -112,10 +117,16 @@ pub(crate) fn read_cached(file: &File, buf: &mut BytesMut, want: usize, offset: 
 
 /// Reads up to `want` bytes at `offset` into the spare capacity of `buf`, waiting for
 /// the disk if need be; returns how many (0 at the end of the file).
-pub(crate) fn read_into(file: &File, buf: &mut BytesMut, want: usize, offset: u64) -> io::Result<usize> {
+pub(crate) fn read_into(
+    file: &File,
+    buf: &mut BytesMut,
+    want: usize,
+    offset: u64,
+) -> io::Result<usize> {
     buf.reserve(want);
     let target = buf.spare_capacity_mut().as_mut_ptr();
-    let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let offset =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let n = loop {
         // SAFETY: `target` points to at least `want` bytes of `buf`'s spare capacity,
         // which pread writes at most; the file descriptor is open for the call.

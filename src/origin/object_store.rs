@@ -237,7 +237,35 @@ impl S3Location {
 /// ```
 #[cfg(feature = "s3")]
 pub fn s3_store(bucket: &str, endpoint: Option<&str>) -> Result<Arc<dyn ObjectStore>> {
-    let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    s3_store_with(
+        object_store::aws::AmazonS3Builder::from_env(),
+        bucket,
+        endpoint,
+    )
+}
+
+/// As [`s3_store`], from a builder the caller has configured (credentials, region,
+/// retries) instead of the environment.
+///
+/// # Errors
+/// [`Error::Origin`] when the configuration is incomplete or invalid.
+///
+/// ```
+/// use object_store::aws::AmazonS3Builder;
+/// let builder = AmazonS3Builder::new()
+///     .with_access_key_id("key")
+///     .with_secret_access_key("secret")
+///     .with_region("eu-west-1");
+/// let store = readthrough::s3_store_with(builder, "my-bucket", None)?;
+/// # Ok::<(), readthrough::Error>(())
+/// ```
+#[cfg(feature = "s3")]
+pub fn s3_store_with(
+    builder: object_store::aws::AmazonS3Builder,
+    bucket: &str,
+    endpoint: Option<&str>,
+) -> Result<Arc<dyn ObjectStore>> {
+    let mut builder = builder.with_bucket_name(bucket);
     if let Some(endpoint) = endpoint {
         builder = builder
             .with_endpoint(endpoint)

@@ -60,6 +60,10 @@ impl Resuming {
                     after: self.idle,
                 },
             };
+            // A break after the last byte loses nothing.
+            if self.len.is_some_and(|len| self.received >= len) {
+                return Ok(None);
+            }
             let Some(reopen) = self.reopen.as_mut().filter(|_| self.resumes > 0) else {
                 return Err(failure);
             };

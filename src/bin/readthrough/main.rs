@@ -4,7 +4,7 @@
 
 mod warm;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -64,8 +64,10 @@ enum Command {
         json: bool,
     },
     /// Remove entries by key
-    #[command(arg_required_else_help = true)]
-    Rm { keys: Vec<String> },
+    Rm {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
     /// Remove abandoned files, then evict to a size or an age
     Prune {
         /// Evict the oldest entries until the cache holds at most this (e.g. 512MiB, 10G)
@@ -91,10 +93,17 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
-            // One line: what was wrong. `--help` shows the rest.
+            // One line: what was wrong (clap's first paragraph). `--help` shows the rest.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("readthrough: {}", first.trim_start_matches("error: "));
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!(
+                "readthrough: {}",
+                first.join(" ").trim_start_matches("error: ")
+            );
             return ExitCode::from(2);
         }
         Err(e) => {
@@ -102,14 +111,17 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    let ansi = std::io::stderr().is_terminal();
     if cli.verbose {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
+            .with_ansi(ansi)
             .with_env_filter("readthrough=debug")
             .init();
     } else {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
+            .with_ansi(ansi)
             .with_env_filter("readthrough=warn")
             .without_time()
             .init();
@@ -204,33 +216,51 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Streams a body to stdout or a file as it arrives.
+/// Streams a body to stdout or a file as it arrives. A reader that closes stdout
+/// early (`| head`) ends it quietly; the fill it led is then abandoned.
 async fn get(cache: &Cache, url: &str, output: Option<&Path>) -> Result<()> {
     UrlOrigin::check(url)?;
-    let mut reader = cache.get(url).await?;
-    let copied = match output {
-        None => copy(&mut reader, tokio::io::stdout()).await,
-        Some(path) => {
-            let file = tokio::fs::File::create(path)
-                .await
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            let copied = copy(&mut reader, file).await;
-            if copied.is_err() {
-                let _ = tokio::fs::remove_file(path).await;
-            }
-            copied
-        }
+    let Some(path) = output else {
+        let mut reader = cache.get(url).await?;
+        return match copy(&mut reader, tokio::io::stdout()).await {
+            Err(Copy::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(Copy::Write(e)) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+            Err(Copy::Read(e)) => Err(anyhow::Error::new(e).context(url.to_owned())),
+            Ok(()) => Ok(()),
+        };
     };
-    copied.with_context(|| url.to_owned())
+    let file = tokio::fs::File::create(path)
+        .await
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let copied = match cache.get(url).await {
+        Ok(mut reader) => copy(&mut reader, file).await.map_err(|e| match e {
+            Copy::Read(e) => anyhow::Error::new(e).context(url.to_owned()),
+            Copy::Write(e) => {
+                anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
+            }
+        }),
+        Err(e) => Err(e.into()),
+    };
+    if copied.is_err() {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    copied
+}
+
+/// Where a copy failed.
+enum Copy {
+    Read(readthrough::Error),
+    Write(std::io::Error),
 }
 
 async fn copy(
     reader: &mut readthrough::Reader,
     mut out: impl tokio::io::AsyncWrite + Unpin,
-) -> Result<()> {
+) -> Result<(), Copy> {
     while let Some(chunk) = reader.next().await {
-        out.write_all(&chunk?).await?;
-        out.flush().await?;
+        let chunk = chunk.map_err(Copy::Read)?;
+        out.write_all(&chunk).await.map_err(Copy::Write)?;
+        out.flush().await.map_err(Copy::Write)?;
     }
     Ok(())
 }

@@ -38,7 +38,8 @@ enum Warmed {
 pub(crate) async fn run(cache: &Cache, args: &Args, quiet: bool) -> Result<ExitCode> {
     let urls = urls(args)?;
     if urls.is_empty() {
-        bail!("no URLs to warm: name some, or pass --from FILE");
+        eprintln!("readthrough: no URLs to warm: name some, or pass --from FILE");
+        return Ok(ExitCode::from(2));
     }
     let started = Instant::now();
     let progress = Progress::new(urls.len(), !quiet && std::io::stderr().is_terminal());
@@ -75,9 +76,10 @@ pub(crate) async fn run(cache: &Cache, args: &Args, quiet: bool) -> Result<ExitC
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }
     if !quiet {
+        let total = fetched + cached + failures.len();
+        let plural = if total == 1 { "" } else { "s" };
         eprintln!(
-            "warmed {} URLs in {seconds:.1}s: {fetched} fetched ({}), {cached} already cached, {} failed",
-            fetched + cached + failures.len(),
+            "warmed {total} URL{plural} in {seconds:.1}s: {fetched} fetched ({}), {cached} already cached, {} failed",
             ByteSize(bytes),
             failures.len()
         );
@@ -91,7 +93,7 @@ pub(crate) async fn run(cache: &Cache, args: &Args, quiet: bool) -> Result<ExitC
 
 /// The URLs named on the command line and in `--from`, each once, in order.
 fn urls(args: &Args) -> Result<Vec<String>> {
-    let mut all = args.urls.clone();
+    let mut all: Vec<String> = args.urls.iter().map(|url| url.trim().to_owned()).collect();
     if let Some(from) = &args.from {
         let lines: Vec<String> = if from == "-" {
             std::io::stdin()

@@ -1,0 +1,516 @@
+//! `ObjectStoreOrigin` against a real S3 wire-protocol server on loopback: moto's
+//! server mode (`pip install 'moto[server]'`), started per test on a free port of
+//! 127.0.0.1 and killed when the test ends.
+//!
+//! Without moto each server test prints `skipped: <why>` and passes; with
+//! `READTHROUGH_REQUIRE_MOTO=1` in the environment it fails instead, so CI can insist.
+#![cfg(feature = "s3")]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+use readthrough::{
+    Cache, Error, FetchOptions, ObjectStoreOrigin, Origin, ReadKind, S3Location, s3_store_with,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::Barrier;
+
+/// Set (to anything) to make a missing or broken moto a failure instead of a skip.
+const REQUIRE: &str = "READTHROUGH_REQUIRE_MOTO";
+const BUCKET: &str = "readthrough-test";
+/// How long moto may take to answer after it is spawned (it imports a lot of Python).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Fresh ports tried per command, in case another process takes the one picked.
+const PORT_ATTEMPTS: usize = 3;
+
+/// A moto server on 127.0.0.1, killed on drop. Its request log (werkzeug's access
+/// lines on stderr) goes to a temporary file that tests read to count requests.
+struct Moto {
+    child: Child,
+    port: u16,
+    log: tempfile::NamedTempFile,
+    started_in: Duration,
+}
+
+impl Moto {
+    /// Starts moto on a free port and creates [`BUCKET`], or says why it could not.
+    fn start() -> Result<Moto, String> {
+        let candidates: [(&str, &[&str]); 2] =
+            [("moto_server", &[]), ("python3", &["-m", "moto.server"])];
+        let mut failures = Vec::new();
+        for (program, args) in candidates {
+            for _ in 0..PORT_ATTEMPTS {
+                match Moto::spawn(program, args) {
+                    Ok(moto) => return Ok(moto),
+                    Err(Attempt::NotFound(why)) => {
+                        failures.push(why);
+                        break;
+                    }
+                    Err(Attempt::Exited(why)) if why.contains("ddress already in use") => {
+                        failures.push(why);
+                    }
+                    Err(Attempt::Exited(why) | Attempt::Broken(why)) => {
+                        failures.push(why);
+                        break;
+                    }
+                }
+            }
+        }
+        Err(format!(
+            "could not start moto (pip install 'moto[server]'): {}",
+            failures.join("; ")
+        ))
+    }
+
+    fn spawn(program: &str, args: &[&str]) -> Result<Moto, Attempt> {
+        let broken = |what: &str, e: io::Error| Attempt::Broken(format!("{what}: {e}"));
+        let port = free_port().map_err(|e| broken("no free port", e))?;
+        let log = tempfile::NamedTempFile::new().map_err(|e| broken("no log file", e))?;
+        let stderr = log.reopen().map_err(|e| broken("no log file", e))?;
+        let port_arg = port.to_string();
+        let mut argv = args.to_vec();
+        argv.extend(["-H", "127.0.0.1", "-p", &port_arg]);
+        let shown = format!("`{program} {}`", argv.join(" "));
+        let began = Instant::now();
+        let child = Command::new(program)
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Attempt::NotFound(format!("{shown}: {e}")));
+            }
+            Err(e) => return Err(broken(&shown, e)),
+        };
+        let mut moto = Moto {
+            child,
+            port,
+            log,
+            started_in: Duration::ZERO,
+        };
+        loop {
+            if let Some(status) = moto.exited() {
+                return Err(Attempt::Exited(format!(
+                    "{shown} exited with {status}: {}",
+                    moto.log_tail()
+                )));
+            }
+            // Ready once it answers, and it was this child that answered: it logs
+            // each request before it sends the answer. (If another program took the
+            // port, the child soon exits with "Address already in use".)
+            if http(port, "GET", "/moto-api/").is_ok() && moto.requests("GET", "/moto-api/") > 0 {
+                break;
+            }
+            if began.elapsed() > START_TIMEOUT {
+                return Err(Attempt::Broken(format!(
+                    "{shown} did not answer within {START_TIMEOUT:?}: {}",
+                    moto.log_tail()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        moto.started_in = began.elapsed();
+        // An unsigned `PUT /bucket` creates the bucket: moto checks no signatures by
+        // default.
+        match http(port, "PUT", &format!("/{BUCKET}")) {
+            Ok(200) => Ok(moto),
+            answer => Err(Attempt::Broken(format!(
+                "{shown}: creating bucket {BUCKET} answered {answer:?}: {}",
+                moto.log_tail()
+            ))),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    }
+
+    /// How many `method` requests for `path` (`/bucket/key`) moto has logged.
+    fn requests(&self, method: &str, path: &str) -> usize {
+        let needle = format!("\"{method} {path} HTTP/");
+        self.log().lines().filter(|l| l.contains(&needle)).count()
+    }
+
+    /// As [`requests`](Self::requests), once the count has stopped changing: moto
+    /// logs a request when it starts its answer, from another thread.
+    async fn settled_requests(&self, method: &str, path: &str) -> usize {
+        let mut last = self.requests(method, path);
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = self.requests(method, path);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    /// A store for [`BUCKET`] on this server, made by the crate's `s3_store`.
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        let builder = AmazonS3Builder::new()
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .with_region("us-east-1");
+        s3_store_with(builder, BUCKET, Some(&self.endpoint()))
+            .expect("s3_store_with accepts the moto endpoint")
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Why one attempt to start moto failed.
+enum Attempt {
+    /// The command does not exist: try the next one.
+    NotFound(String),
+    /// The server exited before answering (maybe its port was taken: try another).
+    Exited(String),
+    /// Anything else.
+    Broken(String),
+}
+
+/// A port that was free a moment ago: bound on 127.0.0.1 and released.
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One HTTP/1.1 request with an empty body on its own connection; the status code.
+fn http(port: u16, method: &str, path: &str) -> io::Result<u16> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP answer"))
+}
+
+/// The moto server for one test, or `None` after printing why the test is skipped.
+fn moto() -> Option<Moto> {
+    match Moto::start() {
+        Ok(moto) => {
+            eprintln!("moto answered {:?} after it was spawned", moto.started_in);
+            Some(moto)
+        }
+        Err(why) if std::env::var_os(REQUIRE).is_some() => panic!("{REQUIRE} is set: {why}"),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
+/// `len` deterministic pseudo-random bytes.
+fn body(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+async fn put(store: &dyn ObjectStore, key: &str, data: &[u8], content_type: Option<&str>) {
+    let mut attributes = Attributes::new();
+    if let Some(content_type) = content_type {
+        attributes.insert(Attribute::ContentType, content_type.to_owned().into());
+    }
+    let options = PutOptions {
+        attributes,
+        ..PutOptions::default()
+    };
+    store
+        .put_opts(&Path::from(key), PutPayload::from(data.to_vec()), options)
+        .await
+        .expect("put an object into moto");
+}
+
+async fn cache(dir: &std::path::Path, store: Arc<dyn ObjectStore>) -> Cache {
+    Cache::builder(dir)
+        .origin(ObjectStoreOrigin::new(store))
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_read_fetches_then_hits_and_records_etag() {
+    let Some(moto) = moto() else { return };
+    let store = moto.store();
+    let key = "models/weights.bin";
+    let data = body(1, 300_000);
+    put(store.as_ref(), key, &data, Some("application/x-test")).await;
+    let etag = store.head(&Path::from(key)).await.unwrap().e_tag.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path(), Arc::clone(&store)).await;
+    let first = cache.get(key).await.unwrap();
+    assert_eq!(first.kind(), ReadKind::Led);
+    assert_eq!(first.len(), Some(data.len() as u64));
+    assert!(
+        first.bytes().await.unwrap() == data,
+        "cold read: wrong bytes"
+    );
+
+    let second = cache.get(key).await.unwrap();
+    assert_eq!(second.kind(), ReadKind::Hit);
+    assert!(second.bytes().await.unwrap() == data, "hit: wrong bytes");
+    let object = format!("/{BUCKET}/{key}");
+    assert_eq!(moto.settled_requests("GET", &object).await, 1);
+
+    let stats = cache.stats();
+    assert_eq!((stats.misses, stats.hits, stats.fills_led), (1, 1, 1));
+
+    let mut meta_path = cache.path(key).await.unwrap().into_os_string();
+    meta_path.push(".meta");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    assert_eq!(meta["validator"], etag.as_str(), "meta: {meta}");
+    assert_eq!(meta["size"], data.len() as u64, "meta: {meta}");
+    assert_eq!(meta["key"], key, "meta: {meta}");
+    assert_eq!(meta["content_type"], "application/x-test", "meta: {meta}");
+    assert_eq!(
+        meta["sha256"],
+        hex::encode(Sha256::digest(&data)),
+        "meta: {meta}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_tasks_on_one_cold_key_make_one_get() {
+    let Some(moto) = moto() else { return };
+    let store = moto.store();
+    let key = "big/blob.bin";
+    let data = Arc::new(body(2, 4 << 20));
+    put(store.as_ref(), key, &data, None).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path(), store).await;
+    let barrier = Arc::new(Barrier::new(50));
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let cache = cache.clone();
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let reader = cache.get(key).await.unwrap();
+                let kind = reader.kind();
+                (kind, reader.bytes().await.unwrap())
+            })
+        })
+        .collect();
+    let mut led = 0;
+    for task in tasks {
+        let (kind, got) = task.await.unwrap();
+        assert!(got == data.as_slice(), "a task got wrong bytes ({kind})");
+        led += usize::from(kind == ReadKind::Led);
+    }
+    assert_eq!(led, 1, "exactly one task leads");
+    let stats = cache.stats();
+    assert_eq!(stats.fills_led, 1, "{stats:?}");
+    assert_eq!(stats.fills_joined + stats.hits, 49, "{stats:?}");
+    assert_eq!(stats.origin_bytes, data.len() as u64, "{stats:?}");
+    assert_eq!(
+        moto.settled_requests("GET", &format!("/{BUCKET}/{key}"))
+            .await,
+        1,
+        "moto saw more than one GET of the object"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_object_is_an_origin_error_and_is_not_cached() {
+    let Some(moto) = moto() else { return };
+    let store = moto.store();
+    let key = "later/arrives.bin";
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path(), Arc::clone(&store)).await;
+
+    let err = match cache.get(key).await {
+        Err(err) => err,
+        Ok(reader) => panic!("a missing object was read as {:?}", reader.kind()),
+    };
+    match &err {
+        Error::Origin { key: named, .. } => assert_eq!(named, key),
+        other => panic!("expected Error::Origin, got {other:?}"),
+    }
+    assert!(
+        has_not_found(&err),
+        "expected object_store's NotFound in {err:?}"
+    );
+    assert!(!cache.contains(key).await.unwrap(), "an error was cached");
+    assert!(
+        cache.read(key).await.unwrap().is_none(),
+        "an error was cached"
+    );
+    assert_eq!(cache.stats().errors, 1);
+
+    let data = body(3, 10_000);
+    put(store.as_ref(), key, &data, None).await;
+    let reader = cache.get(key).await.unwrap();
+    assert_eq!(reader.kind(), ReadKind::Led, "the failure was remembered");
+    assert!(reader.bytes().await.unwrap() == data);
+    assert!(cache.contains(key).await.unwrap());
+    assert_eq!(
+        moto.settled_requests("GET", &format!("/{BUCKET}/{key}"))
+            .await,
+        2
+    );
+}
+
+/// Whether object_store's `NotFound` is somewhere under `err`. Looks into
+/// `Error::Origin`'s shared source by hand: its `source()` hands out the `Arc` that
+/// holds the error, which no downcast sees through.
+fn has_not_found(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(e) = err.downcast_ref::<object_store::Error>() {
+            return matches!(e, object_store::Error::NotFound { .. });
+        }
+        next = match err.downcast_ref::<Error>() {
+            Some(Error::Origin { source, .. }) => Some(&**source),
+            _ => err.source(),
+        };
+    }
+    false
+}
+
+/// Collects a fetched body.
+async fn fetched_body(fetched: readthrough::Fetched) -> Vec<u8> {
+    let chunks: Vec<bytes::Bytes> = fetched.body.try_collect().await.unwrap();
+    chunks.concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_resumes_by_range_only_under_the_same_etag() {
+    let Some(moto) = moto() else { return };
+    let store = moto.store();
+    let key = "resume/me.bin";
+    let data = body(4, 200_000);
+    put(store.as_ref(), key, &data, None).await;
+    let etag = store.head(&Path::from(key)).await.unwrap().e_tag.unwrap();
+    let origin = ObjectStoreOrigin::new(store);
+    let len = Some(data.len() as u64);
+
+    // The whole object, with its ETag as the validator.
+    let whole = origin.fetch(key, FetchOptions::default()).await.unwrap();
+    assert_eq!((whole.offset, whole.len), (0, len));
+    assert_eq!(whole.validator.as_deref(), Some(etag.as_str()));
+    assert!(fetched_body(whole).await == data);
+
+    // The tail under the right ETag.
+    let at = 123_457;
+    let mut options = FetchOptions::default();
+    options.offset = at;
+    options.if_validator = Some(etag.clone());
+    let tail = origin.fetch(key, options).await.unwrap();
+    assert_eq!((tail.offset, tail.len), (at, len), "{tail:?}");
+    assert_eq!(tail.validator.as_deref(), Some(etag.as_str()));
+    assert!(
+        fetched_body(tail).await == data[at as usize..],
+        "wrong tail"
+    );
+
+    // A tail without a validator is unconditional.
+    let mut options = FetchOptions::default();
+    options.offset = at;
+    let tail = origin.fetch(key, options).await.unwrap();
+    assert_eq!((tail.offset, tail.len), (at, len), "{tail:?}");
+    assert!(
+        fetched_body(tail).await == data[at as usize..],
+        "wrong tail"
+    );
+
+    // A stale ETag: the whole (current) object comes back, from 0, as If-Range does.
+    let mut options = FetchOptions::default();
+    options.offset = at;
+    options.if_validator = Some("\"0123456789abcdef0123456789abcdef\"".to_owned());
+    let whole = origin.fetch(key, options).await.unwrap();
+    assert_eq!((whole.offset, whole.len), (0, len), "{whole:?}");
+    assert_eq!(whole.validator.as_deref(), Some(etag.as_str()));
+    assert!(fetched_body(whole).await == data, "a stale ETag got a tail");
+
+    // Precondition failed, then the whole object: both reached moto.
+    let object = format!("/{BUCKET}/{key}");
+    assert_eq!(moto.settled_requests("GET", &object).await, 5);
+}
+
+#[test]
+fn s3_urls_parse_into_bucket_and_key() {
+    for (url, bucket, key) in [
+        ("s3://my-bucket/a.bin", "my-bucket", "a.bin"),
+        ("s3://b/models/v1/weights.bin", "b", "models/v1/weights.bin"),
+        ("s3://data.example.com/x/", "data.example.com", "x/"),
+    ] {
+        let location = S3Location::parse(url).unwrap();
+        assert_eq!(
+            location,
+            S3Location {
+                bucket: bucket.to_owned(),
+                key: key.to_owned()
+            },
+            "{url}"
+        );
+    }
+}
+
+#[test]
+fn s3_urls_without_scheme_bucket_or_key_are_refused() {
+    for url in [
+        "",
+        "my-bucket/a.bin",
+        "https://my-bucket.s3.amazonaws.com/a.bin",
+        "s3:/my-bucket/a.bin",
+        "s3://",
+        "s3://bucket-only",
+        "s3://bucket/",
+        "s3:///key",
+    ] {
+        match S3Location::parse(url) {
+            Err(Error::InvalidUrl { url: named, reason }) => {
+                assert_eq!(named, url);
+                assert!(reason.contains("s3://"), "{url}: {reason}");
+            }
+            other => panic!("{url:?} parsed as {other:?}"),
+        }
+    }
+}
