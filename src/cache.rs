@@ -16,6 +16,7 @@ use crate::error::{BoxError, Error, Result};
 use crate::fill::{self, Mode};
 use crate::layout::{KeyPaths, Layout, ShardedLayout};
 use crate::lock::{self, Locking};
+use crate::meta;
 use crate::origin::{FetchOptions, Fetched, Origin, origin_fn};
 use crate::progress::{Fill, FillState, Role, Source, blocking};
 use crate::reader::{ReadKind, Reader, Tail, stored_body};
@@ -475,7 +476,9 @@ impl Cache {
     pub async fn path(&self, key: &str) -> Result<PathBuf> {
         if self.contains(key).await? {
             add(&self.inner.counters.hits, 1);
-            return Ok(self.paths(key)?.store);
+            let paths = self.paths(key)?;
+            meta::note_read(&paths.meta);
+            return Ok(paths.store);
         }
         add(&self.inner.counters.misses, 1);
         let paths = self.paths(key)?;
@@ -518,6 +521,7 @@ impl Cache {
             .map_err(|e| Error::io("stat", &paths.store, e))?
             .len();
         add(&self.inner.counters.hits, 1);
+        meta::note_read(&paths.meta);
         let source = Arc::new(Source {
             file,
             generation: 0,

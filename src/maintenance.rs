@@ -27,6 +27,9 @@ pub struct Entry {
     pub size: u64,
     /// When it was stored.
     pub created: SystemTime,
+    /// When it was last read, to within a minute (hits refresh it at most that often);
+    /// when it was stored if it was never read.
+    pub last_read: SystemTime,
     /// Its SHA-256, in hex.
     pub sha256: String,
     /// The origin's validator (ETag or Last-Modified), if it gave one.
@@ -66,7 +69,7 @@ pub struct CacheStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PrunePolicy {
-    /// Remove the oldest entries until the stored bytes are at most this.
+    /// Remove the least recently read entries until the stored bytes are at most this.
     pub max_bytes: Option<u64>,
     /// Remove entries stored longer ago than this.
     pub older_than: Option<Duration>,
@@ -188,6 +191,7 @@ fn read_meta(path: &Path) -> Option<EntryMeta> {
 
 fn entry_of(meta_path: &Path) -> Option<Entry> {
     let meta = read_meta(meta_path)?;
+    let last_read = std::fs::symlink_metadata(meta_path).ok()?.modified().ok()?;
     let path = blob_of(meta_path);
     if !std::fs::symlink_metadata(&path).ok()?.is_file() {
         return None;
@@ -196,6 +200,7 @@ fn entry_of(meta_path: &Path) -> Option<Entry> {
         key: meta.key,
         size: meta.size,
         created: UNIX_EPOCH + Duration::from_secs(meta.created),
+        last_read,
         sha256: meta.sha256,
         validator: meta.validator,
         content_type: meta.content_type,
@@ -336,8 +341,8 @@ impl Cache {
 
     /// Removes abandoned files (tmp files no live fill writes and that are older than
     /// the staleness timeout, lock files of crashed fills, metadata without a blob),
-    /// then the entries `policy` names: those older than its age, then the oldest
-    /// until the stored bytes fit its budget. A fill in progress is never touched;
+    /// then the entries `policy` names: those stored longer ago than its age, then the
+    /// least recently read until the stored bytes fit its budget. A fill in progress is never touched;
     /// readers of a removed blob finish reading it undisturbed.
     ///
     /// # Errors
@@ -432,7 +437,7 @@ fn prune(
             None => {}
         }
     }
-    entries.sort_by_key(|entry| entry.created);
+    entries.sort_by_key(|entry| entry.last_read);
     let mut total: u64 = entries.iter().map(|e| e.size).sum();
     let now = SystemTime::now();
     for entry in entries {

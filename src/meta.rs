@@ -1,7 +1,7 @@
 //! The small metadata file kept beside each blob (`<store path>.meta`).
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,28 @@ impl EntryMeta {
         }
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
+    }
+}
+
+/// An entry's last-read time is refreshed at most this often, so hits stay cheap.
+pub(crate) const LAST_READ_EVERY: Duration = Duration::from_secs(60);
+
+/// Records a read of the entry whose metadata file is at `path`. Its last-read time
+/// is that file's modification time, refreshed here when older than
+/// [`LAST_READ_EVERY`]: one `stat` per hit, and a write once a minute at most. Best
+/// effort: a read never fails for this.
+pub(crate) fn note_read(path: &Path) {
+    let stale = std::fs::symlink_metadata(path)
+        .and_then(|meta| meta.modified())
+        .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > LAST_READ_EVERY));
+    if stale {
+        let touched = crate::sys::no_follow()
+            .write(true)
+            .open(path)
+            .and_then(|file| file.set_modified(SystemTime::now()));
+        if let Err(e) = touched {
+            tracing::debug!(path = %path.display(), error = %e, "could not record a read");
+        }
     }
 }
 

@@ -743,6 +743,15 @@ async fn path_ls_stat_rm_prune_and_verify() {
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert_eq!(entry(&listed, &ua).unwrap()["size"], a.len());
     assert_eq!(entry(&listed, &ub).unwrap()["size"], b.len());
+    for url in [&ua, &ub] {
+        let e = entry(&listed, url).unwrap();
+        let (created, read) = (
+            e["created"].as_u64().unwrap(),
+            e["last_read"].as_u64().unwrap(),
+        );
+        assert!(created > 0 && read >= created, "{e}");
+        assert!(e["expires"].is_null(), "entries never expire yet: {e}");
+    }
     let out = sb.run(&["ls"]).await;
     out.ok();
     let text = out.stdout_text();

@@ -308,3 +308,38 @@ fn hex_sha256(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
+
+/// The number of file descriptors this process has open.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_readers_of_one_fill_share_one_file_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::body(11, 1 << 20);
+    let origin = Paused::new(data.clone());
+    let cache = cache(dir.path(), origin.clone()).await;
+    let leader = cache.get("k").await.unwrap();
+    let _ = origin.half_sent.acquire().await.unwrap();
+    let before = open_fds();
+    let mut readers = Vec::new();
+    for _ in 0..200 {
+        let mut reader = cache.get("k").await.unwrap();
+        let first = reader.next().await.unwrap().unwrap();
+        assert!(!first.is_empty());
+        readers.push(reader);
+    }
+    let during = open_fds();
+    assert!(
+        during <= before + 2,
+        "200 readers of one fill opened {} descriptors",
+        during - before
+    );
+    origin.resume.add_permits(1);
+    for reader in readers {
+        let rest = reader.bytes().await.unwrap();
+        assert!(data.ends_with(&rest));
+    }
+    assert_eq!(leader.bytes().await.unwrap(), data);
+}

@@ -182,3 +182,67 @@ async fn verify_removes_a_flipped_byte_and_a_truncated_file() {
     assert!(cache.contains("c").await.unwrap());
     assert!(cache.verify().await.unwrap().corrupt.is_empty());
 }
+
+/// The metadata file of a stored key.
+fn meta_of(path: &std::path::Path) -> std::path::PathBuf {
+    let mut meta = path.as_os_str().to_owned();
+    meta.push(".meta");
+    meta.into()
+}
+
+fn last_read(entries: &[readthrough::Entry], key: &str) -> SystemTime {
+    entries.iter().find(|e| e.key == key).unwrap().last_read
+}
+
+#[tokio::test]
+async fn a_hit_refreshes_the_last_read_time_at_most_once_a_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = filled(dir.path()).await;
+    let meta = meta_of(&cache.path("a").await.unwrap());
+    set_age(&meta, Duration::from_secs(120));
+    cache.get("a").await.unwrap().bytes().await.unwrap();
+    let age = SystemTime::now()
+        .duration_since(last_read(&cache.entries().await.unwrap(), "a"))
+        .unwrap();
+    assert!(
+        age < Duration::from_secs(5),
+        "a hit after two minutes refreshes it: {age:?}"
+    );
+
+    set_age(&meta, Duration::from_secs(30));
+    cache.get("a").await.unwrap().bytes().await.unwrap();
+    let age = SystemTime::now()
+        .duration_since(last_read(&cache.entries().await.unwrap(), "a"))
+        .unwrap();
+    assert!(
+        age >= Duration::from_secs(29),
+        "a hit within the minute writes nothing: {age:?}"
+    );
+}
+
+#[tokio::test]
+async fn prune_to_a_budget_evicts_the_least_recently_read_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = filled(dir.path()).await;
+    for (key, minutes) in [("a", 10), ("b", 30), ("c", 20)] {
+        set_age(
+            &meta_of(&cache.path(key).await.unwrap()),
+            Duration::from_secs(minutes * 60),
+        );
+    }
+    // "b" (2000 bytes) was read longest ago: it alone makes room for 4000.
+    let report = cache
+        .prune(&PrunePolicy::default().max_bytes(4000))
+        .await
+        .unwrap();
+    let removed: Vec<&str> = report.removed.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(removed, ["b"]);
+    // Then "c", read longer ago than "a".
+    let report = cache
+        .prune(&PrunePolicy::default().max_bytes(1000))
+        .await
+        .unwrap();
+    let removed: Vec<&str> = report.removed.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(removed, ["c"]);
+    assert!(cache.contains("a").await.unwrap());
+}

@@ -70,7 +70,7 @@ enum Command {
     },
     /// Remove abandoned files, then evict to a size or an age
     Prune {
-        /// Evict the oldest entries until the cache holds at most this (e.g. 512MiB, 10G)
+        /// Evict the least recently read entries until the cache holds at most this (e.g. 512MiB, 10G)
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         max_size: Option<u64>,
         /// Evict entries stored longer ago than this (e.g. 7d, 12h)
@@ -279,7 +279,7 @@ async fn ls(cache: &Cache, as_json: bool) -> Result<()> {
             .map(|e| {
                 json!({
                     "key": e.key, "size": e.size, "created": unix_seconds(e.created),
-                    "last_read": null, "expires": null, "sha256": e.sha256,
+                    "last_read": unix_seconds(e.last_read), "expires": null, "sha256": e.sha256,
                     "validator": e.validator, "content_type": e.content_type, "path": e.path,
                 })
             })
