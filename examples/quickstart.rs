@@ -1,79 +1,99 @@
-//! Quickstart: 160 readers in four processes ask for one cold key at the same moment,
-//! and the origin is fetched exactly once.
+//! Quickstart: 160 readers in four processes ask a real HTTP server for one cold URL
+//! at the same moment, and the server answers exactly one request.
 //!
 //! ```text
 //! cargo run --release --example quickstart           # a 32 MiB blob
 //! cargo run --release --example quickstart -- 256    # another size, in MiB
 //! ```
 //!
-//! The origin stands in for something slow and costly (object storage, a model hub):
-//! it makes up deterministic bytes for any key and trickles them out in 1 MiB chunks,
-//! so one fetch takes about 1.5 s. It appends a line to `origin-fetches.log` in the
-//! cache directory for every fetch, so fetches by any process can be counted.
+//! No network is needed. The origin is a real HTTP/1.1 server on loopback
+//! (`127.0.0.1`, a free port), started inside this process. It stands in for something
+//! slow and costly (object storage, a model hub): for any `GET` it sends deterministic
+//! made-up bytes, with `Content-Length`, `ETag` and `Content-Type`, trickled out in
+//! 1 MiB chunks so that one request takes about 1.5 s. It counts the requests it
+//! answers, from this process and from the others.
 //!
 //! On a fresh cache directory, all at once, this example starts 100 reader tasks in
-//! this process and re-runs itself as 3 child processes with 20 readers each, every
-//! process with its own `Cache` on the same directory. One read leads the fill and calls
-//! the origin; other reads in its process join that fill, and the other processes
-//! follow it through the files on disk. Every reader streams the body as it lands (the
-//! first byte arrives long before the fetch ends) and checks its SHA-256. A last read is
-//! then a plain hit from disk. The example fails if any reader got wrong bytes or the
-//! origin was asked more than once.
+//! this process and re-runs itself as 3 child processes with 20 readers each. Every
+//! process has its own `Cache` on the same directory, fetching with
+//! `readthrough::HttpOrigin`, and the key is the server's URL. One read leads the fill
+//! and sends the request; other reads in its process join that fill, and the other
+//! processes follow it through the files on disk. Every reader streams the body as it
+//! lands (the first byte arrives long before the download ends) and checks its
+//! SHA-256. A last read is then a plain hit from disk. The example fails if any reader
+//! got wrong bytes, a child process failed, the server answered other than one
+//! request, or the last read was not a hit.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use futures::{StreamExt, stream};
-use readthrough::{BoxError, Cache, FetchOptions, Fetched, Origin};
+use futures::StreamExt;
+use readthrough::{BoxError, Cache, HttpOrigin};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
 
-const KEY: &str = "models/demo-weights.bin";
+const PATH: &str = "/models/demo-weights.bin";
 const LOCAL_READERS: usize = 100;
 const CHILDREN: usize = 3;
 const CHILD_READERS: usize = 20;
 const CHUNK: u64 = 1 << 20;
-/// About how long the origin takes to send a whole body.
+/// About how long the server takes to send a whole body.
 const FETCH_TIME: Duration = Duration::from_millis(1500);
-const FETCH_LOG: &str = "origin-fetches.log";
 
-/// A slow origin: `len` pseudo-random bytes for any key, paced to take [`FETCH_TIME`].
-struct SlowOrigin {
-    len: u64,
-    log: PathBuf,
-    fetches: AtomicU64,
-}
-
-impl Origin for SlowOrigin {
-    fn fetch(&self, key: &str, _: FetchOptions) -> BoxFuture<'static, Result<Fetched, BoxError>> {
-        self.fetches.fetch_add(1, Ordering::SeqCst);
-        // One line per fetch, appended (O_APPEND) to a file that every process shares.
-        let logged = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .and_then(|mut log| writeln!(log, "{} {key}", std::process::id()));
-        let (seed, len, chunks) = (seed_of(key), self.len, self.len.div_ceil(CHUNK));
-        let pause = FETCH_TIME / chunks.max(1) as u32;
-        Box::pin(async move {
-            logged?;
-            let body = stream::iter(0..chunks).then(move |i| async move {
-                tokio::time::sleep(pause).await;
-                Ok::<_, BoxError>(chunk_of(seed, i, len))
-            });
-            Ok(Fetched::from_stream(body).with_len(len))
-        })
+/// The origin: answers every `GET /<path>` on `listener` with the `len`-byte body for
+/// `path`, paced to take [`FETCH_TIME`], and counts the requests it answers.
+async fn serve(listener: TcpListener, len: u64, requests: Arc<AtomicUsize>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let requests = Arc::clone(&requests);
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, len, &requests).await {
+                eprintln!("origin: a connection failed: {e}");
+            }
+        });
     }
 }
 
-fn seed_of(key: &str) -> u64 {
+/// Answers the requests on one (keep-alive) connection.
+async fn answer(stream: TcpStream, len: u64, requests: &AtomicUsize) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    // A request line, `GET /path HTTP/1.1`, then headers up to an empty line.
+    while let Some(request) = lines.next_line().await? {
+        while lines
+            .next_line()
+            .await?
+            .is_some_and(|line| !line.is_empty())
+        {}
+        let (method, path) = request.split_once(' ').unwrap_or((&request, ""));
+        let path = path.split(' ').next().unwrap_or_default();
+        if method != "GET" {
+            let refuse = "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n";
+            write.write_all(refuse.as_bytes()).await?;
+            continue;
+        }
+        requests.fetch_add(1, Ordering::SeqCst);
+        let (seed, chunks) = (seed_of(path), len.div_ceil(CHUNK));
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\
+             Content-Type: application/octet-stream\r\nETag: \"{seed:016x}-{len}\"\r\n\r\n"
+        );
+        write.write_all(head.as_bytes()).await?;
+        for i in 0..chunks {
+            tokio::time::sleep(FETCH_TIME / chunks as u32).await;
+            write.write_all(&chunk_of(seed, i, len)).await?;
+        }
+    }
+    Ok(())
+}
+
+fn seed_of(path: &str) -> u64 {
     let fnv = |h: u64, b: u8| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, fnv)
+    path.bytes().fold(0xcbf2_9ce4_8422_2325, fnv)
 }
 
 /// Chunk `index` of the `len`-byte body for `seed` (xorshift64* bytes).
@@ -91,15 +111,15 @@ fn chunk_of(seed: u64, index: u64, len: u64) -> Bytes {
     out.into()
 }
 
-async fn open_cache(dir: &Path, len: u64) -> readthrough::Result<(Cache, Arc<SlowOrigin>)> {
-    let (log, fetches) = (dir.join(FETCH_LOG), AtomicU64::new(0));
-    let origin = Arc::new(SlowOrigin { len, log, fetches });
+async fn open_cache(dir: &Path) -> Result<Cache, BoxError> {
+    // The server is on loopback: keep any HTTP_PROXY in the environment out of the way.
+    let client = reqwest::Client::builder().no_proxy().build()?;
     let cache = Cache::builder(dir)
-        .origin(Arc::clone(&origin)) // keep a handle, to read its counter
+        .origin(HttpOrigin::builder().client(client).build()?)
         .durable(false) // a throwaway demo directory needs no fsync
         .build()
         .await?;
-    Ok((cache, origin))
+    Ok(cache)
 }
 
 /// What one reader saw; times are from its call to `get`.
@@ -113,7 +133,7 @@ struct Outcome {
 }
 
 /// Reads `key`, hashing the body chunk by chunk as it streams in.
-async fn read_one(cache: Cache, key: String, want: Arc<str>) -> Outcome {
+async fn read_one(cache: Cache, key: Arc<str>, want: Arc<str>) -> Outcome {
     let start = Instant::now();
     let since = || start.elapsed().as_secs_f64() * 1e3;
     let mut out = Outcome {
@@ -143,9 +163,9 @@ async fn read_one(cache: Cache, key: String, want: Arc<str>) -> Outcome {
 }
 
 async fn run_readers(cache: &Cache, key: &str, readers: usize, want: &str) -> Vec<Outcome> {
-    let want: Arc<str> = want.into();
+    let (key, want): (Arc<str>, Arc<str>) = (key.into(), want.into());
     let tasks: Vec<_> = (0..readers)
-        .map(|_| tokio::spawn(read_one(cache.clone(), key.into(), Arc::clone(&want))))
+        .map(|_| tokio::spawn(read_one(cache.clone(), Arc::clone(&key), Arc::clone(&want))))
         .collect();
     let mut outs = Vec::new();
     for task in tasks {
@@ -184,14 +204,14 @@ fn size(bytes: u64) -> String {
     }
 }
 
-/// A child process, run as `--child <dir> <key> <readers> <len> <sha256>`: it prints
-/// one line of JSON, `[pid, [outcome, …]]`.
+/// A child process, run as `--child <dir> <url> <readers> <sha256>`: it prints one
+/// line of JSON, `[pid, [outcome, …]]`.
 async fn child(args: &[String]) -> Result<ExitCode, BoxError> {
-    let [dir, key, readers, len, want] = args else {
-        return Err("usage: --child <dir> <key> <readers> <len> <sha256>".into());
+    let [dir, url, readers, want] = args else {
+        return Err("usage: --child <dir> <url> <readers> <sha256>".into());
     };
-    let (cache, _) = open_cache(Path::new(dir), len.parse()?).await?;
-    let outs = run_readers(&cache, key, readers.parse()?, want).await;
+    let cache = open_cache(Path::new(dir)).await?;
+    let outs = run_readers(&cache, url, readers.parse()?, want).await;
     println!("{}", serde_json::to_string(&(std::process::id(), &outs))?);
     Ok(ExitCode::from(u8::from(!outs.iter().all(|o| o.ok))))
 }
@@ -203,15 +223,23 @@ async fn main() -> Result<ExitCode, BoxError> {
         return child(&args[1..]).await;
     }
     let len = args.first().map_or(Ok(32), |a| a.parse::<u64>())?.max(1) << 20;
+
+    // The origin: a loopback HTTP server on a free port, counting the requests it answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}{PATH}", listener.local_addr()?);
+    let requests = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(serve(listener, len, Arc::clone(&requests)));
+
     let dir = tempfile::tempdir()?;
     let mut hasher = Sha256::new();
-    (0..len.div_ceil(CHUNK)).for_each(|i| hasher.update(chunk_of(seed_of(KEY), i, len)));
+    (0..len.div_ceil(CHUNK)).for_each(|i| hasher.update(chunk_of(seed_of(PATH), i, len)));
     let want = hex::encode(hasher.finalize());
-    let (cache, origin) = open_cache(dir.path(), len).await?;
+    let cache = open_cache(dir.path()).await?;
     println!(
-        "readthrough quickstart: {} readers, one cold key, one slow origin\n  \
-         cache dir  {}\n  key        {KEY} ({}, sha256 {}…)\n  \
-         origin     made-up bytes in 1 MiB chunks, ~{FETCH_TIME:?} per fetch\n  \
+        "readthrough quickstart: {} readers, one cold URL, one slow HTTP origin\n  \
+         cache dir  {}\n  key        {url}\n             ({}, sha256 {}…)\n  \
+         origin     an HTTP server on loopback in this process, sending 1 MiB chunks,\n             \
+         ~{FETCH_TIME:?} per request\n  \
          readers    {LOCAL_READERS} tasks here + {CHILDREN} processes x {CHILD_READERS} tasks\n",
         LOCAL_READERS + CHILDREN * CHILD_READERS,
         dir.path().display(),
@@ -219,16 +247,16 @@ async fn main() -> Result<ExitCode, BoxError> {
         &want[..16],
     );
 
-    // Start the children first (they take a moment to start; the fetch takes longer),
-    // then this process's readers, so every reader asks while the key is cold.
+    // Start the children first (they take a moment to start; the download takes
+    // longer), then this process's readers, so every reader asks while the key is cold.
     let mut children = Vec::new();
     for _ in 0..CHILDREN {
         let mut command = tokio::process::Command::new(std::env::current_exe()?);
         command.arg("--child").arg(dir.path());
-        command.args([KEY, &CHILD_READERS.to_string(), &len.to_string(), &want]);
+        command.args([&url, &CHILD_READERS.to_string(), &want]);
         children.push(command.stdout(Stdio::piped()).spawn()?);
     }
-    let mut all = run_readers(&cache, KEY, LOCAL_READERS, &want).await;
+    let mut all = run_readers(&cache, &url, LOCAL_READERS, &want).await;
     println!("  process            readers  led  joined  followed  hit    1st byte  last byte");
     println!("{}", row(&format!("this ({})", std::process::id()), &all));
     let mut children_ok = true;
@@ -245,23 +273,21 @@ async fn main() -> Result<ExitCode, BoxError> {
         all.extend(outs);
     }
     println!("{}", row("all", &all));
-    println!("  (led: fetched from the origin; joined: shared a fill led in its own process;");
-    println!("   followed: tailed another process's fill; hit: read a stored blob)\n");
+    println!("  (led: sent the request to the origin; joined: shared a fill led in its own");
+    println!("   process; followed: tailed another process's fill; hit: read a stored blob)\n");
 
-    let hit = read_one(cache.clone(), KEY.into(), want.as_str().into()).await;
-    let log = std::fs::read_to_string(dir.path().join(FETCH_LOG)).unwrap_or_default();
-    let fetch_pids: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
+    let hit = read_one(cache.clone(), url.as_str().into(), want.as_str().into()).await;
+    let requests = requests.load(Ordering::SeqCst);
     let good = all.iter().filter(|o| o.ok).count();
     let served: u64 = all.iter().map(|o| o.bytes).sum();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let fetches_here = origin.fetches.load(Ordering::SeqCst);
-    let (fetches, by) = (fetch_pids.len(), fetch_pids.join(", "));
     let (per_reader, served, n) = (size(len), size(served), all.len());
+    let fetched = size(len * requests as u64);
     let (first, last) = (median(&all, |o| o.first_ms), median(&all, |o| o.last_ms));
     let (hit_kind, hit_len, hit_time) = (&hit.kind, size(hit.bytes), ms(hit.last_ms));
-    println!("origin fetches      {fetches} (by pid {by}; {fetches_here} in this process)");
+    println!("origin requests     {requests} (answered by the server, for all processes)");
     println!("bytes per reader    {per_reader} ({good} of {n} readers sha256-verified)");
-    println!("bytes served        {served} in total, from {per_reader} fetched");
+    println!("bytes served        {served} in total, from {fetched} downloaded");
     println!("time to first byte  median {first}");
     println!("time to last byte   median {last}");
     println!(
@@ -270,12 +296,12 @@ async fn main() -> Result<ExitCode, BoxError> {
     println!("read once more      {hit_kind}, {hit_len} in {hit_time}");
     println!("this cache's stats  {:?}", cache.stats());
 
-    if good < all.len() || !hit.ok || hit.kind != "hit" || fetch_pids.len() != 1 || !children_ok {
-        eprintln!("\nFAILED: expected every read to verify, one origin fetch, and then a hit");
+    if good < n || !hit.ok || hit.kind != "hit" || requests != 1 || !children_ok {
+        eprintln!("\nFAILED: expected every read to verify, one origin request, and then a hit");
         return Ok(ExitCode::FAILURE);
     }
     println!(
-        "\nOK: {n} readers in {} processes, 1 origin fetch",
+        "\nOK: {n} readers in {} processes, 1 origin request",
         CHILDREN + 1
     );
     Ok(ExitCode::SUCCESS)

@@ -194,7 +194,7 @@ fn bad_dir(path: &Path, what: &'static str, source: io::Error) -> Error {
     Error::BadDirectory {
         path: path.to_owned(),
         what,
-        source: Arc::new(source),
+        source: crate::error::Cause::new(source),
     }
 }
 

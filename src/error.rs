@@ -12,7 +12,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in `readthrough`.
 ///
-/// Errors are cheap to clone (sources sit behind an `Arc`), because one failed fill
+/// Errors are cheap to clone (causes are shared, see [`Cause`]), because one failed fill
 /// reaches every reader that waited on it. Each variant names the key or path it is
 /// about.
 ///
@@ -36,7 +36,7 @@ pub enum Error {
         what: &'static str,
         /// The underlying failure.
         #[source]
-        source: Arc<io::Error>,
+        source: Cause<io::Error>,
     },
 
     /// A file system operation on a path inside the cache failed.
@@ -48,7 +48,7 @@ pub enum Error {
         path: PathBuf,
         /// The underlying failure.
         #[source]
-        source: Arc<io::Error>,
+        source: Cause<io::Error>,
     },
 
     /// The origin failed, before or while sending the body. Nothing was cached.
@@ -58,7 +58,7 @@ pub enum Error {
         key: String,
         /// What the origin reported.
         #[source]
-        source: Arc<dyn std::error::Error + Send + Sync + 'static>,
+        source: Cause<dyn std::error::Error + Send + Sync + 'static>,
     },
 
     /// The origin panicked while fetching. Nothing was cached.
@@ -130,7 +130,7 @@ pub enum Error {
         url: String,
         /// What failed.
         #[source]
-        source: Arc<dyn std::error::Error + Send + Sync + 'static>,
+        source: Cause<dyn std::error::Error + Send + Sync + 'static>,
     },
 
     /// An HTTP origin sent nothing for the idle timeout.
@@ -199,14 +199,14 @@ impl Error {
         Error::Io {
             op,
             path: path.into(),
-            source: Arc::new(source),
+            source: Cause::new(source),
         }
     }
 
     pub(crate) fn origin(key: &str, source: BoxError) -> Self {
         Error::Origin {
             key: key.to_owned(),
-            source: Arc::from(source),
+            source: Cause(Arc::from(source)),
         }
     }
 
@@ -214,6 +214,49 @@ impl Error {
     /// caller's input). A fill that fails this way is served uncached.
     pub(crate) fn is_local_disk(&self) -> bool {
         matches!(self, Error::Io { .. })
+    }
+}
+
+/// The cause of an [`Error`], shared by every reader of a failed fill.
+///
+/// It dereferences to the error inside, and the outer error's
+/// [`source`](std::error::Error::source) is that error itself, so it can be downcast:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::error::Error as _;
+/// let file = tempfile::NamedTempFile::new().unwrap();
+/// let err = readthrough::Cache::builder(file.path()).build().await.unwrap_err();
+/// let cause = err.source().unwrap().downcast_ref::<std::io::Error>().unwrap();
+/// assert_eq!(cause.kind(), std::io::ErrorKind::NotADirectory);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Cause<E: ?Sized>(pub(crate) Arc<E>);
+
+impl<E> Cause<E> {
+    pub(crate) fn new(error: E) -> Self {
+        Cause(Arc::new(error))
+    }
+}
+
+impl<E: ?Sized> Clone for Cause<E> {
+    fn clone(&self) -> Self {
+        Cause(Arc::clone(&self.0))
+    }
+}
+
+impl<E: ?Sized> std::ops::Deref for Cause<E> {
+    type Target = E;
+
+    fn deref(&self) -> &E {
+        &self.0
+    }
+}
+
+impl<E: ?Sized + std::fmt::Display> std::fmt::Display for Cause<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 

@@ -12,7 +12,7 @@ use futures::stream::{BoxStream, StreamExt};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Response, StatusCode};
 
-use crate::error::{BoxError, Error, Result};
+use crate::error::{BoxError, Cause, Error, Result};
 use crate::origin::resume::{Reopen, Resuming};
 use crate::origin::{FetchOptions, Fetched, Origin};
 
@@ -217,14 +217,14 @@ impl Origin for HttpOrigin {
 fn http_error(url: &str, source: reqwest::Error) -> Error {
     Error::Http {
         url: url.to_owned(),
-        source: Arc::new(source),
+        source: Cause(Arc::new(source)),
     }
 }
 
 fn broken(url: &str, what: String) -> Error {
     Error::Http {
         url: url.to_owned(),
-        source: Arc::from(BoxError::from(what)),
+        source: Cause(Arc::from(BoxError::from(what))),
     }
 }
 
