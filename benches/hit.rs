@@ -6,6 +6,9 @@
 //! * `hit_small`: 4 KiB blobs (1000 keys, cycled) read whole with
 //!   `Cache::get(..).bytes()`, against `File::open` + `read_to_end`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::fs::File;
 use std::hint::black_box;
 use std::io::Read;
@@ -27,19 +30,6 @@ fn runtime() -> Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-/// Deterministic, non-constant bytes.
-fn body(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 async fn open_cache(dir: &std::path::Path) -> Cache {
@@ -82,7 +72,7 @@ fn hit_large(c: &mut Criterion) {
     let key = "large";
     let (cache, path) = rt.block_on(async {
         let cache = open_cache(dir.path()).await;
-        let data = body(1, LARGE);
+        let data = common::body(1, LARGE);
         let stored = cache.put(key, Fetched::from(data)).await.expect("put");
         assert_eq!(stored as usize, LARGE);
         // Warm the page cache (and check the read path) once.
@@ -128,7 +118,7 @@ fn hit_small(c: &mut Criterion) {
         let mut paths = Vec::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
             let stored = cache
-                .put(key, Fetched::from(body(i as u64 + 100, SMALL)))
+                .put(key, Fetched::from(common::body(i as u64 + 100, SMALL)))
                 .await
                 .expect("put");
             assert_eq!(stored as usize, SMALL);

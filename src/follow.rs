@@ -43,11 +43,7 @@ pub(crate) async fn tail(
     busy: Busy,
     generation: &mut u64,
 ) -> Result<Tailed> {
-    let mut watch = Watch {
-        busy,
-        tmp: None,
-        written: 0,
-    };
+    let mut watch = Watch::new(busy);
     let mut pause = FIRST_POLL;
     loop {
         let next_generation = *generation + 1;
@@ -85,11 +81,7 @@ pub(crate) async fn wait_free(
     paths: &KeyPaths,
     busy: Busy,
 ) -> Result<Option<(FillLock, Option<String>)>> {
-    let mut watch = Watch {
-        busy,
-        tmp: None,
-        written: 0,
-    };
+    let mut watch = Watch::new(busy);
     let mut pause = FIRST_POLL;
     loop {
         match look(inner, paths, watch, false, 0).await? {
@@ -110,6 +102,16 @@ struct Watch {
     tmp: Option<(String, Arc<Source>)>,
     /// How many of its bytes are known to be written.
     written: u64,
+}
+
+impl Watch {
+    fn new(busy: Busy) -> Self {
+        Watch {
+            busy,
+            tmp: None,
+            written: 0,
+        }
+    }
 }
 
 enum Seen {

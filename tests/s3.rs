@@ -4,7 +4,10 @@
 //!
 //! Without moto each server test prints `skipped: <why>` and passes; with
 //! `READTHROUGH_REQUIRE_MOTO=1` in the environment it fails instead, so CI can insist.
+
 #![cfg(feature = "s3")]
+
+mod common;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -236,19 +239,6 @@ fn moto() -> Option<Moto> {
     }
 }
 
-/// `len` deterministic pseudo-random bytes.
-fn body(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 async fn put(store: &dyn ObjectStore, key: &str, data: &[u8], content_type: Option<&str>) {
     let mut attributes = Attributes::new();
     if let Some(content_type) = content_type {
@@ -277,7 +267,7 @@ async fn cold_read_fetches_then_hits_and_records_etag() {
     let Some(moto) = moto() else { return };
     let store = moto.store();
     let key = "models/weights.bin";
-    let data = body(1, 300_000);
+    let data = common::body(1, 300_000);
     put(store.as_ref(), key, &data, Some("application/x-test")).await;
     let etag = store.head(&Path::from(key)).await.unwrap().e_tag.unwrap();
 
@@ -320,7 +310,7 @@ async fn fifty_tasks_on_one_cold_key_make_one_get() {
     let Some(moto) = moto() else { return };
     let store = moto.store();
     let key = "big/blob.bin";
-    let data = Arc::new(body(2, 4 << 20));
+    let data = Arc::new(common::body(2, 4 << 20));
     put(store.as_ref(), key, &data, None).await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -384,7 +374,7 @@ async fn missing_object_is_an_origin_error_and_is_not_cached() {
     );
     assert_eq!(cache.stats().errors, 1);
 
-    let data = body(3, 10_000);
+    let data = common::body(3, 10_000);
     put(store.as_ref(), key, &data, None).await;
     let reader = cache.get(key).await.unwrap();
     assert_eq!(reader.kind(), ReadKind::Led, "the failure was remembered");
@@ -425,7 +415,7 @@ async fn fetch_resumes_by_range_only_under_the_same_etag() {
     let Some(moto) = moto() else { return };
     let store = moto.store();
     let key = "resume/me.bin";
-    let data = body(4, 200_000);
+    let data = common::body(4, 200_000);
     put(store.as_ref(), key, &data, None).await;
     let etag = store.head(&Path::from(key)).await.unwrap().e_tag.unwrap();
     let origin = ObjectStoreOrigin::new(store);
