@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -12,19 +13,19 @@ use bytes::BytesMut;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
+use crate::builder::CacheBuilder;
+use crate::clock::Clock;
+use crate::entry::{self, Standing, Stored};
 use crate::error::{BoxError, Error, Result};
 use crate::fill::{self, Mode};
-use crate::layout::{KeyPaths, Layout, ShardedLayout};
-use crate::lock::{self, Locking};
+use crate::layout::{KeyPaths, Layout};
+use crate::lock::Locking;
+use crate::maintenance::{self, Entry};
 use crate::meta;
 use crate::origin::{FetchOptions, Fetched, Origin, origin_fn};
 use crate::progress::{Fill, FillState, Role, Source, blocking};
-use crate::reader::{ReadKind, Reader, Tail, stored_body};
+use crate::reader::{ReadKind, Reader, Tail, checked_body, stored_body};
 use crate::stats::{Counters, Stats, add};
-use crate::sys;
-
-/// The folder, under the cache directory, that holds this on-disk format.
-const FORMAT_DIR: &str = "v1";
 
 /// A shared on-disk read-through cache of blobs.
 ///
@@ -56,14 +57,21 @@ pub struct Cache {
 pub(crate) struct Inner {
     pub(crate) root: PathBuf,
     pub(crate) base: PathBuf,
-    layout: Box<dyn Layout>,
-    origin: Option<Arc<dyn Origin>>,
+    pub(crate) layout: Box<dyn Layout>,
+    pub(crate) origin: Option<Arc<dyn Origin>>,
     pub(crate) stale_after: Duration,
     pub(crate) durable: bool,
     pub(crate) locking: Locking,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) default_ttl: Option<Duration>,
+    pub(crate) max_bytes: Option<u64>,
+    pub(crate) verify_on_read: bool,
+    pub(crate) serve_stale: bool,
     pub(crate) counters: Counters,
     /// The fills running in this process, by key.
-    fills: Mutex<HashMap<String, Weak<Fill>>>,
+    pub(crate) fills: Mutex<HashMap<String, Weak<Fill>>>,
+    /// Whether this process is evicting now.
+    pub(crate) evicting: AtomicBool,
 }
 
 impl Inner {
@@ -84,158 +92,10 @@ impl Inner {
     }
 }
 
-/// Builds a [`Cache`]. Made by [`Cache::builder`].
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
-/// # let dir = tempfile::tempdir().unwrap();
-/// use std::time::Duration;
-/// let cache = readthrough::Cache::builder(dir.path())
-///     .stale_after(Duration::from_secs(10))
-///     .durable(false)
-///     .build()
-///     .await?;
-/// # Ok(()) }
-/// ```
-#[must_use = "a builder does nothing until build() is called"]
-pub struct CacheBuilder {
-    root: PathBuf,
-    origin: Option<Arc<dyn Origin>>,
-    layout: Box<dyn Layout>,
-    stale_after: Duration,
-    durable: bool,
-    file_locks: bool,
-}
-
-impl fmt::Debug for CacheBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CacheBuilder")
-            .field("root", &self.root)
-            .field("stale_after", &self.stale_after)
-            .field("durable", &self.durable)
-            .field("file_locks", &self.file_locks)
-            .finish_non_exhaustive()
-    }
-}
-
-impl CacheBuilder {
-    /// The origin that [`Cache::get`] and [`Cache::path`] fetch from on a miss.
-    /// Without one, only [`Cache::get_with`] and explicit writes fill the cache.
-    pub fn origin(mut self, origin: impl Origin) -> Self {
-        self.origin = Some(Arc::new(origin));
-        self
-    }
-
-    /// How long a fill led by another process may go without refreshing its files
-    /// before a waiter takes it over (default 30 s). A live leader refreshes them every
-    /// half of this, even while its origin is slow; a stopped or hung process does not.
-    pub fn stale_after(mut self, timeout: Duration) -> Self {
-        self.stale_after = timeout;
-        self
-    }
-
-    /// Whether a blob is flushed to stable storage (`fsync` of the file and of its
-    /// directory) before it is published (default on). Off, a power loss may lose
-    /// recently published blobs, but never exposes a partial one under its key.
-    pub fn durable(mut self, durable: bool) -> Self {
-        self.durable = durable;
-        self
-    }
-
-    /// Where each key's files live (default [`ShardedLayout`]).
-    pub fn layout(mut self, layout: impl Layout) -> Self {
-        self.layout = Box::new(layout);
-        self
-    }
-
-    /// Whether to coordinate processes with file locks (default on). Turn off only
-    /// where the file system accepts locks but enforces nothing: every process then
-    /// fetches for itself (tasks in one process still share fetches), and every other
-    /// guarantee holds. [`build`](Self::build) turns locks off by itself, with a
-    /// warning, when it finds they do not exclude.
-    pub fn file_locks(mut self, on: bool) -> Self {
-        self.file_locks = on;
-        self
-    }
-
-    /// Opens the cache: creates its directories, checks it can write there, and checks
-    /// that file locks exclude each other.
-    ///
-    /// # Errors
-    /// [`Error::BadDirectory`] naming the path when the directory is a file, cannot be
-    /// created, or cannot be written.
-    ///
-    /// # Cancellation
-    /// Safe to drop; at worst the directories exist.
-    pub async fn build(self) -> Result<Cache> {
-        let root = self.root.clone();
-        let probe_dir = root.join(FORMAT_DIR).join("tmp");
-        let want_locks = self.file_locks;
-        let locking = blocking(move || Ok(open_dirs(&root, &probe_dir, want_locks)))
-            .await
-            .map_err(|e| bad_dir(&self.root, "reach", e))??;
-        Ok(Cache {
-            inner: Arc::new(Inner {
-                base: self.root.join(FORMAT_DIR),
-                root: self.root,
-                layout: self.layout,
-                origin: self.origin,
-                stale_after: self.stale_after,
-                durable: self.durable,
-                locking,
-                counters: Counters::default(),
-                fills: Mutex::default(),
-            }),
-        })
-    }
-}
-
-fn bad_dir(path: &Path, what: &'static str, source: io::Error) -> Error {
-    Error::BadDirectory {
-        path: path.to_owned(),
-        what,
-        source: crate::error::Cause::new(source),
-    }
-}
-
-/// Creates the cache's folders and finds out how to lock there.
-fn open_dirs(root: &Path, probe_dir: &Path, want_locks: bool) -> Result<Locking> {
-    if root.exists() && !root.is_dir() {
-        return Err(bad_dir(
-            root,
-            "use as a directory",
-            io::Error::new(io::ErrorKind::NotADirectory, "it is not a directory"),
-        ));
-    }
-    sys::make_dirs(probe_dir).map_err(|e| bad_dir(probe_dir, "create", e))?;
-    let store = probe_dir.with_file_name("store");
-    sys::make_dirs(&store).map_err(|e| bad_dir(&store, "create", e))?;
-    let excludes = lock::locks_exclude(probe_dir)
-        .map_err(|e| bad_dir(probe_dir, "write and lock a file in", e))?;
-    if !want_locks {
-        return Ok(Locking::Disabled);
-    }
-    if !excludes {
-        tracing::warn!(
-            dir = %root.display(),
-            "file locks do not exclude each other here; processes will not share fetches"
-        );
-        return Ok(Locking::Disabled);
-    }
-    Ok(Locking::Flock)
-}
-
 impl Cache {
     /// Starts building a cache in `dir` (created if missing).
     pub fn builder(dir: impl Into<PathBuf>) -> CacheBuilder {
-        CacheBuilder {
-            root: dir.into(),
-            origin: None,
-            layout: Box::new(ShardedLayout),
-            stale_after: Duration::from_secs(30),
-            durable: true,
-            file_locks: true,
-        }
+        CacheBuilder::new(dir.into())
     }
 
     /// The cache directory.
@@ -274,7 +134,30 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn get(&self, key: &str) -> Result<Reader> {
-        self.get_from(key, None).await
+        self.get_from(key, None, &GetOptions::default()).await
+    }
+
+    /// Reads `key` as [`get`](Self::get) does, with `options`.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    ///
+    /// # Cancellation
+    /// As [`get`](Self::get).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = readthrough::Cache::builder(dir.path()).build().await?;
+    /// use std::time::Duration;
+    /// use readthrough::{Fetched, GetOptions};
+    /// cache.put("session", Fetched::from(b"token".to_vec()).with_ttl(Duration::from_secs(900))).await?;
+    /// // Each read pushes the expiry to 15 minutes from now, as a login session does.
+    /// let reader = cache.get_opts("session", &GetOptions::default().extend_expiry()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_opts(&self, key: &str, options: &GetOptions) -> Result<Reader> {
+        self.get_from(key, None, options).await
     }
 
     /// Reads `key` through a one-off origin: `fetch` is called with the key on a miss,
@@ -307,20 +190,34 @@ impl Cache {
         T: Into<Fetched>,
         E: Into<BoxError>,
     {
-        self.get_from(key, Some(Arc::new(origin_fn(fetch)))).await
+        let fetch: Arc<dyn Origin> = Arc::new(origin_fn(fetch));
+        self.get_from(key, Some(fetch), &GetOptions::default())
+            .await
     }
 
-    async fn get_from(&self, key: &str, origin: Option<Arc<dyn Origin>>) -> Result<Reader> {
+    async fn get_from(
+        &self,
+        key: &str,
+        origin: Option<Arc<dyn Origin>>,
+        options: &GetOptions,
+    ) -> Result<Reader> {
         let paths = self.paths(key)?;
-        if let Some(reader) = self.open_hit(&paths).await? {
-            return Ok(reader);
+        let origin = origin.or_else(|| self.inner.origin.clone());
+        match self.open_stored(key, &paths, options.extend_expiry)? {
+            Found::Fresh(reader) => return Ok(reader),
+            Found::Stale(reader) => {
+                // Served at once; one fill refreshes it in the background.
+                if let Some(origin) = origin {
+                    self.join_or_start(key, &paths, origin);
+                }
+                return Ok(reader);
+            }
+            Found::Nothing => {}
         }
         add(&self.inner.counters.misses, 1);
-        let origin = origin
-            .or_else(|| self.inner.origin.clone())
-            .ok_or_else(|| Error::NoOrigin {
-                key: key.to_owned(),
-            })?;
+        let origin = origin.ok_or_else(|| Error::NoOrigin {
+            key: key.to_owned(),
+        })?;
         let (state, origin, started) = self.join_or_start(key, &paths, origin);
         self.fill_reader(key, state, origin, started).await
     }
@@ -339,7 +236,35 @@ impl Cache {
     /// ```
     pub async fn read(&self, key: &str) -> Result<Option<Reader>> {
         let paths = self.paths(key)?;
-        self.open_hit(&paths).await
+        Ok(match self.open_stored(key, &paths, false)? {
+            Found::Fresh(reader) | Found::Stale(reader) => Some(reader),
+            Found::Nothing => None,
+        })
+    }
+
+    /// What the cache knows of the stored entry of `key`, without reading its body:
+    /// `None` when nothing is stored.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], and local I/O errors.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = readthrough::Cache::builder(dir.path()).build().await?;
+    /// use readthrough::Fetched;
+    /// cache.put("k", Fetched::from(b"abc".to_vec()).with_validator("\"v1\"")).await?;
+    /// let entry = cache.metadata("k").await?.unwrap();
+    /// assert_eq!((entry.size, entry.validator.as_deref()), (3, Some("\"v1\"")));
+    /// assert!(cache.metadata("other").await?.is_none());
+    /// # Ok(()) }
+    /// ```
+    pub async fn metadata(&self, key: &str) -> Result<Option<Entry>> {
+        let paths = self.paths(key)?;
+        let meta_path = paths.meta.clone();
+        blocking(move || Ok(maintenance::entry_of(&meta_path)))
+            .await
+            .map_err(|e| Error::io("read", paths.meta, e))
     }
 
     /// Stores `body` under `key`, replacing what is there, and returns its length.
@@ -413,14 +338,10 @@ impl Cache {
     /// ```
     pub async fn remove(&self, key: &str) -> Result<bool> {
         let paths = self.paths(key)?;
-        let store = paths.store.clone();
-        blocking(move || {
-            let existed = remove_file(&paths.store)?;
-            remove_file(&paths.meta)?;
-            Ok(existed)
-        })
-        .await
-        .map_err(|e| Error::io("remove", store, e))
+        let (base, store) = (self.inner.base.clone(), paths.store.clone());
+        blocking(move || maintenance::remove_entry(&base, &store))
+            .await
+            .map_err(|e| Error::io("remove", paths.store, e))
     }
 
     /// Whether a complete blob of `key` is stored.
@@ -474,14 +395,11 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn path(&self, key: &str) -> Result<PathBuf> {
-        if self.contains(key).await? {
-            add(&self.inner.counters.hits, 1);
-            let paths = self.paths(key)?;
-            meta::note_read(&paths.meta);
+        let paths = self.paths(key)?;
+        if let Found::Fresh(_) | Found::Stale(_) = self.open_stored(key, &paths, false)? {
             return Ok(paths.store);
         }
         add(&self.inner.counters.misses, 1);
-        let paths = self.paths(key)?;
         let origin = self.inner.origin.clone().ok_or_else(|| Error::NoOrigin {
             key: key.to_owned(),
         })?;
@@ -507,29 +425,74 @@ impl Cache {
         KeyPaths::resolve(self.inner.layout.as_ref(), &self.inner.base, key)
     }
 
-    /// Opens the stored blob of a key, if any, as a hit. The open runs on this
-    /// thread: a path lookup the kernel answers from its caches for a live cache
-    /// directory, where a trip to a blocking thread would cost more than the read.
-    async fn open_hit(&self, paths: &KeyPaths) -> Result<Option<Reader>> {
-        let file = match sys::open_read(&paths.store) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("open", &paths.store, e)),
+    /// Opens what the store holds for `key`. The opens run on this thread: path
+    /// lookups the kernel answers from its caches for a live cache directory, where a
+    /// trip to a blocking thread would cost more than a small read.
+    fn open_stored(&self, key: &str, paths: &KeyPaths, extend: bool) -> Result<Found> {
+        let Some(stored) = entry::open(paths).map_err(|e| Error::io("open", &paths.store, e))?
+        else {
+            return Ok(Found::Nothing);
         };
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat", &paths.store, e))?
-            .len();
+        let now = self.inner.clock.now();
+        let stale = match stored.standing(now) {
+            Standing::Fresh => false,
+            Standing::Expired { .. } if self.inner.serve_stale => true,
+            Standing::Expired { .. } => return Ok(Found::Nothing),
+            Standing::Damaged(reason) => {
+                tracing::warn!(%key, %reason, "not serving a damaged entry; fetching it again");
+                return Ok(Found::Nothing);
+            }
+        };
+        if extend
+            && let Some(expires) = stored.extended_expiry(now)
+            && let Some(meta) = &stored.meta
+        {
+            let mut extended = meta.clone();
+            extended.expires = Some(expires);
+            let written = crate::sys::in_dir(&paths.tmp_dir, || {
+                extended.write(&paths.tmp_dir, &paths.meta, false)
+            });
+            if let Err(e) = written {
+                tracing::debug!(%key, error = %e, "could not extend an expiry");
+            }
+        }
+        meta::note_read(&paths.meta, stored.last_read, now);
         add(&self.inner.counters.hits, 1);
-        meta::note_read(&paths.meta);
+        let reader = self.stored_reader(key, paths, stored);
+        Ok(if stale {
+            Found::Stale(reader)
+        } else {
+            Found::Fresh(reader)
+        })
+    }
+
+    /// A reader of a stored blob, checked against its digest when the cache verifies
+    /// on read.
+    fn stored_reader(&self, key: &str, paths: &KeyPaths, stored: Stored) -> Reader {
+        let len = stored.len;
+        let digest = stored
+            .meta
+            .as_ref()
+            .map(|m| m.sha256.clone())
+            .filter(|_| self.inner.verify_on_read);
         let source = Arc::new(Source {
-            file,
+            file: stored.file,
             generation: 0,
             len: Some(len),
             validator: None,
         });
         let body = stored_body(Arc::clone(&self.inner), source, len);
-        Ok(Some(Reader::new(body, Some(len), ReadKind::Hit)))
+        let body = match digest {
+            Some(digest) => checked_body(
+                body,
+                digest,
+                key.to_owned(),
+                self.inner.base.clone(),
+                paths.store.clone(),
+            ),
+            None => body,
+        };
+        Reader::new(body, Some(len), ReadKind::Hit)
     }
 
     /// Joins the fill of `key` running in this process, or starts one. Returns its
@@ -637,11 +600,31 @@ async fn wait_final(mut state: watch::Receiver<FillState>, key: &str) -> Result<
     Ok(end.clone())
 }
 
-fn remove_file(path: &Path) -> io::Result<bool> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
+/// What the store holds for a read.
+enum Found {
+    Fresh(Reader),
+    /// Expired, served while a fill refreshes it.
+    Stale(Reader),
+    /// Nothing servable.
+    Nothing,
+}
+
+/// Options of a read ([`Cache::get_opts`]). It grows with new fields, so build it
+/// from [`GetOptions::default`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GetOptions {
+    /// A hit pushes the entry's expiry to its time to live from now (a sliding
+    /// expiry), at most once a minute.
+    pub extend_expiry: bool,
+}
+
+impl GetOptions {
+    /// Sets [`extend_expiry`](Self::extend_expiry).
+    #[must_use]
+    pub fn extend_expiry(mut self) -> Self {
+        self.extend_expiry = true;
+        self
     }
 }
 

@@ -160,6 +160,16 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A stored blob's bytes no longer match its metadata (found by
+    /// [`verify_on_read`](crate::CacheBuilder::verify_on_read)); it was removed.
+    #[error("the stored blob of key {key:?} is corrupt: {reason}")]
+    Corrupt {
+        /// The key read.
+        key: String,
+        /// What did not match.
+        reason: String,
+    },
+
     /// The key cannot be used.
     #[error("invalid key: {reason}")]
     InvalidKey {

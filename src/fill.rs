@@ -10,13 +10,15 @@ use futures::FutureExt;
 use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 
+use crate::budget;
 use crate::cache::Inner;
+use crate::entry::{self, Standing, Stored};
 use crate::error::{Error, Result};
 use crate::follow::{self, Tailed};
 use crate::layout::{KeyPaths, TMP_SUFFIX};
 use crate::lock::{self, Attempt, FillLock, LenInfo, LockInfo, Locking};
 use crate::meta::EntryMeta;
-use crate::origin::{FetchOptions, Fetched, guarded_fetch, guarded_next};
+use crate::origin::{Expiry, FetchOptions, Fetched, guarded_fetch, guarded_next};
 use crate::progress::{Fill, FillState, Role, Source, blocking};
 use crate::stats::add;
 use crate::sys;
@@ -89,41 +91,46 @@ async fn run(inner: &Arc<Inner>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> R
             }
         };
         generation += 1;
-        if mode == Mode::Fetch
-            && let Some(source) = open_store(paths, generation).await?
-        {
-            let len = source
-                .file
-                .metadata()
-                .map_err(|e| Error::io("stat", &paths.store, e))?
-                .len();
-            return Ok(FillState::Complete {
-                source: Arc::new(source),
-                len,
-                role: Role::Found,
-                stored: Ok(()),
-            });
+        let mut current = None;
+        if mode == Mode::Fetch {
+            let found = {
+                let paths = paths.clone();
+                blocking(move || entry::open(&paths)).await
+            }
+            .map_err(|e| Error::io("open", &paths.store, e))?;
+            if let Some(stored) = found {
+                match stored.standing(inner.clock.now()) {
+                    Standing::Fresh => {
+                        return Ok(stored_state(stored, generation, Role::Found, Ok(())));
+                    }
+                    Standing::Expired {
+                        validator: Some(validator),
+                    } => current = Some((validator, stored)),
+                    Standing::Expired { validator: None } => {}
+                    Standing::Damaged(reason) => {
+                        tracing::warn!(key = %fill.key, %reason, "replacing a damaged entry");
+                    }
+                }
+            }
         }
-        return lead(inner, fill, paths, lock, stale_tmp, generation).await;
+        return lead(inner, fill, paths, lock, stale_tmp, generation, current).await;
     }
 }
 
-/// Opens the complete blob of a key, if there is one, as a fill source.
-pub(crate) async fn open_store(paths: &KeyPaths, generation: u64) -> Result<Option<Source>> {
-    let store = paths.store.clone();
-    let opened = blocking(move || match sys::open_read(&store) {
-        Ok(file) => Ok(Some(file)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    })
-    .await
-    .map_err(|e| Error::io("open", &paths.store, e))?;
-    Ok(opened.map(|file| Source {
-        file,
-        generation,
-        len: None,
-        validator: None,
-    }))
+/// The final state of a fill whose body is the stored blob `stored`.
+fn stored_state(stored: Stored, generation: u64, role: Role, result: Result<()>) -> FillState {
+    let validator = stored.meta.as_ref().and_then(|meta| meta.validator.clone());
+    FillState::Complete {
+        source: Arc::new(Source {
+            file: stored.file,
+            generation,
+            len: Some(stored.len),
+            validator,
+        }),
+        len: stored.len,
+        role,
+        stored: result,
+    }
 }
 
 /// Leads a fill while holding the key's lock.
@@ -134,6 +141,7 @@ async fn lead(
     lock: FillLock,
     stale_tmp: Option<String>,
     generation: u64,
+    current: Option<(String, Stored)>,
 ) -> Result<FillState> {
     add(&inner.counters.fills_led, 1);
     tracing::debug!(key = %fill.key, "leading a fill");
@@ -165,12 +173,29 @@ async fn lead(
     };
     write_info(LenInfo::Pending, None)?;
     let (file, tmp_path) = tmp.into_parts();
-    let filled = fill_tmp(inner, fill, &lock, file, &tmp_path, generation, |len| {
-        write_info(len, None)
-    })
+    let revalidate = current.as_ref().map(|(validator, _)| validator.clone());
+    let filled = fill_tmp(
+        inner,
+        fill,
+        &lock,
+        file,
+        &tmp_path,
+        generation,
+        revalidate,
+        |len| write_info(len, None),
+    )
     .await;
     let (source, meta) = match filled {
-        Ok(filled) => filled,
+        Ok(Filled::Body(source, meta)) => (source, meta),
+        Ok(Filled::NotModified) => {
+            let Some((_, stored)) = current else {
+                return Err(Error::origin(
+                    &fill.key,
+                    "origin answered not-modified to a plain fetch".into(),
+                ));
+            };
+            return Ok(refresh(inner, paths, lock, stored, generation).await);
+        }
         Err(error) => {
             if !error.is_local_disk() {
                 // Followers in other processes report this instead of fetching again.
@@ -181,6 +206,10 @@ async fn lead(
     };
     let len = meta.size;
     let stored = publish(inner, paths, lock, tmp_path, meta).await;
+    if let Ok(total) = &stored {
+        budget::after_publish(inner, *total);
+    }
+    let stored = stored.map(drop);
     Ok(FillState::Complete {
         source,
         len,
@@ -189,9 +218,44 @@ async fn lead(
     })
 }
 
-/// Fetches the body into the tmp file `file` and checks it; returns the file as a
-/// fill source and the entry's metadata. `announce_len` tells followers in other
-/// processes the promised length.
+/// A stored blob the origin confirmed current: its metadata is rewritten with a new
+/// expiry, and the blob is kept.
+async fn refresh(
+    inner: &Inner,
+    paths: &KeyPaths,
+    lock: FillLock,
+    stored: Stored,
+    generation: u64,
+) -> FillState {
+    add(&inner.counters.revalidations, 1);
+    let mut meta = stored.meta.clone().expect("an expired entry has metadata");
+    let ttl = meta.ttl.map(Duration::from_secs).or(inner.default_ttl);
+    let now = crate::meta::unix_seconds(inner.clock.now());
+    meta.expires = ttl.map(|ttl| now.saturating_add(ttl.as_secs()));
+    let (tmp_dir, meta_path, durable) = (paths.tmp_dir.clone(), paths.meta.clone(), inner.durable);
+    let written = blocking(move || {
+        let written = meta.write(&tmp_dir, &meta_path, durable);
+        drop(lock);
+        written
+    })
+    .await
+    .map_err(|e| Error::io("write", &paths.meta, e));
+    tracing::debug!(path = %paths.store.display(), "revalidated");
+    stored_state(stored, generation, Role::Leader, written)
+}
+
+/// What filling a tmp file gave.
+enum Filled {
+    /// The body, in the tmp file as a fill source, and the entry's metadata.
+    Body(Arc<Source>, EntryMeta),
+    /// The origin confirmed the expired copy.
+    NotModified,
+}
+
+/// Fetches the body into the tmp file `file` (or asks the origin to confirm the copy
+/// whose validator is `revalidate`) and checks it. `announce_len` tells followers in
+/// other processes the promised length.
+#[allow(clippy::too_many_arguments)]
 async fn fill_tmp(
     inner: &Inner,
     fill: &Fill,
@@ -199,10 +263,14 @@ async fn fill_tmp(
     file: std::fs::File,
     tmp_path: &TempPath,
     generation: u64,
+    revalidate: Option<String>,
     announce_len: impl Fn(LenInfo) -> Result<()>,
-) -> Result<(Arc<Source>, EntryMeta)> {
+) -> Result<Filled> {
     let mut heartbeat = Heartbeat::new(inner.stale_after);
-    let fetched = fetch(fill, lock, &file, &mut heartbeat).await?;
+    let fetched = fetch(fill, lock, &file, &mut heartbeat, revalidate).await?;
+    if fetched.not_modified {
+        return Ok(Filled::NotModified);
+    }
     if fetched.offset != 0 {
         return Err(Error::origin(
             &fill.key,
@@ -237,10 +305,15 @@ async fn fill_tmp(
             actual: hex::encode(digest),
         });
     }
-    let mut meta = EntryMeta::new(&fill.key, len, digest);
+    let ttl = match fetched.expiry {
+        Expiry::Default => inner.default_ttl,
+        Expiry::Never => None,
+        Expiry::After(ttl) => Some(ttl),
+    };
+    let mut meta = EntryMeta::new(&fill.key, len, digest, inner.clock.now(), ttl);
     meta.validator = fetched.validator;
     meta.content_type = fetched.content_type;
-    Ok((source, meta))
+    Ok(Filled::Body(source, meta))
 }
 
 /// The name part that makes this tmp file unique (what followers are told).
@@ -278,8 +351,13 @@ async fn fetch(
     lock: &FillLock,
     tmp: &std::fs::File,
     heartbeat: &mut Heartbeat,
+    revalidate: Option<String>,
 ) -> Result<Fetched> {
-    let answer = guarded_fetch(fill.origin.as_ref(), &fill.key, FetchOptions::default());
+    let options = FetchOptions {
+        revalidate,
+        ..FetchOptions::default()
+    };
+    let answer = guarded_fetch(fill.origin.as_ref(), &fill.key, options);
     tokio::pin!(answer);
     loop {
         tokio::select! {
@@ -374,42 +452,51 @@ async fn copy_body(
     Ok((written, hasher.finalize().into()))
 }
 
-/// Moves a complete, checked tmp file into the store and releases the lock. A leader
-/// whose lock was broken while it hung does not publish; a local disk failure is
-/// logged. Either way the body stays readable through the tmp file's open handle.
+/// Moves a complete, checked tmp file into the store, adds it to the ledger and
+/// releases the lock; returns the ledger's new total. A leader whose lock was broken
+/// while it hung does not publish; a local disk failure is logged. Either way the
+/// body stays readable through the tmp file's open handle.
 async fn publish(
     inner: &Inner,
     paths: &KeyPaths,
     lock: FillLock,
     tmp_path: TempPath,
     meta: EntryMeta,
-) -> Result<()> {
-    let durable = inner.durable;
+) -> Result<u64> {
+    let (durable, base) = (inner.durable, inner.base.clone());
     let key = meta.key.clone();
     let store = paths.store.clone();
     let paths = paths.clone();
+    let size = meta.size;
     let published = blocking(move || {
         if !lock.is_current()? {
-            return Ok(false);
+            return Ok(None);
         }
         let store_dir = paths.store.parent().expect("store path has a parent");
         sys::in_dir(store_dir, || {
             meta.write(&paths.tmp_dir, &paths.meta, durable)
         })?;
+        let replaced = std::fs::symlink_metadata(&paths.store).map_or(0, |old| old.len());
         tmp_path.persist(&paths.store).map_err(|e| e.error)?;
         if durable {
             sys::sync_dir(store_dir)?;
         }
         drop(lock);
-        Ok(true)
+        let grown =
+            i64::try_from(size).unwrap_or(i64::MAX) - i64::try_from(replaced).unwrap_or(i64::MAX);
+        let total = budget::record(&base, grown).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not update the ledger of stored bytes");
+            0
+        });
+        Ok(Some(total))
     })
     .await;
     match published {
-        Ok(true) => {
+        Ok(Some(total)) => {
             tracing::debug!(%key, "published");
-            Ok(())
+            Ok(total)
         }
-        Ok(false) => {
+        Ok(None) => {
             tracing::warn!(%key, "this fill was reclaimed as stale by another process; not publishing it");
             Err(Error::Reclaimed { key })
         }

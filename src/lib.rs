@@ -81,7 +81,11 @@
 //! - Only Unix is supported.
 #![deny(missing_docs)]
 
+mod budget;
+mod builder;
 mod cache;
+mod clock;
+mod entry;
 mod error;
 mod fill;
 mod follow;
@@ -95,7 +99,9 @@ mod reader;
 mod stats;
 mod sys;
 
-pub use cache::{Cache, CacheBuilder};
+pub use builder::CacheBuilder;
+pub use cache::{Cache, GetOptions};
+pub use clock::{Clock, SystemClock};
 pub use error::{BoxError, Error, Result};
 pub use layout::{Layout, ShardedLayout};
 pub use maintenance::{CacheStatus, Corrupt, Entry, PrunePolicy, PruneReport, VerifyReport};
@@ -103,7 +109,7 @@ pub use maintenance::{CacheStatus, Corrupt, Entry, PrunePolicy, PruneReport, Ver
 pub use origin::ObjectStoreOrigin;
 #[cfg(all(feature = "http", feature = "s3"))]
 pub use origin::UrlOrigin;
-pub use origin::{FetchOptions, Fetched, FnOrigin, Origin, origin_fn};
+pub use origin::{Expiry, FetchOptions, Fetched, FnOrigin, Origin, origin_fn};
 #[cfg(feature = "http")]
 pub use origin::{HttpOrigin, HttpOriginBuilder};
 #[cfg(feature = "s3")]

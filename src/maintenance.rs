@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use crate::budget;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::layout::TMP_SUFFIX;
@@ -30,6 +31,8 @@ pub struct Entry {
     /// When it was last read, to within a minute (hits refresh it at most that often);
     /// when it was stored if it was never read.
     pub last_read: SystemTime,
+    /// When it stops being served; never when `None`.
+    pub expires: Option<SystemTime>,
     /// Its SHA-256, in hex.
     pub sha256: String,
     /// The origin's validator (ETag or Last-Modified), if it gave one.
@@ -156,7 +159,7 @@ fn walk(dir: &Path, files: &mut Files) -> io::Result<()> {
         } else if kind.is_file() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name == BREAK_GUARD {
+            if [BREAK_GUARD, budget::LEDGER, budget::EVICTING].contains(&name.as_ref()) {
                 continue;
             }
             let list = if name.ends_with(".meta") {
@@ -189,18 +192,22 @@ fn read_meta(path: &Path) -> Option<EntryMeta> {
     EntryMeta::decode(&data)
 }
 
-fn entry_of(meta_path: &Path) -> Option<Entry> {
+/// The entry whose metadata file is at `meta_path`, if it is readable and its blob
+/// is there.
+pub(crate) fn entry_of(meta_path: &Path) -> Option<Entry> {
     let meta = read_meta(meta_path)?;
     let last_read = std::fs::symlink_metadata(meta_path).ok()?.modified().ok()?;
     let path = blob_of(meta_path);
     if !std::fs::symlink_metadata(&path).ok()?.is_file() {
         return None;
     }
+    let expires = crate::entry::expiry_time(&meta);
     Some(Entry {
         key: meta.key,
         size: meta.size,
         created: UNIX_EPOCH + Duration::from_secs(meta.created),
         last_read,
+        expires,
         sha256: meta.sha256,
         validator: meta.validator,
         content_type: meta.content_type,
@@ -288,12 +295,9 @@ impl Cache {
     /// ```
     pub async fn entries(&self) -> Result<Vec<Entry>> {
         let base = self.inner.base.clone();
-        blocking(move || {
-            let files = scan(&base)?;
-            Ok(files.metas.iter().filter_map(|m| entry_of(m)).collect())
-        })
-        .await
-        .map_err(|e| Error::io("list", &self.inner.base, e))
+        blocking(move || entries_in(&base))
+            .await
+            .map_err(|e| Error::io("list", &self.inner.base, e))
     }
 
     /// Counts entries, bytes, fills in progress and abandoned tmp files.
@@ -341,8 +345,9 @@ impl Cache {
 
     /// Removes abandoned files (tmp files no live fill writes and that are older than
     /// the staleness timeout, lock files of crashed fills, metadata without a blob),
-    /// then the entries `policy` names: those stored longer ago than its age, then the
-    /// least recently read until the stored bytes fit its budget. A fill in progress is never touched;
+    /// then expired entries, then the entries `policy` names: those stored longer ago
+    /// than its age, then the least recently read until the stored bytes fit its
+    /// budget. A fill in progress is never touched;
     /// readers of a removed blob finish reading it undisturbed.
     ///
     /// # Errors
@@ -363,8 +368,8 @@ impl Cache {
     pub async fn prune(&self, policy: &PrunePolicy) -> Result<PruneReport> {
         let base = self.inner.base.clone();
         let (stale_after, locking) = (self.inner.stale_after, self.inner.locking);
-        let policy = policy.clone();
-        blocking(move || prune(&base, stale_after, locking, &policy))
+        let (policy, now) = (policy.clone(), self.inner.clock.now());
+        blocking(move || prune(&base, stale_after, locking, &policy, now))
             .await
             .map_err(|e| Error::io("prune", &self.inner.base, e))
     }
@@ -400,11 +405,43 @@ fn scan(base: &Path) -> io::Result<Files> {
     Ok(files)
 }
 
+/// The entries stored under `base`.
+pub(crate) fn entries_in(base: &Path) -> io::Result<Vec<Entry>> {
+    Ok(scan(base)?
+        .metas
+        .iter()
+        .filter_map(|m| entry_of(m))
+        .collect())
+}
+
+/// Removes the least recently read of `entries` until they hold at most `budget`
+/// bytes; returns those removed and the bytes left.
+pub(crate) fn evict_lru(
+    base: &Path,
+    mut entries: Vec<Entry>,
+    budget: u64,
+) -> io::Result<(Vec<Entry>, u64)> {
+    entries.sort_by_key(|entry| entry.last_read);
+    let mut total: u64 = entries.iter().map(|e| e.size).sum();
+    let mut removed = Vec::new();
+    for entry in entries {
+        if total <= budget {
+            break;
+        }
+        total -= entry.size;
+        if remove_entry(base, &entry.path)? {
+            removed.push(entry);
+        }
+    }
+    Ok((removed, total))
+}
+
 fn prune(
     base: &Path,
     stale_after: Duration,
     locking: Locking,
     policy: &PrunePolicy,
+    now: SystemTime,
 ) -> io::Result<PruneReport> {
     let files = scan(base)?;
     let mut report = PruneReport::default();
@@ -427,39 +464,44 @@ fn prune(
             report.lock_files_removed += 1;
         }
     }
-    let mut entries = Vec::new();
+    let mut kept = Vec::new();
     for meta in &files.metas {
-        match entry_of(meta) {
-            Some(entry) => entries.push(entry),
-            None if !blob_of(meta).exists() && age(meta)?.is_some_and(|age| age > stale_after) => {
+        let Some(entry) = entry_of(meta) else {
+            if !blob_of(meta).exists() && age(meta)?.is_some_and(|age| age > stale_after) {
                 remove_if_there(meta)?;
             }
-            None => {}
-        }
-    }
-    entries.sort_by_key(|entry| entry.last_read);
-    let mut total: u64 = entries.iter().map(|e| e.size).sum();
-    let now = SystemTime::now();
-    for entry in entries {
+            continue;
+        };
+        let expired = entry.expires.is_some_and(|at| at <= now);
         let too_old = policy
             .older_than
             .is_some_and(|age| now.duration_since(entry.created).unwrap_or_default() > age);
-        let over_budget = policy.max_bytes.is_some_and(|max| total > max);
-        if (too_old || over_budget) && remove_entry(&entry.path)? {
-            total -= entry.size;
+        if !(expired || too_old) {
+            kept.push(entry);
+        } else if remove_entry(base, &entry.path)? {
             report.bytes_freed += entry.size;
             report.removed.push(entry);
         }
     }
+    if let Some(max) = policy.max_bytes {
+        let (evicted, _) = evict_lru(base, kept, max)?;
+        report.bytes_freed += evicted.iter().map(|e| e.size).sum::<u64>();
+        report.removed.extend(evicted);
+    }
     Ok(report)
 }
 
-/// Removes a blob and its metadata; returns whether the blob was there.
-fn remove_entry(blob: &Path) -> io::Result<bool> {
+/// Removes a blob and its metadata, and takes its bytes off the ledger; returns
+/// whether the blob was there.
+pub(crate) fn remove_entry(base: &Path, blob: &Path) -> io::Result<bool> {
+    let size = len_of(blob)?;
     let existed = remove_if_there(blob)?;
     let mut meta = blob.as_os_str().to_owned();
     meta.push(".meta");
     remove_if_there(Path::new(&meta))?;
+    if existed {
+        budget::record(base, -i64::try_from(size).unwrap_or(i64::MAX))?;
+    }
     Ok(existed)
 }
 
@@ -495,7 +537,7 @@ fn verify(base: &Path) -> io::Result<VerifyReport> {
             continue;
         }
         tracing::debug!(key = %meta.key, path = %blob.display(), %reason, "removing a corrupt entry");
-        remove_entry(&blob)?;
+        remove_entry(base, &blob)?;
         report.corrupt.push(Corrupt {
             key: meta.key,
             path: blob,

@@ -16,18 +16,36 @@ pub(crate) struct EntryMeta {
     pub(crate) size: u64,
     /// Seconds since the Unix epoch.
     pub(crate) created: u64,
+    /// When the entry stops being served, in seconds since the Unix epoch; never when
+    /// absent.
+    #[serde(default)]
+    pub(crate) expires: Option<u64>,
+    /// The entry's time to live in seconds, kept so a read can extend it.
+    #[serde(default)]
+    pub(crate) ttl: Option<u64>,
     pub(crate) sha256: String,
     pub(crate) validator: Option<String>,
     pub(crate) content_type: Option<String>,
 }
 
 impl EntryMeta {
-    pub(crate) fn new(key: &str, size: u64, sha256: [u8; 32]) -> Self {
+    /// Metadata for a blob stored `now`, living for `ttl` (forever when `None`).
+    pub(crate) fn new(
+        key: &str,
+        size: u64,
+        sha256: [u8; 32],
+        now: SystemTime,
+        ttl: Option<Duration>,
+    ) -> Self {
+        let created = unix_seconds(now);
+        let ttl = ttl.map(|ttl| ttl.as_secs());
         EntryMeta {
             version: META_VERSION,
             key: key.to_owned(),
             size,
-            created: unix_now(),
+            created,
+            expires: ttl.map(|ttl| created.saturating_add(ttl)),
+            ttl,
             sha256: hex::encode(sha256),
             validator: None,
             content_type: None,
@@ -63,29 +81,28 @@ impl EntryMeta {
 /// An entry's last-read time is refreshed at most this often, so hits stay cheap.
 pub(crate) const LAST_READ_EVERY: Duration = Duration::from_secs(60);
 
-/// Records a read of the entry whose metadata file is at `path`. Its last-read time
-/// is that file's modification time, refreshed here when older than
-/// [`LAST_READ_EVERY`]: one `stat` per hit, and a write once a minute at most. Best
-/// effort: a read never fails for this.
-pub(crate) fn note_read(path: &Path) {
-    let stale = std::fs::symlink_metadata(path)
-        .and_then(|meta| meta.modified())
-        .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > LAST_READ_EVERY));
-    if stale {
+/// Records a read at `now` of the entry whose metadata file is at `path`, last
+/// modified at `last_read`. Its last-read time is that file's modification time,
+/// refreshed here when older than [`LAST_READ_EVERY`]. Best effort: a read never fails
+/// for this.
+pub(crate) fn note_read(path: &Path, last_read: SystemTime, now: SystemTime) {
+    if now
+        .duration_since(last_read)
+        .is_ok_and(|age| age > LAST_READ_EVERY)
+    {
         let touched = crate::sys::no_follow()
             .write(true)
             .open(path)
-            .and_then(|file| file.set_modified(SystemTime::now()));
+            .and_then(|file| file.set_modified(now));
         if let Err(e) = touched {
             tracing::debug!(path = %path.display(), error = %e, "could not record a read");
         }
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// Seconds since the Unix epoch (0 before it).
+pub(crate) fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -94,11 +111,18 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_garbage() {
-        let mut meta = EntryMeta::new("k\0/..", 3, [7; 32]);
+        let mut meta = EntryMeta::new(
+            "k\0/..",
+            3,
+            [7; 32],
+            SystemTime::now(),
+            Some(Duration::from_secs(9)),
+        );
         meta.validator = Some("\"e\"".into());
         assert_eq!(EntryMeta::decode(&meta.encode()), Some(meta.clone()));
         assert_eq!(EntryMeta::decode(b""), None);
         assert_eq!(EntryMeta::decode(b"{\"version\":1}"), None);
+        assert_eq!(meta.expires, Some(meta.created + 9));
         meta.version = 2;
         assert_eq!(EntryMeta::decode(&meta.encode()), None);
     }

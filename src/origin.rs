@@ -108,6 +108,11 @@ pub struct FetchOptions {
     /// With a non-zero `offset`: send the range only if the blob still has this
     /// validator (as HTTP's `If-Range`), else the whole body.
     pub if_validator: Option<String>,
+    /// The validator of an expired copy the cache holds. If the blob still has it,
+    /// the origin may answer [`Fetched::not_modified`] instead of sending the body
+    /// (as HTTP's `If-None-Match` / `If-Modified-Since`); the copy is then kept for
+    /// another lifetime. An origin that ignores this sends the body as usual.
+    pub revalidate: Option<String>,
 }
 
 /// An origin's answer: the body stream and what is known about it.
@@ -138,6 +143,26 @@ pub struct Fetched {
     /// The SHA-256 the body must have, when the origin knows it. The fill fails if it
     /// differs.
     pub sha256: Option<[u8; 32]>,
+    /// How long the stored blob lives.
+    pub expiry: Expiry,
+    /// The origin confirmed that the cache's expired copy is current (see
+    /// [`FetchOptions::revalidate`]); `body` is empty.
+    pub not_modified: bool,
+}
+
+/// How long a stored blob lives. Set per body with [`Fetched::with_ttl`] or
+/// [`Fetched::never_expires`]; the default is the cache's
+/// [`default_ttl`](crate::CacheBuilder::default_ttl).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Expiry {
+    /// The cache's default time to live.
+    #[default]
+    Default,
+    /// Until it is removed.
+    Never,
+    /// This long after it is stored.
+    After(std::time::Duration),
 }
 
 impl Fetched {
@@ -162,7 +187,43 @@ impl Fetched {
             validator: None,
             content_type: None,
             sha256: None,
+            expiry: Expiry::Default,
+            not_modified: false,
         }
+    }
+
+    /// The answer to a [revalidation](FetchOptions::revalidate): the cache's copy is
+    /// current.
+    ///
+    /// ```
+    /// let answer = readthrough::Fetched::not_modified();
+    /// assert!(answer.not_modified);
+    /// ```
+    pub fn not_modified() -> Self {
+        let mut fetched = Fetched::from_stream(stream::empty::<Result<Bytes, BoxError>>());
+        fetched.not_modified = true;
+        fetched
+    }
+
+    /// Stores the blob for `ttl`, whatever the cache's default.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use readthrough::{Expiry, Fetched};
+    /// let fetched = Fetched::from(b"x".to_vec()).with_ttl(Duration::from_secs(60));
+    /// assert_eq!(fetched.expiry, Expiry::After(Duration::from_secs(60)));
+    /// ```
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.expiry = Expiry::After(ttl);
+        self
+    }
+
+    /// Stores the blob until it is removed, whatever the cache's default.
+    #[must_use]
+    pub fn never_expires(mut self) -> Self {
+        self.expiry = Expiry::Never;
+        self
     }
 
     /// Announces the full length of the blob.
@@ -221,6 +282,8 @@ impl fmt::Debug for Fetched {
             .field("offset", &self.offset)
             .field("validator", &self.validator)
             .field("content_type", &self.content_type)
+            .field("expiry", &self.expiry)
+            .field("not_modified", &self.not_modified)
             .finish_non_exhaustive()
     }
 }

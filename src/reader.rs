@@ -215,6 +215,45 @@ pub(crate) fn stored_body(
     .boxed()
 }
 
+/// `body`, hashed as it streams: if the whole does not have the SHA-256 `digest`,
+/// its last item is [`Error::Corrupt`] and the entry at `blob` is removed.
+pub(crate) fn checked_body(
+    body: BoxStream<'static, Result<Bytes>>,
+    digest: String,
+    key: String,
+    base: std::path::PathBuf,
+    blob: std::path::PathBuf,
+) -> BoxStream<'static, Result<Bytes>> {
+    use sha2::Digest;
+    let state = (body, sha2::Sha256::new(), false);
+    stream::unfold(state, move |(mut body, mut hasher, done)| {
+        let (digest, key, base, blob) = (digest.clone(), key.clone(), base.clone(), blob.clone());
+        async move {
+            if done {
+                return None;
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    hasher.update(&chunk);
+                    Some((Ok(chunk), (body, hasher, false)))
+                }
+                Some(Err(e)) => Some((Err(e), (body, hasher, true))),
+                None => {
+                    let actual = hex::encode(hasher.finalize_reset());
+                    if actual == digest {
+                        return None;
+                    }
+                    tracing::warn!(%key, "removing a corrupt entry found while reading it");
+                    let _ = crate::maintenance::remove_entry(&base, &blob);
+                    let reason = format!("sha256 {actual} where {digest} was stored");
+                    Some((Err(Error::Corrupt { key, reason }), (body, hasher, true)))
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
 /// A reader of a fill in progress in this process (led here, or tailed from another
 /// process). It reads the fill's file up to what has landed and waits for more.
 pub(crate) struct Tail {
@@ -385,6 +424,7 @@ impl Tail {
         let options = FetchOptions {
             offset,
             if_validator: validator.clone(),
+            ..FetchOptions::default()
         };
         let fetched = guarded_fetch(self.origin.as_ref(), &self.key, options).await?;
         let resumed = offset > 0 && fetched.offset == offset && fetched.validator == validator;

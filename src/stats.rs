@@ -34,6 +34,8 @@ pub struct Stats {
     pub fills_followed: u64,
     /// Fills taken over from another process that had stopped making progress.
     pub stale_reclaims: u64,
+    /// Expired blobs the origin confirmed current, kept without fetching their body.
+    pub revalidations: u64,
     /// Bytes received from origins (fills, and uncached reads when the disk failed).
     pub origin_bytes: u64,
     /// Bytes handed to callers by readers.
@@ -64,6 +66,7 @@ counters!(
     fills_joined,
     fills_followed,
     stale_reclaims,
+    revalidations,
     origin_bytes,
     bytes_served,
     errors,

@@ -230,9 +230,21 @@ fn broken(url: &str, what: String) -> Error {
 
 /// Requests `url` (from `options.offset` when asked) and wraps the answer.
 async fn open(settings: Arc<Settings>, url: String, options: FetchOptions) -> Result<Fetched> {
+    let revalidate = options
+        .revalidate
+        .as_deref()
+        .filter(|_| options.offset == 0);
     let response = settings
-        .send(&url, options.offset, options.if_validator.as_deref())
+        .send(
+            &url,
+            options.offset,
+            options.if_validator.as_deref(),
+            revalidate,
+        )
         .await?;
+    if response.status() == StatusCode::NOT_MODIFIED {
+        return Ok(Fetched::not_modified());
+    }
     let validator = validator_of(response.headers());
     let (offset, len) = if response.status() == StatusCode::PARTIAL_CONTENT {
         let (start, total) = content_range(response.headers())
@@ -281,14 +293,23 @@ async fn open(settings: Arc<Settings>, url: String, options: FetchOptions) -> Re
         validator,
         content_type,
         sha256: None,
+        expiry: crate::origin::Expiry::Default,
+        not_modified: false,
     })
 }
 
 impl Settings {
     /// Sends a `GET` for `url`, ranged from `offset` under `if_range` when `offset` is
-    /// not 0. Retries connection failures, 429 and 5xx; returns any other answer,
-    /// and fails on a status other than success.
-    async fn send(&self, url: &str, offset: u64, if_range: Option<&str>) -> Result<Response> {
+    /// not 0, and conditional on `revalidate` (an ETag or a date) when given.
+    /// Retries connection failures, 429 and 5xx; returns a success or (when
+    /// revalidating) a 304, and fails on any other status.
+    async fn send(
+        &self,
+        url: &str,
+        offset: u64,
+        if_range: Option<&str>,
+        revalidate: Option<&str>,
+    ) -> Result<Response> {
         let mut attempt = 0;
         loop {
             let mut request = self.client.get(url).headers(self.headers.clone());
@@ -300,6 +321,15 @@ impl Settings {
                 if let Some(validator) = if_range {
                     request = request.header(header::IF_RANGE, validator);
                 }
+            }
+            if let Some(validator) = revalidate {
+                let is_etag = validator.starts_with('"') || validator.starts_with("W/");
+                let name = if is_etag {
+                    header::IF_NONE_MATCH
+                } else {
+                    header::IF_MODIFIED_SINCE
+                };
+                request = request.header(name, validator);
             }
             let (failure, wait) = match tokio::time::timeout(self.idle_timeout, request.send())
                 .await
@@ -322,6 +352,11 @@ impl Settings {
                     )
                 }
                 Ok(Ok(response)) if response.status().is_success() => return Ok(response),
+                Ok(Ok(response))
+                    if revalidate.is_some() && response.status() == StatusCode::NOT_MODIFIED =>
+                {
+                    return Ok(response);
+                }
                 Ok(Ok(response)) => {
                     let status = response.status().as_u16();
                     return Err(Error::HttpStatus {
@@ -405,7 +440,7 @@ async fn resume(
     offset: u64,
     validator: &str,
 ) -> Result<BoxStream<'static, Result<Bytes>>> {
-    let response = settings.send(url, offset, Some(validator)).await?;
+    let response = settings.send(url, offset, Some(validator), None).await?;
     if response.status() != StatusCode::PARTIAL_CONTENT {
         return Err(Error::ObjectChanged {
             url: url.to_owned(),

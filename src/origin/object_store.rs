@@ -98,6 +98,7 @@ impl ObjectStoreOrigin {
         let ranged = GetOptions {
             range: (options.offset > 0).then_some(GetRange::Offset(options.offset)),
             if_match: options.if_validator.clone().filter(|_| options.offset > 0),
+            if_none_match: options.revalidate.clone().filter(|_| options.offset == 0),
             ..GetOptions::default()
         };
         let result = match self.store.get_opts(&location, ranged).await {
@@ -105,6 +106,7 @@ impl ObjectStoreOrigin {
             Err(object_store::Error::Precondition { .. }) => {
                 self.store.get_opts(&location, GetOptions::default()).await
             }
+            Err(object_store::Error::NotModified { .. }) => return Ok(Fetched::not_modified()),
             other => other,
         }
         .map_err(|e| store_error(&key, e))?;
@@ -138,6 +140,8 @@ impl ObjectStoreOrigin {
             validator,
             content_type,
             sha256: None,
+            expiry: crate::origin::Expiry::Default,
+            not_modified: false,
         })
     }
 }

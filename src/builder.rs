@@ -1,0 +1,241 @@
+//! [`CacheBuilder`]: the settings of a [`Cache`], and opening its directory.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::budget;
+use crate::cache::{Cache, Inner};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Cause, Error, Result};
+use crate::layout::{Layout, ShardedLayout};
+use crate::lock::{self, Locking};
+use crate::maintenance;
+use crate::origin::Origin;
+use crate::progress::blocking;
+use crate::stats::Counters;
+use crate::sys;
+
+/// The folder, under the cache directory, that holds this on-disk format.
+const FORMAT_DIR: &str = "v1";
+
+/// Builds a [`Cache`]. Made by [`Cache::builder`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use std::time::Duration;
+/// let cache = readthrough::Cache::builder(dir.path())
+///     .stale_after(Duration::from_secs(10))
+///     .default_ttl(Duration::from_secs(3600))
+///     .max_bytes(50 << 30)
+///     .durable(false)
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until build() is called"]
+pub struct CacheBuilder {
+    root: PathBuf,
+    origin: Option<Arc<dyn Origin>>,
+    layout: Box<dyn Layout>,
+    stale_after: Duration,
+    durable: bool,
+    file_locks: bool,
+    clock: Arc<dyn Clock>,
+    default_ttl: Option<Duration>,
+    max_bytes: Option<u64>,
+    verify_on_read: bool,
+    serve_stale: bool,
+}
+
+impl fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("root", &self.root)
+            .field("stale_after", &self.stale_after)
+            .field("durable", &self.durable)
+            .field("file_locks", &self.file_locks)
+            .field("default_ttl", &self.default_ttl)
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheBuilder {
+    pub(crate) fn new(root: PathBuf) -> Self {
+        CacheBuilder {
+            root,
+            origin: None,
+            layout: Box::new(ShardedLayout),
+            stale_after: Duration::from_secs(30),
+            durable: true,
+            file_locks: true,
+            clock: Arc::new(SystemClock),
+            default_ttl: None,
+            max_bytes: None,
+            verify_on_read: false,
+            serve_stale: false,
+        }
+    }
+
+    /// The origin that [`Cache::get`] and [`Cache::path`] fetch from on a miss.
+    /// Without one, only [`Cache::get_with`] and explicit writes fill the cache.
+    pub fn origin(mut self, origin: impl Origin) -> Self {
+        self.origin = Some(Arc::new(origin));
+        self
+    }
+
+    /// How long a fill led by another process may go without refreshing its files
+    /// before a waiter takes it over (default 30 s). A live leader refreshes them every
+    /// half of this, even while its origin is slow; a stopped or hung process does not.
+    pub fn stale_after(mut self, timeout: Duration) -> Self {
+        self.stale_after = timeout;
+        self
+    }
+
+    /// Whether a blob is flushed to stable storage (`fsync` of the file and of its
+    /// directory) before it is published (default on). Off, a power loss may lose
+    /// recently published blobs, but never exposes a partial one under its key.
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
+    }
+
+    /// Where each key's files live (default [`ShardedLayout`]).
+    pub fn layout(mut self, layout: impl Layout) -> Self {
+        self.layout = Box::new(layout);
+        self
+    }
+
+    /// Whether to coordinate processes with file locks (default on). Turn off only
+    /// where the file system accepts locks but enforces nothing: every process then
+    /// fetches for itself (tasks in one process still share fetches), and every other
+    /// guarantee holds. [`build`](Self::build) turns locks off by itself, with a
+    /// warning, when it finds they do not exclude.
+    pub fn file_locks(mut self, on: bool) -> Self {
+        self.file_locks = on;
+        self
+    }
+
+    /// How long a stored blob is served before it is fetched again (or revalidated,
+    /// when the origin gave a validator), unless its body says otherwise
+    /// ([`Fetched::with_ttl`](crate::Fetched::with_ttl)). Without it (the default)
+    /// blobs never expire.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = Some(ttl);
+        self
+    }
+
+    /// Keeps the stored bytes under `max_bytes`: after a publish takes the cache over
+    /// it, the least recently read entries are evicted in the background down to 90%
+    /// of it. The bound holds across processes sharing the directory; a fill in
+    /// progress may overshoot it by its own size.
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = Some(max_bytes);
+        self
+    }
+
+    /// Checks every hit's SHA-256 as it streams (default off): a blob whose bytes no
+    /// longer match ends its read with [`Error::Corrupt`] and is removed, so the next
+    /// read fetches it again. Its length is checked on every read either way.
+    pub fn verify_on_read(mut self, on: bool) -> Self {
+        self.verify_on_read = on;
+        self
+    }
+
+    /// Serves an expired blob at once while one background fill fetches (or
+    /// revalidates) it (default off: an expired blob is a miss).
+    pub fn stale_while_revalidate(mut self, on: bool) -> Self {
+        self.serve_stale = on;
+        self
+    }
+
+    /// The clock that expiry and last-read times follow (default the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Opens the cache: creates its directories, checks it can write there, and checks
+    /// that file locks exclude each other.
+    ///
+    /// # Errors
+    /// [`Error::BadDirectory`] naming the path when the directory is a file, cannot be
+    /// created, or cannot be written.
+    ///
+    /// # Cancellation
+    /// Safe to drop; at worst the directories exist.
+    pub async fn build(self) -> Result<Cache> {
+        let root = self.root.clone();
+        let base = root.join(FORMAT_DIR);
+        let want_locks = self.file_locks;
+        let locking = blocking(move || Ok(open_dirs(&root, &base, want_locks)))
+            .await
+            .map_err(|e| bad_dir(&self.root, "reach", e))??;
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                base: self.root.join(FORMAT_DIR),
+                root: self.root,
+                layout: self.layout,
+                origin: self.origin,
+                stale_after: self.stale_after,
+                durable: self.durable,
+                locking,
+                clock: self.clock,
+                default_ttl: self.default_ttl,
+                max_bytes: self.max_bytes,
+                verify_on_read: self.verify_on_read,
+                serve_stale: self.serve_stale,
+                counters: Counters::default(),
+                fills: Mutex::default(),
+                evicting: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+fn bad_dir(path: &Path, what: &'static str, source: io::Error) -> Error {
+    Error::BadDirectory {
+        path: path.to_owned(),
+        what,
+        source: Cause::new(source),
+    }
+}
+
+/// Creates the cache's folders, starts its ledger if it has none, and finds out how
+/// to lock there.
+fn open_dirs(root: &Path, base: &Path, want_locks: bool) -> Result<Locking> {
+    if root.exists() && !root.is_dir() {
+        return Err(bad_dir(
+            root,
+            "use as a directory",
+            io::Error::new(io::ErrorKind::NotADirectory, "it is not a directory"),
+        ));
+    }
+    let probe_dir = base.join("tmp");
+    sys::make_dirs(&probe_dir).map_err(|e| bad_dir(&probe_dir, "create", e))?;
+    let store = base.join("store");
+    sys::make_dirs(&store).map_err(|e| bad_dir(&store, "create", e))?;
+    let excludes = lock::locks_exclude(&probe_dir)
+        .map_err(|e| bad_dir(&probe_dir, "write and lock a file in", e))?;
+    if !budget::exists(base) {
+        let stored = maintenance::entries_in(base).map_err(|e| bad_dir(base, "read", e))?;
+        budget::reset(base, stored.iter().map(|e| e.size).sum())
+            .map_err(|e| bad_dir(base, "write the ledger in", e))?;
+    }
+    if !want_locks {
+        return Ok(Locking::Disabled);
+    }
+    if !excludes {
+        tracing::warn!(
+            dir = %root.display(),
+            "file locks do not exclude each other here; processes will not share fetches"
+        );
+        return Ok(Locking::Disabled);
+    }
+    Ok(Locking::Flock)
+}
