@@ -450,7 +450,7 @@ impl Cache {
             let mut extended = meta.clone();
             extended.expires = Some(expires);
             let written = crate::sys::in_dir(&paths.tmp_dir, || {
-                extended.write(&paths.tmp_dir, &paths.meta, false)
+                extended.write(&paths.tmp_dir, &paths.meta, false, now)
             });
             if let Err(e) = written {
                 tracing::debug!(%key, error = %e, "could not extend an expiry");

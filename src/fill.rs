@@ -230,11 +230,11 @@ async fn refresh(
     add(&inner.counters.revalidations, 1);
     let mut meta = stored.meta.clone().expect("an expired entry has metadata");
     let ttl = meta.ttl.map(Duration::from_secs).or(inner.default_ttl);
-    let now = crate::meta::unix_seconds(inner.clock.now());
-    meta.expires = ttl.map(|ttl| now.saturating_add(ttl.as_secs()));
+    let now = inner.clock.now();
+    meta.expires = ttl.map(|ttl| crate::meta::unix_seconds(now).saturating_add(ttl.as_secs()));
     let (tmp_dir, meta_path, durable) = (paths.tmp_dir.clone(), paths.meta.clone(), inner.durable);
     let written = blocking(move || {
-        let written = meta.write(&tmp_dir, &meta_path, durable);
+        let written = meta.write(&tmp_dir, &meta_path, durable, now);
         drop(lock);
         written
     })
@@ -463,7 +463,7 @@ async fn publish(
     tmp_path: TempPath,
     meta: EntryMeta,
 ) -> Result<u64> {
-    let (durable, base) = (inner.durable, inner.base.clone());
+    let (durable, base, now) = (inner.durable, inner.base.clone(), inner.clock.now());
     let key = meta.key.clone();
     let store = paths.store.clone();
     let paths = paths.clone();
@@ -474,7 +474,7 @@ async fn publish(
         }
         let store_dir = paths.store.parent().expect("store path has a parent");
         sys::in_dir(store_dir, || {
-            meta.write(&paths.tmp_dir, &paths.meta, durable)
+            meta.write(&paths.tmp_dir, &paths.meta, durable, now)
         })?;
         let replaced = std::fs::symlink_metadata(&paths.store).map_or(0, |old| old.len());
         tmp_path.persist(&paths.store).map_err(|e| e.error)?;

@@ -62,14 +62,22 @@ impl EntryMeta {
         (meta.version == META_VERSION).then_some(meta)
     }
 
-    /// Writes this metadata atomically to `path`, through a tmp file in `tmp_dir`.
-    pub(crate) fn write(&self, tmp_dir: &Path, path: &Path, durable: bool) -> std::io::Result<()> {
+    /// Writes this metadata atomically to `path`, through a tmp file in `tmp_dir`,
+    /// stamped as read at `now` (a file's modification time is its entry's last read).
+    pub(crate) fn write(
+        &self,
+        tmp_dir: &Path,
+        path: &Path,
+        durable: bool,
+        now: SystemTime,
+    ) -> std::io::Result<()> {
         use std::io::Write;
         let mut tmp = tempfile::Builder::new()
             .prefix(".meta.")
             .suffix(crate::layout::TMP_SUFFIX)
             .tempfile_in(tmp_dir)?;
         tmp.write_all(&self.encode())?;
+        tmp.as_file().set_modified(now)?;
         if durable {
             tmp.as_file().sync_data()?;
         }

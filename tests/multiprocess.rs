@@ -279,7 +279,7 @@ fn a_stopped_leader_is_reclaimed_after_the_staleness_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let job = Job {
         delay_ms: 20,
-        stale_ms: 700,
+        stale_ms: 2000,
         ..Job::new(dir.path())
     };
     let leader = leader(&job);

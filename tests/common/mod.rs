@@ -194,3 +194,26 @@ pub fn files_under(dir: &std::path::Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A clock that moves only when the test says so. Clones share the time.
+#[derive(Clone)]
+pub struct ManualClock(Arc<std::sync::Mutex<std::time::SystemTime>>);
+
+impl ManualClock {
+    /// A clock at the real time now.
+    pub fn new() -> Self {
+        ManualClock(Arc::new(
+            std::sync::Mutex::new(std::time::SystemTime::now()),
+        ))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl readthrough::Clock for ManualClock {
+    fn now(&self) -> std::time::SystemTime {
+        *self.0.lock().unwrap()
+    }
+}
