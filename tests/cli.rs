@@ -750,7 +750,7 @@ async fn path_ls_stat_rm_prune_and_verify() {
             e["last_read"].as_u64().unwrap(),
         );
         assert!(created > 0 && read >= created, "{e}");
-        assert!(e["expires"].is_null(), "entries never expire yet: {e}");
+        assert!(e["expires"].is_null(), "no TTL was set: {e}");
     }
     let out = sb.run(&["ls"]).await;
     out.ok();

@@ -279,7 +279,7 @@ async fn ls(cache: &Cache, as_json: bool) -> Result<()> {
             .map(|e| {
                 json!({
                     "key": e.key, "size": e.size, "created": unix_seconds(e.created),
-                    "last_read": unix_seconds(e.last_read), "expires": null, "sha256": e.sha256,
+                    "last_read": unix_seconds(e.last_read), "expires": e.expires.map(unix_seconds), "sha256": e.sha256,
                     "validator": e.validator, "content_type": e.content_type, "path": e.path,
                 })
             })
