@@ -165,11 +165,25 @@ impl CacheBuilder {
     ///
     /// # Errors
     /// [`Error::BadDirectory`] naming the path when the directory is a file, cannot be
-    /// created, or cannot be written.
+    /// created, or cannot be written; [`Error::InvalidSetting`] for a staleness
+    /// timeout under a millisecond, a zero default TTL or a zero size bound.
     ///
     /// # Cancellation
     /// Safe to drop; at worst the directories exist.
     pub async fn build(self) -> Result<Cache> {
+        if self.stale_after < Duration::from_millis(1) {
+            return Err(Error::InvalidSetting("stale_after must be at least 1 ms"));
+        }
+        if self.default_ttl == Some(Duration::ZERO) {
+            return Err(Error::InvalidSetting(
+                "a default TTL of zero would store nothing servable",
+            ));
+        }
+        if self.max_bytes == Some(0) {
+            return Err(Error::InvalidSetting(
+                "max_bytes of zero would keep nothing",
+            ));
+        }
         let root = self.root.clone();
         let base = root.join(FORMAT_DIR);
         let want_locks = self.file_locks;

@@ -95,8 +95,9 @@ impl Stored {
     }
 }
 
-/// When an entry expires, as a time.
+/// When an entry expires, as a time; never when it has no expiry or one past what
+/// the system's time can hold.
 pub(crate) fn expiry_time(meta: &EntryMeta) -> Option<SystemTime> {
     meta.expires
-        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+        .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
 }

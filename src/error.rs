@@ -170,6 +170,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// A builder setting cannot work.
+    #[error("invalid setting: {0}")]
+    InvalidSetting(&'static str),
+
     /// The key cannot be used.
     #[error("invalid key: {reason}")]
     InvalidKey {
@@ -271,10 +275,25 @@ impl<E: ?Sized + std::fmt::Display> std::fmt::Display for Cause<E> {
 }
 
 impl From<Error> for io::Error {
+    /// Keeps the kind of an I/O cause, also inside an origin's error, and makes an
+    /// HTTP 404 or 410 `NotFound`.
     fn from(err: Error) -> Self {
         let kind = match &err {
             Error::Io { source, .. } | Error::BadDirectory { source, .. } => source.kind(),
-            Error::InvalidKey { .. } | Error::LayoutEscape { .. } => io::ErrorKind::InvalidInput,
+            Error::Origin { source, .. } => match source.downcast_ref::<io::Error>() {
+                Some(cause) => cause.kind(),
+                None => source
+                    .downcast_ref::<Error>()
+                    .map_or(io::ErrorKind::Other, |inner| {
+                        io::Error::from(inner.clone()).kind()
+                    }),
+            },
+            Error::HttpStatus {
+                status: 404 | 410, ..
+            } => io::ErrorKind::NotFound,
+            Error::InvalidKey { .. } | Error::LayoutEscape { .. } | Error::InvalidSetting(_) => {
+                io::ErrorKind::InvalidInput
+            }
             Error::LengthMismatch { .. } | Error::DigestMismatch { .. } | Error::Changed { .. } => {
                 io::ErrorKind::InvalidData
             }

@@ -331,7 +331,8 @@ struct Heartbeat(tokio::time::Interval);
 
 impl Heartbeat {
     fn new(stale_after: Duration) -> Self {
-        let period = (stale_after / 2).max(Duration::from_millis(1));
+        // Half the staleness timeout, within bounds a timer can hold.
+        let period = (stale_after / 2).clamp(Duration::from_millis(1), Duration::from_secs(3600));
         let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Heartbeat(interval)

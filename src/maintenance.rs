@@ -205,7 +205,7 @@ pub(crate) fn entry_of(meta_path: &Path) -> Option<Entry> {
     Some(Entry {
         key: meta.key,
         size: meta.size,
-        created: UNIX_EPOCH + Duration::from_secs(meta.created),
+        created: UNIX_EPOCH.checked_add(Duration::from_secs(meta.created))?,
         last_read,
         expires,
         sha256: meta.sha256,

@@ -127,7 +127,7 @@ async fn prune_never_touches_a_fill_in_progress() {
     let cache = Cache::builder(dir.path())
         .origin(origin.clone())
         .durable(false)
-        .stale_after(Duration::ZERO)
+        .stale_after(Duration::from_millis(1))
         .build()
         .await
         .unwrap();
