@@ -13,14 +13,14 @@
 
 use std::fs::{File, TryLockError};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::cache::Inner;
 use crate::maintenance;
-use crate::sys;
+use crate::sys::{self, Perms};
 
 /// The ledger file, in the format folder.
 pub(crate) const LEDGER: &str = "ledger";
@@ -30,14 +30,10 @@ pub(crate) const EVICTING: &str = "evict.lock";
 /// The share of the bound that eviction brings the cache down to, in percent.
 const LOW_WATER_PERCENT: u64 = 90;
 
+/// Opens (creating) a file of the ledger's; the builder creates them first, with
+/// the cache's modes.
 fn open(base: &Path, name: &str) -> io::Result<File> {
-    sys::no_follow()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(base.join(name))
+    Perms::OWNER.create().open(base.join(name))
 }
 
 /// Adds `bytes` (which may be negative) to the ledger and returns the new total.
@@ -52,6 +48,15 @@ pub(crate) fn record(base: &Path, bytes: i64) -> io::Result<u64> {
 /// Sets the ledger to `total`.
 pub(crate) fn reset(base: &Path, total: u64) -> io::Result<()> {
     let ledger = open(base, LEDGER)?;
+    ledger.lock()?;
+    write(&ledger, total)
+}
+
+/// Starts the ledger at `total`, and the eviction lock, with the cache's modes.
+pub(crate) fn start(base: &Path, total: u64, perms: Perms) -> io::Result<()> {
+    perms.fix(&perms.create().open(base.join(EVICTING))?);
+    let ledger = perms.create().open(base.join(LEDGER))?;
+    perms.fix(&ledger);
     ledger.lock()?;
     write(&ledger, total)
 }

@@ -17,7 +17,7 @@ use crate::maintenance;
 use crate::origin::Origin;
 use crate::progress::blocking;
 use crate::stats::Counters;
-use crate::sys;
+use crate::sys::{self, Perms};
 
 /// The folder, under the cache directory, that holds this on-disk format.
 const FORMAT_DIR: &str = "v1";
@@ -50,6 +50,7 @@ pub struct CacheBuilder {
     max_bytes: Option<u64>,
     verify_on_read: bool,
     serve_stale: bool,
+    perms: Perms,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -79,6 +80,7 @@ impl CacheBuilder {
             max_bytes: None,
             verify_on_read: false,
             serve_stale: false,
+            perms: Perms::OWNER,
         }
     }
 
@@ -154,6 +156,15 @@ impl CacheBuilder {
         self
     }
 
+    /// Whether processes of other users in the cache directory's group share the
+    /// cache (default off: files and directories are the owner's only, 0600 and
+    /// 0700). On, directories are 2770 (setgid, so new files keep the group) and files
+    /// 0660, whatever the umask. Give the directory the group before building.
+    pub fn group_shared(mut self, on: bool) -> Self {
+        self.perms = if on { Perms::GROUP } else { Perms::OWNER };
+        self
+    }
+
     /// The clock that expiry and last-read times follow (default the system clock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -186,8 +197,8 @@ impl CacheBuilder {
         }
         let root = self.root.clone();
         let base = root.join(FORMAT_DIR);
-        let want_locks = self.file_locks;
-        let locking = blocking(move || Ok(open_dirs(&root, &base, want_locks)))
+        let (want_locks, perms) = (self.file_locks, self.perms);
+        let locking = blocking(move || Ok(open_dirs(&root, &base, want_locks, perms)))
             .await
             .map_err(|e| bad_dir(&self.root, "reach", e))??;
         Ok(Cache {
@@ -204,6 +215,7 @@ impl CacheBuilder {
                 max_bytes: self.max_bytes,
                 verify_on_read: self.verify_on_read,
                 serve_stale: self.serve_stale,
+                perms,
                 counters: Counters::default(),
                 fills: Mutex::default(),
                 evicting: AtomicBool::new(false),
@@ -222,7 +234,7 @@ fn bad_dir(path: &Path, what: &'static str, source: io::Error) -> Error {
 
 /// Creates the cache's folders, starts its ledger if it has none, and finds out how
 /// to lock there.
-fn open_dirs(root: &Path, base: &Path, want_locks: bool) -> Result<Locking> {
+fn open_dirs(root: &Path, base: &Path, want_locks: bool, perms: Perms) -> Result<Locking> {
     if root.exists() && !root.is_dir() {
         return Err(bad_dir(
             root,
@@ -231,14 +243,17 @@ fn open_dirs(root: &Path, base: &Path, want_locks: bool) -> Result<Locking> {
         ));
     }
     let probe_dir = base.join("tmp");
-    sys::make_dirs(&probe_dir).map_err(|e| bad_dir(&probe_dir, "create", e))?;
+    for dir in [root, base] {
+        sys::make_dirs(dir, perms).map_err(|e| bad_dir(dir, "create", e))?;
+    }
+    sys::make_dirs(&probe_dir, perms).map_err(|e| bad_dir(&probe_dir, "create", e))?;
     let store = base.join("store");
-    sys::make_dirs(&store).map_err(|e| bad_dir(&store, "create", e))?;
+    sys::make_dirs(&store, perms).map_err(|e| bad_dir(&store, "create", e))?;
     let excludes = lock::locks_exclude(&probe_dir)
         .map_err(|e| bad_dir(&probe_dir, "write and lock a file in", e))?;
     if !budget::exists(base) {
         let stored = maintenance::entries_in(base).map_err(|e| bad_dir(base, "read", e))?;
-        budget::reset(base, stored.iter().map(|e| e.size).sum())
+        budget::start(base, stored.iter().map(|e| e.size).sum(), perms)
             .map_err(|e| bad_dir(base, "write the ledger in", e))?;
     }
     if !want_locks {

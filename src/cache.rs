@@ -67,6 +67,7 @@ pub(crate) struct Inner {
     pub(crate) max_bytes: Option<u64>,
     pub(crate) verify_on_read: bool,
     pub(crate) serve_stale: bool,
+    pub(crate) perms: crate::sys::Perms,
     pub(crate) counters: Counters,
     /// The fills running in this process, by key.
     pub(crate) fills: Mutex<HashMap<String, Weak<Fill>>>,
@@ -449,8 +450,9 @@ impl Cache {
         {
             let mut extended = meta.clone();
             extended.expires = Some(expires);
-            let written = crate::sys::in_dir(&paths.tmp_dir, || {
-                extended.write(&paths.tmp_dir, &paths.meta, false, now)
+            let perms = self.inner.perms;
+            let written = crate::sys::in_dir(&paths.tmp_dir, perms, || {
+                extended.write(&paths.tmp_dir, &paths.meta, false, now, perms)
             });
             if let Err(e) = written {
                 tracing::debug!(%key, error = %e, "could not extend an expiry");

@@ -52,11 +52,14 @@ async fn run(inner: &Arc<Inner>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> R
     loop {
         let lock_path = paths.lock.clone();
         let tmp_dir = paths.tmp_dir.clone();
-        let locking = inner.locking;
-        let attempt =
-            blocking(move || sys::in_dir(&tmp_dir, || lock::try_lead(&lock_path, locking)))
-                .await
-                .map_err(|e| Error::io("lock", &paths.lock, e))?;
+        let (locking, perms) = (inner.locking, inner.perms);
+        let attempt = blocking(move || {
+            sys::in_dir(&tmp_dir, perms, || {
+                lock::try_lead(&lock_path, locking, perms)
+            })
+        })
+        .await
+        .map_err(|e| Error::io("lock", &paths.lock, e))?;
         let (lock, stale_tmp) = match (attempt, mode) {
             (Attempt::Led(lock), _) => (lock, None),
             (Attempt::Busy(busy), Mode::Replace) => {
@@ -153,14 +156,18 @@ async fn lead(
     for unique in crashed.map(|info| info.tmp).into_iter().chain(stale_tmp) {
         let _ = std::fs::remove_file(paths.tmp_file(&unique));
     }
-    let tmp = sys::in_dir(&paths.tmp_dir, || {
+    let tmp = sys::in_dir(&paths.tmp_dir, inner.perms, || {
         tempfile::Builder::new()
             .prefix(&paths.tmp_prefix)
             .suffix(TMP_SUFFIX)
             .rand_bytes(16)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(
+                inner.perms.file,
+            ))
             .tempfile_in(&paths.tmp_dir)
     })
     .map_err(|e| Error::io("create a tmp file in", &paths.tmp_dir, e))?;
+    inner.perms.fix(tmp.as_file());
     let unique = unique_part(paths, tmp.path());
     let write_info = |len, failed| {
         let info = LockInfo {
@@ -232,9 +239,14 @@ async fn refresh(
     let ttl = meta.ttl.map(Duration::from_secs).or(inner.default_ttl);
     let now = inner.clock.now();
     meta.expires = ttl.map(|ttl| crate::meta::unix_seconds(now).saturating_add(ttl.as_secs()));
-    let (tmp_dir, meta_path, durable) = (paths.tmp_dir.clone(), paths.meta.clone(), inner.durable);
+    let (tmp_dir, meta_path, durable, perms) = (
+        paths.tmp_dir.clone(),
+        paths.meta.clone(),
+        inner.durable,
+        inner.perms,
+    );
     let written = blocking(move || {
-        let written = meta.write(&tmp_dir, &meta_path, durable, now);
+        let written = meta.write(&tmp_dir, &meta_path, durable, now, perms);
         drop(lock);
         written
     })
@@ -464,7 +476,12 @@ async fn publish(
     tmp_path: TempPath,
     meta: EntryMeta,
 ) -> Result<u64> {
-    let (durable, base, now) = (inner.durable, inner.base.clone(), inner.clock.now());
+    let (durable, base, now, perms) = (
+        inner.durable,
+        inner.base.clone(),
+        inner.clock.now(),
+        inner.perms,
+    );
     let key = meta.key.clone();
     let store = paths.store.clone();
     let paths = paths.clone();
@@ -474,8 +491,8 @@ async fn publish(
             return Ok(None);
         }
         let store_dir = paths.store.parent().expect("store path has a parent");
-        sys::in_dir(store_dir, || {
-            meta.write(&paths.tmp_dir, &paths.meta, durable, now)
+        sys::in_dir(store_dir, perms, || {
+            meta.write(&paths.tmp_dir, &paths.meta, durable, now, perms)
         })?;
         let replaced = std::fs::symlink_metadata(&paths.store).map_or(0, |old| old.len());
         tmp_path.persist(&paths.store).map_err(|e| e.error)?;

@@ -223,7 +223,7 @@ fn look_now(
         let stale_tmp = watch.busy.info().map(|info| info.tmp);
         match watch
             .busy
-            .break_stale(inner.locking, &inner.break_guard(), is_stale)?
+            .break_stale(inner.locking, inner.perms, &inner.break_guard(), is_stale)?
         {
             Attempt::Led(lock) => {
                 tracing::warn!(lock = %paths.lock.display(), "reclaimed a fill that made no progress");

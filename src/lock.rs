@@ -10,11 +10,11 @@
 
 use std::fs::{File, TryLockError};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::sys::{self, FileId};
+use crate::sys::{self, FileId, Perms};
 
 /// What a leader publishes in its lock file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,20 +149,16 @@ pub(crate) enum Take {
     Gone(Busy),
 }
 
-fn open_lock(path: &Path) -> io::Result<File> {
-    sys::no_follow()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
+fn open_lock(path: &Path, perms: Perms) -> io::Result<File> {
+    let file = perms.create().open(path)?;
+    perms.fix(&file);
+    Ok(file)
 }
 
 /// Opens (creating) the lock file at `path` and tries to lock it without waiting.
-pub(crate) fn try_lead(path: &Path, locking: Locking) -> io::Result<Attempt> {
+pub(crate) fn try_lead(path: &Path, locking: Locking, perms: Perms) -> io::Result<Attempt> {
     loop {
-        let file = open_lock(path)?;
+        let file = open_lock(path, perms)?;
         let id = FileId::of_file(&file)?;
         let busy = Busy {
             file,
@@ -257,10 +253,11 @@ impl Busy {
     pub(crate) fn break_stale(
         self,
         locking: Locking,
+        perms: Perms,
         guard: &Path,
         still_stale: impl FnOnce(&Busy) -> io::Result<bool>,
     ) -> io::Result<Attempt> {
-        let guard = open_lock(guard)?;
+        let guard = open_lock(guard, perms)?;
         match guard.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Ok(Attempt::Busy(self)),
@@ -271,7 +268,7 @@ impl Busy {
         }
         let path = self.path;
         drop(self.file);
-        try_lead(&path, locking)
+        try_lead(&path, locking, perms)
     }
 }
 
@@ -399,7 +396,7 @@ mod tests {
     fn a_held_lock_is_busy_and_dropping_it_frees_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.lock");
-        let Attempt::Led(lock) = try_lead(&path, Locking::Flock).unwrap() else {
+        let Attempt::Led(lock) = try_lead(&path, Locking::Flock, Perms::OWNER).unwrap() else {
             panic!("first attempt must lead");
         };
         let info = LockInfo {
@@ -408,7 +405,7 @@ mod tests {
             failed: None,
         };
         lock.write_info(&info).unwrap();
-        let Attempt::Busy(busy) = try_lead(&path, Locking::Flock).unwrap() else {
+        let Attempt::Busy(busy) = try_lead(&path, Locking::Flock, Perms::OWNER).unwrap() else {
             panic!("second attempt must find it busy");
         };
         assert_eq!(busy.info(), Some(info));
@@ -419,7 +416,7 @@ mod tests {
             Take::Gone(_)
         ));
         assert!(matches!(
-            try_lead(&path, Locking::Flock).unwrap(),
+            try_lead(&path, Locking::Flock, Perms::OWNER).unwrap(),
             Attempt::Led(_)
         ));
     }
@@ -428,24 +425,24 @@ mod tests {
     fn breaking_a_stale_lock_leaves_the_old_holder_unable_to_remove_the_new_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.lock");
-        let Attempt::Led(old) = try_lead(&path, Locking::Flock).unwrap() else {
+        let Attempt::Led(old) = try_lead(&path, Locking::Flock, Perms::OWNER).unwrap() else {
             panic!("must lead");
         };
-        let Attempt::Busy(busy) = try_lead(&path, Locking::Flock).unwrap() else {
+        let Attempt::Busy(busy) = try_lead(&path, Locking::Flock, Perms::OWNER).unwrap() else {
             panic!("must be busy");
         };
-        let Attempt::Busy(second) = try_lead(&path, Locking::Flock).unwrap() else {
+        let Attempt::Busy(second) = try_lead(&path, Locking::Flock, Perms::OWNER).unwrap() else {
             panic!("must be busy");
         };
         let guard = dir.path().join("guard");
         let Attempt::Led(new) = busy
-            .break_stale(Locking::Flock, &guard, |_| Ok(true))
+            .break_stale(Locking::Flock, Perms::OWNER, &guard, |_| Ok(true))
             .unwrap()
         else {
             panic!("breaking must lead");
         };
         let Attempt::Busy(_) = second
-            .break_stale(Locking::Flock, &guard, |_| Ok(true))
+            .break_stale(Locking::Flock, Perms::OWNER, &guard, |_| Ok(true))
             .unwrap()
         else {
             panic!("a second breaker of the same stale lock must follow the first");

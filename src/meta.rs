@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::sys::Perms;
+
 /// The format version written into every metadata file.
 pub(crate) const META_VERSION: u32 = 1;
 
@@ -70,12 +72,16 @@ impl EntryMeta {
         path: &Path,
         durable: bool,
         now: SystemTime,
+        perms: Perms,
     ) -> std::io::Result<()> {
         use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
         let mut tmp = tempfile::Builder::new()
             .prefix(".meta.")
             .suffix(crate::layout::TMP_SUFFIX)
+            .permissions(std::fs::Permissions::from_mode(perms.file))
             .tempfile_in(tmp_dir)?;
+        perms.fix(tmp.as_file());
         tmp.write_all(&self.encode())?;
         tmp.as_file().set_modified(now)?;
         if durable {

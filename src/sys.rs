@@ -154,20 +154,71 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates `dir` and its missing parents, readable by the owner only.
-pub(crate) fn make_dirs(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+/// The modes the cache gives the files and directories it creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Perms {
+    pub(crate) dir: u32,
+    pub(crate) file: u32,
+}
+
+impl Perms {
+    /// The owner only (the default).
+    pub(crate) const OWNER: Perms = Perms {
+        dir: 0o700,
+        file: 0o600,
+    };
+    /// The owner and the directory's group; new files keep the group (setgid).
+    pub(crate) const GROUP: Perms = Perms {
+        dir: 0o2770,
+        file: 0o660,
+    };
+
+    /// Gives a file this process just created its mode whatever the umask (the
+    /// owner-only mode needs no help). Best effort: a file another user created
+    /// keeps the mode they gave it.
+    pub(crate) fn fix(self, file: &File) {
+        use std::os::unix::fs::PermissionsExt;
+        if self != Perms::OWNER {
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(self.file));
+        }
+    }
+
+    /// Options that create a file with this mode, not following a final symlink.
+    pub(crate) fn create(self) -> OpenOptions {
+        let mut options = no_follow();
+        options
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(self.file);
+        options
+    }
+}
+
+/// Creates `dir` and its missing parents with the directory mode of `perms` (the
+/// umask applies to parents a custom layout nests deeper).
+pub(crate) fn make_dirs(dir: &Path, perms: Perms) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
-        .create(dir)
+        .mode(perms.dir)
+        .create(dir)?;
+    if perms != Perms::OWNER {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(perms.dir))?;
+    }
+    Ok(())
 }
 
 /// Runs `op`; if it fails because `dir` is missing, creates `dir` and runs it again.
-pub(crate) fn in_dir<T>(dir: &Path, mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+pub(crate) fn in_dir<T>(
+    dir: &Path,
+    perms: Perms,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
     match op() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            make_dirs(dir)?;
+            make_dirs(dir, perms)?;
             op()
         }
         result => result,
