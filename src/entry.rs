@@ -2,7 +2,7 @@
 //! whether it may be served.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::layout::KeyPaths;
@@ -46,10 +46,16 @@ pub(crate) fn open(paths: &KeyPaths) -> io::Result<Option<Stored>> {
     let len = file.metadata()?.len();
     let (meta, last_read) = match sys::open_read(&paths.meta) {
         Ok(meta_file) => {
-            let last_read = meta_file.metadata()?.modified()?;
-            let mut data = Vec::with_capacity(512);
-            (&meta_file).take(MAX_META).read_to_end(&mut data)?;
-            (EntryMeta::decode(&data), last_read)
+            let stat = meta_file.metadata()?;
+            // One read of the size the file has; a file larger than any metadata is
+            // not read at all.
+            let meta = match stat.len() {
+                len if len <= MAX_META => {
+                    EntryMeta::decode(&sys::read_exact_or_eof(&meta_file, 0, len as usize)?)
+                }
+                _ => None,
+            };
+            (meta, stat.modified()?)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => (None, UNIX_EPOCH),
         Err(e) => return Err(e),
