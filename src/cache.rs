@@ -1,4 +1,4 @@
-//! [`Cache`], its builder, and the public read and write calls.
+//! [`Cache`] and its public read and write calls.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -181,17 +181,16 @@ async fn lead(
     write_info(LenInfo::Pending, None)?;
     let (file, tmp_path) = tmp.into_parts();
     let revalidate = current.as_ref().map(|(validator, _)| validator.clone());
-    let filled = fill_tmp(
+    let mut leading = Leading {
         inner,
         fill,
-        &lock,
-        file,
-        &tmp_path,
-        generation,
-        revalidate,
-        |len| write_info(len, None),
-    )
-    .await;
+        lock: &lock,
+        tmp_path: &tmp_path,
+        heartbeat: Heartbeat::new(inner.stale_after),
+    };
+    let filled = leading
+        .fill_tmp(file, generation, revalidate, |len| write_info(len, None))
+        .await;
     let (source, meta) = match filled {
         Ok(Filled::Body(source, meta)) => (source, meta),
         Ok(Filled::NotModified) => {
@@ -264,68 +263,163 @@ enum Filled {
     NotModified,
 }
 
-/// Fetches the body into the tmp file `file` (or asks the origin to confirm the copy
-/// whose validator is `revalidate`) and checks it. `announce_len` tells followers in
-/// other processes the promised length.
-#[allow(clippy::too_many_arguments)]
-async fn fill_tmp(
-    inner: &Inner,
-    fill: &Fill,
-    lock: &FillLock,
-    file: std::fs::File,
-    tmp_path: &TempPath,
-    generation: u64,
-    revalidate: Option<String>,
-    announce_len: impl Fn(LenInfo) -> Result<()>,
-) -> Result<Filled> {
-    let mut heartbeat = Heartbeat::new(inner.stale_after);
-    let fetched = fetch(fill, lock, &file, &mut heartbeat, revalidate).await?;
-    if fetched.not_modified {
-        return Ok(Filled::NotModified);
-    }
-    if fetched.offset != 0 {
-        return Err(Error::origin(
-            &fill.key,
-            "origin sent a range that was not asked for".into(),
-        ));
-    }
-    announce_len(fetched.len.map_or(LenInfo::Unknown, LenInfo::Known))?;
-    let source = Arc::new(Source {
-        file,
-        generation,
-        len: fetched.len,
-        validator: fetched.validator.clone(),
-    });
-    fill.progress(&source, 0, Role::Leader);
-    let (len, digest) = copy_body(
-        inner,
-        fill,
-        lock,
-        &source,
-        tmp_path,
-        fetched.body,
-        fetched.len,
-        &mut heartbeat,
-    )
-    .await?;
-    if let Some(expected) = fetched.sha256
-        && expected != digest
-    {
-        return Err(Error::DigestMismatch {
-            key: fill.key.clone(),
-            expected: hex::encode(expected),
-            actual: hex::encode(digest),
+/// What a leader works with while it fills the tmp file at `tmp_path`: its fill, its
+/// lock, and the heartbeat that keeps both fresh.
+struct Leading<'a> {
+    inner: &'a Inner,
+    fill: &'a Fill,
+    lock: &'a FillLock,
+    tmp_path: &'a TempPath,
+    heartbeat: Heartbeat,
+}
+
+impl Leading<'_> {
+    /// Fetches the body into the tmp file `file` (or asks the origin to confirm the copy
+    /// whose validator is `revalidate`) and checks it. `announce_len` tells followers in
+    /// other processes the promised length.
+    async fn fill_tmp(
+        &mut self,
+        file: std::fs::File,
+        generation: u64,
+        revalidate: Option<String>,
+        announce_len: impl Fn(LenInfo) -> Result<()>,
+    ) -> Result<Filled> {
+        let (inner, fill) = (self.inner, self.fill);
+        let fetched = self.fetch(&file, revalidate).await?;
+        if fetched.not_modified {
+            return Ok(Filled::NotModified);
+        }
+        if fetched.offset != 0 {
+            return Err(Error::origin(
+                &fill.key,
+                "origin sent a range that was not asked for".into(),
+            ));
+        }
+        announce_len(fetched.len.map_or(LenInfo::Unknown, LenInfo::Known))?;
+        let source = Arc::new(Source {
+            file,
+            generation,
+            len: fetched.len,
+            validator: fetched.validator.clone(),
         });
+        fill.progress(&source, 0, Role::Leader);
+        let (len, digest) = self.copy_body(&source, fetched.body, fetched.len).await?;
+        if let Some(expected) = fetched.sha256
+            && expected != digest
+        {
+            return Err(Error::DigestMismatch {
+                key: fill.key.clone(),
+                expected: hex::encode(expected),
+                actual: hex::encode(digest),
+            });
+        }
+        let ttl = match fetched.expiry {
+            Expiry::Default => inner.default_ttl,
+            Expiry::Never => None,
+            Expiry::After(ttl) => Some(ttl),
+        };
+        let mut meta = EntryMeta::new(&fill.key, len, digest, inner.clock.now(), ttl);
+        meta.validator = fetched.validator;
+        meta.content_type = fetched.content_type;
+        Ok(Filled::Body(source, meta))
     }
-    let ttl = match fetched.expiry {
-        Expiry::Default => inner.default_ttl,
-        Expiry::Never => None,
-        Expiry::After(ttl) => Some(ttl),
-    };
-    let mut meta = EntryMeta::new(&fill.key, len, digest, inner.clock.now(), ttl);
-    meta.validator = fetched.validator;
-    meta.content_type = fetched.content_type;
-    Ok(Filled::Body(source, meta))
+
+    /// Asks the origin for the blob, beating the heart while it answers.
+    async fn fetch(&mut self, tmp: &std::fs::File, revalidate: Option<String>) -> Result<Fetched> {
+        let options = FetchOptions {
+            revalidate,
+            ..FetchOptions::default()
+        };
+        let answer = guarded_fetch(self.fill.origin.as_ref(), &self.fill.key, options);
+        tokio::pin!(answer);
+        loop {
+            tokio::select! {
+                answer = &mut answer => return answer,
+                () = self.heartbeat.tick(self.lock, tmp) => {}
+            }
+        }
+    }
+
+    /// Copies the origin's body into the tmp file, publishing progress; returns the
+    /// length and SHA-256 of what it wrote.
+    async fn copy_body(
+        &mut self,
+        source: &Arc<Source>,
+        mut body: futures::stream::BoxStream<'static, Result<Bytes, crate::BoxError>>,
+        promised: Option<u64>,
+    ) -> Result<(u64, [u8; 32])> {
+        let (inner, fill, tmp_path) = (self.inner, self.fill, self.tmp_path);
+        let key = &fill.key;
+        let mut hasher = Sha256::new();
+        let mut written = 0u64;
+        loop {
+            let first = tokio::select! {
+                item = guarded_next(&mut body, key) => item?,
+                () = self.heartbeat.tick(self.lock, &source.file) => continue,
+            };
+            // Gather what a fast origin has ready, so writes are few and large.
+            let mut ended = first.is_none();
+            let mut size = first.as_ref().map_or(0, Bytes::len);
+            let mut batch: Vec<Bytes> = first.into_iter().collect();
+            while !ended && size < WRITE_BATCH {
+                match guarded_next(&mut body, key).now_or_never() {
+                    Some(Ok(Some(chunk))) => {
+                        size += chunk.len();
+                        batch.push(chunk);
+                    }
+                    Some(Ok(None)) => ended = true,
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                }
+            }
+            if let Some(promised) = promised
+                && written + size as u64 > promised
+            {
+                return Err(Error::LengthMismatch {
+                    key: key.clone(),
+                    expected: promised,
+                    actual: written + size as u64,
+                });
+            }
+            if size > 0 {
+                let file = Arc::clone(source);
+                let offset = written;
+                hasher = blocking(move || {
+                    let mut at = offset;
+                    for chunk in &batch {
+                        sys::write_all_at(&file.file, chunk, at)?;
+                        hasher.update(chunk);
+                        at += chunk.len() as u64;
+                    }
+                    Ok(hasher)
+                })
+                .await
+                .map_err(|e| Error::io("write", tmp_path.to_path_buf(), e))?;
+                written += size as u64;
+                add(&inner.counters.origin_bytes, size as u64);
+                fill.progress(source, written, Role::Leader);
+            }
+            if ended {
+                break;
+            }
+        }
+        if let Some(promised) = promised
+            && written != promised
+        {
+            return Err(Error::LengthMismatch {
+                key: key.clone(),
+                expected: promised,
+                actual: written,
+            });
+        }
+        if inner.durable {
+            let file = Arc::clone(source);
+            blocking(move || file.file.sync_data())
+                .await
+                .map_err(|e| Error::io("sync", tmp_path.to_path_buf(), e))?;
+        }
+        Ok((written, hasher.finalize().into()))
+    }
 }
 
 /// The name part that makes this tmp file unique (what followers are told).
@@ -356,113 +450,6 @@ impl Heartbeat {
         let _ = tmp.set_modified(now);
         let _ = lock.touch();
     }
-}
-
-/// Asks the origin for the blob, beating the heart while it answers.
-async fn fetch(
-    fill: &Fill,
-    lock: &FillLock,
-    tmp: &std::fs::File,
-    heartbeat: &mut Heartbeat,
-    revalidate: Option<String>,
-) -> Result<Fetched> {
-    let options = FetchOptions {
-        revalidate,
-        ..FetchOptions::default()
-    };
-    let answer = guarded_fetch(fill.origin.as_ref(), &fill.key, options);
-    tokio::pin!(answer);
-    loop {
-        tokio::select! {
-            answer = &mut answer => return answer,
-            () = heartbeat.tick(lock, tmp) => {}
-        }
-    }
-}
-
-/// Copies the origin's body into the tmp file, publishing progress; returns the
-/// length and SHA-256 of what it wrote.
-#[allow(clippy::too_many_arguments)]
-async fn copy_body(
-    inner: &Inner,
-    fill: &Fill,
-    lock: &FillLock,
-    source: &Arc<Source>,
-    tmp_path: &TempPath,
-    mut body: futures::stream::BoxStream<'static, Result<Bytes, crate::BoxError>>,
-    promised: Option<u64>,
-    heartbeat: &mut Heartbeat,
-) -> Result<(u64, [u8; 32])> {
-    let key = &fill.key;
-    let mut hasher = Sha256::new();
-    let mut written = 0u64;
-    loop {
-        let first = tokio::select! {
-            item = guarded_next(&mut body, key) => item?,
-            () = heartbeat.tick(lock, &source.file) => continue,
-        };
-        // Gather what a fast origin has ready, so writes are few and large.
-        let mut ended = first.is_none();
-        let mut size = first.as_ref().map_or(0, Bytes::len);
-        let mut batch: Vec<Bytes> = first.into_iter().collect();
-        while !ended && size < WRITE_BATCH {
-            match guarded_next(&mut body, key).now_or_never() {
-                Some(Ok(Some(chunk))) => {
-                    size += chunk.len();
-                    batch.push(chunk);
-                }
-                Some(Ok(None)) => ended = true,
-                Some(Err(e)) => return Err(e),
-                None => break,
-            }
-        }
-        if let Some(promised) = promised
-            && written + size as u64 > promised
-        {
-            return Err(Error::LengthMismatch {
-                key: key.clone(),
-                expected: promised,
-                actual: written + size as u64,
-            });
-        }
-        if size > 0 {
-            let file = Arc::clone(source);
-            let offset = written;
-            hasher = blocking(move || {
-                let mut at = offset;
-                for chunk in &batch {
-                    sys::write_all_at(&file.file, chunk, at)?;
-                    hasher.update(chunk);
-                    at += chunk.len() as u64;
-                }
-                Ok(hasher)
-            })
-            .await
-            .map_err(|e| Error::io("write", tmp_path.to_path_buf(), e))?;
-            written += size as u64;
-            add(&inner.counters.origin_bytes, size as u64);
-            fill.progress(source, written, Role::Leader);
-        }
-        if ended {
-            break;
-        }
-    }
-    if let Some(promised) = promised
-        && written != promised
-    {
-        return Err(Error::LengthMismatch {
-            key: key.clone(),
-            expected: promised,
-            actual: written,
-        });
-    }
-    if inner.durable {
-        let file = Arc::clone(source);
-        blocking(move || file.file.sync_data())
-            .await
-            .map_err(|e| Error::io("sync", tmp_path.to_path_buf(), e))?;
-    }
-    Ok((written, hasher.finalize().into()))
 }
 
 /// Moves a complete, checked tmp file into the store, adds it to the ledger and
