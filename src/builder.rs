@@ -216,6 +216,7 @@ impl CacheBuilder {
                 verify_on_read: self.verify_on_read,
                 serve_stale: self.serve_stale,
                 perms,
+                metas: Default::default(),
                 counters: Counters::default(),
                 fills: Mutex::default(),
                 evicting: AtomicBool::new(false),

@@ -21,7 +21,7 @@ use crate::fill::{self, Mode};
 use crate::layout::{KeyPaths, Layout};
 use crate::lock::Locking;
 use crate::maintenance::{self, Entry};
-use crate::meta;
+use crate::meta::{self, EntryMeta};
 use crate::origin::{FetchOptions, Fetched, Origin, origin_fn};
 use crate::progress::{Fill, FillState, Role, Source, blocking};
 use crate::reader::{ReadKind, Reader, Tail, checked_body, stored_body};
@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub(crate) verify_on_read: bool,
     pub(crate) serve_stale: bool,
     pub(crate) perms: crate::sys::Perms,
+    /// Parsed metadata, so a hit reads its metadata file only when it changed.
+    pub(crate) metas: entry::MetaCache,
     pub(crate) counters: Counters,
     /// The fills running in this process, by key.
     pub(crate) fills: Mutex<HashMap<String, Weak<Fill>>>,
@@ -430,7 +432,8 @@ impl Cache {
     /// lookups the kernel answers from its caches for a live cache directory, where a
     /// trip to a blocking thread would cost more than a small read.
     fn open_stored(&self, key: &str, paths: &KeyPaths, extend: bool) -> Result<Found> {
-        let Some(stored) = entry::open(paths).map_err(|e| Error::io("open", &paths.store, e))?
+        let Some(stored) = entry::open(paths, &self.inner.metas)
+            .map_err(|e| Error::io("open", &paths.store, e))?
         else {
             return Ok(Found::Nothing);
         };
@@ -448,7 +451,7 @@ impl Cache {
             && let Some(expires) = stored.extended_expiry(now)
             && let Some(meta) = &stored.meta
         {
-            let mut extended = meta.clone();
+            let mut extended = EntryMeta::clone(meta);
             extended.expires = Some(expires);
             let perms = self.inner.perms;
             let written = crate::sys::in_dir(&paths.tmp_dir, perms, || {

@@ -98,7 +98,8 @@ async fn run(inner: &Arc<Inner>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> R
         if mode == Mode::Fetch {
             let found = {
                 let paths = paths.clone();
-                blocking(move || entry::open(&paths)).await
+                let inner = Arc::clone(inner);
+                blocking(move || entry::open(&paths, &inner.metas)).await
             }
             .map_err(|e| Error::io("open", &paths.store, e))?;
             if let Some(stored) = found {
@@ -234,7 +235,7 @@ async fn refresh(
     generation: u64,
 ) -> FillState {
     add(&inner.counters.revalidations, 1);
-    let mut meta = stored.meta.clone().expect("an expired entry has metadata");
+    let mut meta = EntryMeta::clone(stored.meta.as_ref().expect("an expired entry has metadata"));
     let ttl = meta.ttl.map(Duration::from_secs).or(inner.default_ttl);
     let now = inner.clock.now();
     meta.expires = ttl.map(|ttl| crate::meta::unix_seconds(now).saturating_add(ttl.as_secs()));
