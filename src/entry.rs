@@ -42,7 +42,10 @@ pub(crate) enum Standing {
 /// A read stats the metadata file and parses it again only when it changed (a
 /// rewrite, a garbage write, a touch), so a hit costs one `stat` for its metadata.
 #[derive(Debug, Default)]
-pub(crate) struct MetaCache(Mutex<HashMap<PathBuf, (Stamp, Option<Arc<EntryMeta>>)>>);
+pub(crate) struct MetaCache(Mutex<HashMap<PathBuf, Remembered>>);
+
+/// A metadata file's stamp and what it held.
+type Remembered = (Stamp, Option<Arc<EntryMeta>>);
 
 /// What identifies one version of a metadata file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
