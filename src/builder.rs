@@ -254,8 +254,10 @@ fn open_dirs(root: &Path, base: &Path, want_locks: bool, perms: Perms) -> Result
         .map_err(|e| bad_dir(&probe_dir, "write and lock a file in", e))?;
     if !budget::exists(base) {
         let stored = maintenance::entries_in(base).map_err(|e| bad_dir(base, "read", e))?;
-        budget::start(base, stored.iter().map(|e| e.size).sum(), perms)
-            .map_err(|e| bad_dir(base, "write the ledger in", e))?;
+        let total = stored
+            .iter()
+            .fold(0u64, |sum, e| sum.saturating_add(e.size));
+        budget::start(base, total, perms).map_err(|e| bad_dir(base, "write the ledger in", e))?;
     }
     if !want_locks {
         return Ok(Locking::Disabled);

@@ -578,6 +578,7 @@ impl Cache {
             previous: None,
             checked: 0,
             buf: BytesMut::new(),
+            promised: len,
         };
         Ok(Reader::new(tail.into_body(), len, kind))
     }

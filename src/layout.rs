@@ -123,9 +123,16 @@ impl KeyPaths {
 /// The suffix of every tmp file name.
 pub(crate) const TMP_SUFFIX: &str = ".part";
 
-/// Checks that `path` is relative and made only of plain names.
+/// Checks that `path` is relative and made only of plain names, as written (the
+/// components of `a/b/.` hide its `.`).
 fn checked(key: &str, path: PathBuf) -> Result<PathBuf> {
-    let plain = path.components().count() > 0
+    use std::os::unix::ffi::OsStrExt;
+    let plain = !path.as_os_str().is_empty()
+        && path
+            .as_os_str()
+            .as_bytes()
+            .split(|b| *b == b'/')
+            .all(|name| !matches!(name, b"" | b"." | b".."))
         && path.components().all(|c| matches!(c, Component::Normal(_)));
     if plain {
         Ok(path)
@@ -156,7 +163,18 @@ mod tests {
     #[test]
     fn escaping_layouts_are_refused() {
         let base = Path::new("/cache/v1");
-        for bad in ["../x", "/etc/passwd", "a/../../b", "", ".", "a/./b/.."] {
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "a/../../b",
+            "",
+            ".",
+            "a/./b/..",
+            "store/.",
+            "a/./b",
+            "a//b",
+            "a/",
+        ] {
             let err = KeyPaths::resolve(&Fixed(bad), base, "k").unwrap_err();
             assert!(
                 matches!(err, Error::LayoutEscape { .. }),

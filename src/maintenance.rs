@@ -198,13 +198,14 @@ pub(crate) fn entry_of(meta_path: &Path) -> Option<Entry> {
     let meta = read_meta(meta_path)?;
     let last_read = std::fs::symlink_metadata(meta_path).ok()?.modified().ok()?;
     let path = blob_of(meta_path);
-    if !std::fs::symlink_metadata(&path).ok()?.is_file() {
+    let expires = crate::entry::expiry_time(&meta);
+    let blob = std::fs::symlink_metadata(&path).ok()?;
+    if !blob.is_file() {
         return None;
     }
-    let expires = crate::entry::expiry_time(&meta);
     Some(Entry {
         key: meta.key,
-        size: meta.size,
+        size: blob.len(),
         created: UNIX_EPOCH.checked_add(Duration::from_secs(meta.created))?,
         last_read,
         expires,
@@ -322,7 +323,7 @@ impl Cache {
             let mut status = CacheStatus::default();
             for entry in files.metas.iter().filter_map(|m| entry_of(m)) {
                 status.entries += 1;
-                status.bytes += entry.size;
+                status.bytes = status.bytes.saturating_add(entry.size);
             }
             for lock_path in &files.locks {
                 match lock::inspect(lock_path, locking)? {
@@ -334,7 +335,7 @@ impl Cache {
             for part in &files.parts {
                 if abandoned(part, stale_after, locking)? {
                     status.abandoned_tmp_files += 1;
-                    status.abandoned_bytes += len_of(part)?;
+                    status.abandoned_bytes = status.abandoned_bytes.saturating_add(len_of(part)?);
                 }
             }
             Ok(status)
@@ -422,13 +423,15 @@ pub(crate) fn evict_lru(
     budget: u64,
 ) -> io::Result<(Vec<Entry>, u64)> {
     entries.sort_by_key(|entry| entry.last_read);
-    let mut total: u64 = entries.iter().map(|e| e.size).sum();
+    let mut total = entries
+        .iter()
+        .fold(0u64, |sum, e| sum.saturating_add(e.size));
     let mut removed = Vec::new();
     for entry in entries {
         if total <= budget {
             break;
         }
-        total -= entry.size;
+        total = total.saturating_sub(entry.size);
         if remove_entry(base, &entry.path)? {
             removed.push(entry);
         }
@@ -450,7 +453,7 @@ fn prune(
             let size = len_of(part)?;
             if remove_if_there(part)? {
                 report.tmp_files_removed += 1;
-                report.bytes_freed += size;
+                report.bytes_freed = report.bytes_freed.saturating_add(size);
             }
         }
     }
@@ -479,13 +482,15 @@ fn prune(
         if !(expired || too_old) {
             kept.push(entry);
         } else if remove_entry(base, &entry.path)? {
-            report.bytes_freed += entry.size;
+            report.bytes_freed = report.bytes_freed.saturating_add(entry.size);
             report.removed.push(entry);
         }
     }
     if let Some(max) = policy.max_bytes {
         let (evicted, _) = evict_lru(base, kept, max)?;
-        report.bytes_freed += evicted.iter().map(|e| e.size).sum::<u64>();
+        report.bytes_freed = evicted
+            .iter()
+            .fold(report.bytes_freed, |sum, e| sum.saturating_add(e.size));
         report.removed.extend(evicted);
     }
     Ok(report)

@@ -271,6 +271,9 @@ pub(crate) struct Tail {
     pub(crate) checked: u64,
     /// The reader's buffer, reused once the caller drops a chunk.
     pub(crate) buf: BytesMut,
+    /// The length [`Reader::len`] told the caller: a fill that turns out to have
+    /// another is another body.
+    pub(crate) promised: Option<u64>,
 }
 
 /// What [`Tail::next`] found.
@@ -330,6 +333,15 @@ impl Tail {
                 } => (source, written, false),
                 FillState::Complete { source, len, .. } => (source, len, true),
             };
+            let len = if end { Some(available) } else { source.len };
+            if let (Some(promised), Some(len)) = (self.promised, len)
+                && promised != len
+            {
+                return Err(Error::Changed {
+                    key: self.key.clone(),
+                    offset: promised.min(len),
+                });
+            }
             if self.current.as_ref().map(|c| c.generation) != Some(source.generation) {
                 if self.pos > 0 && self.previous.is_none() {
                     self.previous = self.current.take();
@@ -427,6 +439,14 @@ impl Tail {
             ..FetchOptions::default()
         };
         let fetched = guarded_fetch(self.origin.as_ref(), &self.key, options).await?;
+        if let (Some(promised), Some(len)) = (self.promised, fetched.len)
+            && promised != len
+        {
+            return Err(Error::Changed {
+                key: self.key,
+                offset: promised.min(len),
+            });
+        }
         let resumed = offset > 0 && fetched.offset == offset && fetched.validator == validator;
         if fetched.offset != 0 && !resumed {
             return Err(Error::origin(
