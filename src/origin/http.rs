@@ -433,7 +433,8 @@ fn body_stream(response: Response, url: &str) -> BoxStream<'static, Result<Bytes
 }
 
 /// Requests the rest of `url` from `offset` under `validator` (`If-Range`). A whole
-/// answer instead of a range means the object changed.
+/// answer instead of a range means the object changed; from offset 0 the whole
+/// answer must carry the same validator.
 async fn resume(
     settings: &Settings,
     url: &str,
@@ -441,10 +442,18 @@ async fn resume(
     validator: &str,
 ) -> Result<BoxStream<'static, Result<Bytes>>> {
     let response = settings.send(url, offset, Some(validator), None).await?;
+    let changed = || Error::ObjectChanged {
+        url: url.to_owned(),
+    };
+    if offset == 0 {
+        // Nothing arrived before the break: the whole body again, if it is the same.
+        return match validator_of(response.headers()) {
+            Some(now) if now == validator => Ok(body_stream(response, url)),
+            _ => Err(changed()),
+        };
+    }
     if response.status() != StatusCode::PARTIAL_CONTENT {
-        return Err(Error::ObjectChanged {
-            url: url.to_owned(),
-        });
+        return Err(changed());
     }
     match content_range(response.headers()) {
         Some((start, _)) if start == offset => Ok(body_stream(response, url)),
