@@ -527,7 +527,9 @@ fn verify(base: &Path) -> io::Result<VerifyReport> {
             continue;
         };
         let file = match sys::open_read(&blob) {
-            Ok(file) => file,
+            Ok(file) if file.metadata()?.is_file() => file,
+            // A directory or other odd file where a blob should be: no blob here.
+            Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
