@@ -7,9 +7,9 @@
 //! a low-water mark of 90% of the bound, so that the next eviction is a tenth of the
 //! bound's turnover away: spread over the publishes between two evictions, its cost
 //! per publish does not grow with the number of entries. It runs in the background,
-//! one process at a time, and recomputes the ledger from what it read, so a ledger
-//! that drifted (a process killed between a publish and its ledger update) is put
-//! right.
+//! one process at a time. When nothing but its own removals changed the ledger during
+//! its pass, it sets the ledger to what it counted, so a ledger that drifted (a
+//! process killed between a publish and its ledger update) is put right.
 
 use std::fs::{File, TryLockError};
 use std::io;
@@ -36,29 +36,52 @@ fn open(base: &Path, name: &str) -> io::Result<File> {
     Perms::OWNER.create().open(base.join(name))
 }
 
-/// Adds `bytes` (which may be negative) to the ledger and returns the new total.
-pub(crate) fn record(base: &Path, bytes: i64) -> io::Result<u64> {
-    let ledger = open(base, LEDGER)?;
-    ledger.lock()?;
-    let total = read(&ledger).saturating_add_signed(bytes);
-    write(&ledger, total)?;
-    Ok(total)
+/// The ledger: the bytes stored, and how many changes made that total (so an
+/// eviction can tell whether anything but its own removals happened during its scan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Ledger {
+    total: u64,
+    changes: u64,
 }
 
-/// Sets the ledger to `total`.
-pub(crate) fn reset(base: &Path, total: u64) -> io::Result<()> {
-    let ledger = open(base, LEDGER)?;
-    ledger.lock()?;
-    write(&ledger, total)
+/// Adds `bytes` (which may be negative) to the ledger and returns the new total.
+pub(crate) fn record(base: &Path, bytes: i64) -> io::Result<u64> {
+    let file = open(base, LEDGER)?;
+    file.lock()?;
+    let mut ledger = read(&file);
+    ledger.total = ledger.total.saturating_add_signed(bytes);
+    ledger.changes = ledger.changes.wrapping_add(1);
+    write(&file, ledger)?;
+    Ok(ledger.total)
+}
+
+/// The ledger as it is now.
+fn current(base: &Path) -> io::Result<Ledger> {
+    let file = open(base, LEDGER)?;
+    file.lock()?;
+    Ok(read(&file))
+}
+
+/// Sets the ledger's total to `total` if it changed exactly `changes` times since
+/// it was `before` (only by the caller's own removals); otherwise leaves it.
+fn correct(base: &Path, before: Ledger, changes: u64, total: u64) -> io::Result<()> {
+    let file = open(base, LEDGER)?;
+    file.lock()?;
+    let now = read(&file);
+    if now.changes == before.changes.wrapping_add(changes) && now.total != total {
+        tracing::debug!(was = now.total, total, "correcting the ledger");
+        write(&file, Ledger { total, ..now })?;
+    }
+    Ok(())
 }
 
 /// Starts the ledger at `total`, and the eviction lock, with the cache's modes.
 pub(crate) fn start(base: &Path, total: u64, perms: Perms) -> io::Result<()> {
     perms.fix(&perms.create().open(base.join(EVICTING))?);
-    let ledger = perms.create().open(base.join(LEDGER))?;
-    perms.fix(&ledger);
-    ledger.lock()?;
-    write(&ledger, total)
+    let file = perms.create().open(base.join(LEDGER))?;
+    perms.fix(&file);
+    file.lock()?;
+    write(&file, Ledger { total, changes: 0 })
 }
 
 /// Whether the ledger exists (a cache made before it, or never bounded, has none).
@@ -66,18 +89,23 @@ pub(crate) fn exists(base: &Path) -> bool {
     base.join(LEDGER).exists()
 }
 
-fn read(ledger: &File) -> u64 {
-    let data = sys::read_exact_or_eof(ledger, 0, 32).unwrap_or_default();
-    std::str::from_utf8(&data)
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(0)
+/// Reads `<total> <changes>`; anything unreadable counts as an empty ledger, which
+/// the next eviction corrects.
+fn read(file: &File) -> Ledger {
+    let data = sys::read_exact_or_eof(file, 0, 64).unwrap_or_default();
+    let text = std::str::from_utf8(&data).unwrap_or_default();
+    let mut numbers = text.split_whitespace().map(|n| n.parse::<u64>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(total), Some(changes)) => Ledger { total, changes },
+        (Some(total), None) => Ledger { total, changes: 0 },
+        _ => Ledger::default(),
+    }
 }
 
-fn write(ledger: &File, total: u64) -> io::Result<()> {
-    let text = format!("{total}\n");
-    ledger.write_all_at(text.as_bytes(), 0)?;
-    ledger.set_len(text.len() as u64)
+fn write(file: &File, ledger: Ledger) -> io::Result<()> {
+    let text = format!("{} {}\n", ledger.total, ledger.changes);
+    file.write_all_at(text.as_bytes(), 0)?;
+    file.set_len(text.len() as u64)
 }
 
 /// After a publish brought the total to `total`: starts an eviction in the
@@ -108,10 +136,11 @@ pub(crate) fn evict(base: &Path, max: u64) -> io::Result<usize> {
         Err(TryLockError::WouldBlock) => return Ok(0),
         Err(TryLockError::Error(e)) => return Err(e),
     }
+    let before = current(base)?;
     let entries = maintenance::entries_in(base)?;
     let low_water = max / 100 * LOW_WATER_PERCENT;
     let (removed, total) = maintenance::evict_lru(base, entries, low_water)?;
-    reset(base, total)?;
+    correct(base, before, removed.len() as u64, total)?;
     tracing::debug!(
         removed = removed.len(),
         total,

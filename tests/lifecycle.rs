@@ -358,7 +358,9 @@ async fn settle(cache: &Cache) {
     for _ in 0..1000 {
         let ledger: u64 = std::fs::read_to_string(cache.dir().join("v1/ledger"))
             .unwrap()
-            .trim()
+            .split_whitespace()
+            .next()
+            .unwrap()
             .parse()
             .unwrap();
         if ledger == cache.status().await.unwrap().bytes && ledger <= 1_000_000 + 100_000 {
@@ -366,4 +368,93 @@ async fn settle(cache: &Cache) {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The bound each process of the multi-process eviction test keeps.
+const SHARED_BOUND: u64 = 2_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_size_bound_holds_with_several_processes_filling_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--ignored", "--exact", "eviction_child", "--test-threads=1"])
+                .env("RT_DIR", dir.path())
+                .env("RT_CHILD", i.to_string())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    // Each child waited for its own evictions; one more publish settles the rest.
+    let cache = Cache::builder(dir.path())
+        .max_bytes(SHARED_BOUND)
+        .durable(false)
+        .build()
+        .await
+        .unwrap();
+    cache
+        .put("last", Fetched::from(vec![0; 1000]))
+        .await
+        .unwrap();
+    settle_under(&cache, SHARED_BOUND).await;
+    let status = cache.status().await.unwrap();
+    assert!(status.bytes <= SHARED_BOUND, "{status:?}");
+    assert!(
+        status.entries >= 10,
+        "eviction stops at the low-water mark: {status:?}"
+    );
+    let ledger: u64 = std::fs::read_to_string(dir.path().join("v1/ledger"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ledger, status.bytes, "the ledger agrees with the store");
+}
+
+/// Waits until the ledger is under `bound` (an eviction may still be running).
+async fn settle_under(cache: &Cache, bound: u64) {
+    for _ in 0..2000 {
+        let ledger: u64 = std::fs::read_to_string(cache.dir().join("v1/ledger"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        if ledger <= bound && ledger == cache.status().await.unwrap().bytes {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A child of the multi-process eviction test: fills 25 keys of 100 kB into the
+/// shared directory, bounded at [`SHARED_BOUND`], checking the bound as it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by the multi-process eviction test as a child"]
+async fn eviction_child() {
+    let dir = std::env::var("RT_DIR").expect("RT_DIR is set");
+    let child = std::env::var("RT_CHILD").expect("RT_CHILD is set");
+    let cache = Cache::builder(&dir)
+        .origin(Counting::new(100_000))
+        .max_bytes(SHARED_BOUND)
+        .durable(false)
+        .build()
+        .await
+        .unwrap();
+    for i in 0..25 {
+        let key = format!("child{child}-{i}");
+        assert_eq!(
+            cache.get(&key).await.unwrap().bytes().await.unwrap(),
+            body_of(&key, 0, 100_000)
+        );
+    }
+    settle_under(&cache, SHARED_BOUND).await;
 }
