@@ -458,3 +458,64 @@ async fn eviction_child() {
     }
     settle_under(&cache, SHARED_BOUND).await;
 }
+
+#[tokio::test]
+async fn an_expired_object_is_revalidated_through_the_object_store() {
+    use object_store::{ObjectStoreExt, PutPayload, memory::InMemory, path::Path};
+    let store = Arc::new(InMemory::new());
+    store
+        .put(
+            &Path::from("data/a.bin"),
+            PutPayload::from(common::body(5, 100_000)),
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let cache = cache_with(
+        dir.path(),
+        &clock,
+        readthrough::ObjectStoreOrigin::new(store.clone()),
+    )
+    .await;
+    assert_eq!(
+        cache
+            .get("data/a.bin")
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+        common::body(5, 100_000)
+    );
+    clock.advance(11 * MINUTE);
+    let again = cache.get("data/a.bin").await.unwrap();
+    assert_eq!(again.bytes().await.unwrap(), common::body(5, 100_000));
+    assert_eq!(
+        cache.stats().revalidations,
+        1,
+        "the unchanged object was confirmed, not fetched"
+    );
+    assert_eq!(cache.stats().origin_bytes, 100_000, "its body crossed once");
+
+    // A changed object is fetched again when it next expires.
+    store
+        .put(
+            &Path::from("data/a.bin"),
+            PutPayload::from(common::body(6, 50_000)),
+        )
+        .await
+        .unwrap();
+    clock.advance(11 * MINUTE);
+    assert_eq!(
+        cache
+            .get("data/a.bin")
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+        common::body(6, 50_000)
+    );
+    assert_eq!(cache.stats().revalidations, 1);
+}
