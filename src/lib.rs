@@ -102,7 +102,7 @@ mod sys;
 pub use builder::CacheBuilder;
 pub use cache::{Cache, GetOptions};
 pub use clock::{Clock, SystemClock};
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Cause, Error, Result};
 pub use layout::{Layout, ShardedLayout};
 pub use maintenance::{CacheStatus, Corrupt, Entry, PrunePolicy, PruneReport, VerifyReport};
 #[cfg(feature = "object-store")]
