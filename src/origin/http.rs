@@ -286,16 +286,7 @@ async fn open(settings: Arc<Settings>, url: String, options: FetchOptions) -> Re
         resumes: settings.retries,
         reopen,
     };
-    Ok(Fetched {
-        body: body.into_stream(),
-        len,
-        offset,
-        validator,
-        content_type,
-        sha256: None,
-        expiry: crate::origin::Expiry::Default,
-        not_modified: false,
-    })
+    Ok(body.into_fetched(validator, content_type))
 }
 
 impl Settings {

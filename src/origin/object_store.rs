@@ -133,16 +133,7 @@ impl ObjectStoreOrigin {
             resumes: self.resumes,
             reopen,
         };
-        Ok(Fetched {
-            body: body.into_stream(),
-            len: Some(len),
-            offset,
-            validator,
-            content_type,
-            sha256: None,
-            expiry: crate::origin::Expiry::Default,
-            not_modified: false,
-        })
+        Ok(body.into_fetched(validator, content_type))
     }
 }
 

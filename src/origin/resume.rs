@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::error::{BoxError, Error, Result};
+use crate::origin::{Expiry, Fetched};
 
 /// Opens the rest of a body from a byte offset, under the validator the first answer
 /// carried; fails with [`Error::ObjectChanged`] when the object is no longer that one.
@@ -29,7 +30,26 @@ pub(crate) struct Resuming {
 }
 
 impl Resuming {
-    pub(crate) fn into_stream(self) -> BoxStream<'static, Result<Bytes, BoxError>> {
+    /// An origin's answer with this body, starting at the byte it was opened at.
+    pub(crate) fn into_fetched(
+        self,
+        validator: Option<String>,
+        content_type: Option<String>,
+    ) -> Fetched {
+        let (len, offset) = (self.len, self.received);
+        Fetched {
+            body: self.into_stream(),
+            len,
+            offset,
+            validator,
+            content_type,
+            sha256: None,
+            expiry: Expiry::Default,
+            not_modified: false,
+        }
+    }
+
+    fn into_stream(self) -> BoxStream<'static, Result<Bytes, BoxError>> {
         stream::try_unfold(self, |mut body| async move {
             match body.next().await {
                 Ok(Some(chunk)) => Ok(Some((chunk, body))),
