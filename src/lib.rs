@@ -60,10 +60,25 @@
 //!
 //! ```text
 //! <dir>/v1/store/ab/<sha256(key)>        complete blobs, raw bytes
-//! <dir>/v1/store/ab/<sha256(key)>.meta   the key, size, sha256, validator (JSON)
+//! <dir>/v1/store/ab/<sha256(key)>.meta   key, size, created, expiry, sha256, validator
+//!                                        (JSON); its mtime is the entry's last read
 //! <dir>/v1/tmp/ab/<sha256(key)>.lock     the lock a fill's leader holds
 //! <dir>/v1/tmp/ab/<sha256(key)>.<random>.part   a fill in progress
+//! <dir>/v1/tmp/break.lock                breakers of stale locks take turns here
+//! <dir>/v1/ledger                        the bytes stored, for the size bound
 //! ```
+//!
+//! Files are the owner's only (0600, directories 0700) unless the cache is
+//! [group shared](CacheBuilder::group_shared), and no file is opened through a symlink.
+//!
+//! # Lifetimes
+//!
+//! Blobs live for the builder's [default TTL](CacheBuilder::default_ttl) or their own
+//! ([`Fetched::with_ttl`]), forever without either. An expired blob is fetched again
+//! through the same coalesced path, or revalidated when its origin gave a validator
+//! ([`FetchOptions::revalidate`]). A [size bound](CacheBuilder::max_bytes) evicts the
+//! least recently read blobs in the background. [`Cache::prune`] and [`Cache::verify`]
+//! look after the directory.
 //!
 //! The `v1` folder is the format version: a later format gets a folder of its own.
 //! [`Cache::path`] hands out a store path; stored files are only ever replaced by
