@@ -399,7 +399,7 @@ impl Cache {
     /// ```
     pub async fn path(&self, key: &str) -> Result<PathBuf> {
         let paths = self.paths(key)?;
-        if let Found::Fresh(_) | Found::Stale(_) = self.open_stored(key, &paths, false)? {
+        if self.servable(key, &paths, false)?.is_some() {
             return Ok(paths.store);
         }
         add(&self.inner.counters.misses, 1);
@@ -428,23 +428,38 @@ impl Cache {
         KeyPaths::resolve(self.inner.layout.as_ref(), &self.inner.base, key)
     }
 
-    /// Opens what the store holds for `key`. The opens run on this thread: path
-    /// lookups the kernel answers from its caches for a live cache directory, where a
-    /// trip to a blocking thread would cost more than a small read.
+    /// Opens what the store holds for `key`, as a reader.
     fn open_stored(&self, key: &str, paths: &KeyPaths, extend: bool) -> Result<Found> {
+        Ok(match self.servable(key, paths, extend)? {
+            Some((stored, false)) => Found::Fresh(self.stored_reader(key, paths, stored)),
+            Some((stored, true)) => Found::Stale(self.stored_reader(key, paths, stored)),
+            None => Found::Nothing,
+        })
+    }
+
+    /// The stored entry of `key` if it may be served, and whether it is stale (served
+    /// while a fill refreshes it); records the read as a hit. The opens run on this
+    /// thread: path lookups the kernel answers from its caches for a live cache
+    /// directory, where a trip to a blocking thread would cost more than a small read.
+    fn servable(
+        &self,
+        key: &str,
+        paths: &KeyPaths,
+        extend: bool,
+    ) -> Result<Option<(Stored, bool)>> {
         let Some(stored) = entry::open(paths, &self.inner.metas)
             .map_err(|e| Error::io("open", &paths.store, e))?
         else {
-            return Ok(Found::Nothing);
+            return Ok(None);
         };
         let now = self.inner.clock.now();
         let stale = match stored.standing(now) {
             Standing::Fresh => false,
             Standing::Expired { .. } if self.inner.serve_stale => true,
-            Standing::Expired { .. } => return Ok(Found::Nothing),
+            Standing::Expired { .. } => return Ok(None),
             Standing::Damaged(reason) => {
                 tracing::warn!(%key, %reason, "not serving a damaged entry; fetching it again");
-                return Ok(Found::Nothing);
+                return Ok(None);
             }
         };
         if extend
@@ -463,12 +478,7 @@ impl Cache {
         }
         meta::note_read(&paths.meta, stored.last_read, now);
         add(&self.inner.counters.hits, 1);
-        let reader = self.stored_reader(key, paths, stored);
-        Ok(if stale {
-            Found::Stale(reader)
-        } else {
-            Found::Fresh(reader)
-        })
+        Ok(Some((stored, stale)))
     }
 
     /// A reader of a stored blob, checked against its digest when the cache verifies

@@ -336,7 +336,7 @@ async fn the_size_bound_holds_and_evicts_the_least_recently_read() {
             .await
             .unwrap();
         clock.advance(2 * MINUTE);
-        settle(&cache).await;
+        settle_under(&cache, 1_000_000 + 100_000).await;
         let status = cache.status().await.unwrap();
         assert!(
             status.bytes <= 1_000_000 + 100_000,
@@ -348,26 +348,9 @@ async fn the_size_bound_holds_and_evicts_the_least_recently_read() {
             assert!(cache.contains("k0").await.unwrap() && cache.contains("k3").await.unwrap());
         }
     }
-    settle(&cache).await;
+    settle_under(&cache, 1_000_000 + 100_000).await;
     assert!(cache.status().await.unwrap().bytes <= 1_000_000);
     assert!(cache.contains("k19").await.unwrap());
-}
-
-/// Waits until no eviction is running (the ledger agrees with what is stored).
-async fn settle(cache: &Cache) {
-    for _ in 0..1000 {
-        let ledger: u64 = std::fs::read_to_string(cache.dir().join("v1/ledger"))
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        if ledger == cache.status().await.unwrap().bytes && ledger <= 1_000_000 + 100_000 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// The bound each process of the multi-process eviction test keeps.
@@ -408,31 +391,26 @@ async fn the_size_bound_holds_with_several_processes_filling_at_once() {
         status.entries >= 10,
         "eviction stops at the low-water mark: {status:?}"
     );
-    let ledger: u64 = std::fs::read_to_string(dir.path().join("v1/ledger"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let ledger = ledger_total(dir.path());
     assert_eq!(ledger, status.bytes, "the ledger agrees with the store");
 }
 
-/// Waits until the ledger is under `bound` (an eviction may still be running).
+/// Waits until the ledger is under `bound` and agrees with what is stored (an
+/// eviction may still be running).
 async fn settle_under(cache: &Cache, bound: u64) {
     for _ in 0..2000 {
-        let ledger: u64 = std::fs::read_to_string(cache.dir().join("v1/ledger"))
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let ledger = ledger_total(cache.dir());
         if ledger <= bound && ledger == cache.status().await.unwrap().bytes {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The total the ledger of the cache in `dir` holds.
+fn ledger_total(dir: &std::path::Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join("v1/ledger")).unwrap();
+    text.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 /// A child of the multi-process eviction test: fills 25 keys of 100 kB into the

@@ -125,9 +125,18 @@ async fn a_symlink_planted_at_a_metadata_path_is_never_read() {
         Err(_) => None,
     };
     // Either refused, or the blob fetched again: never metadata read through the link.
-    if let Some(body) = served {
-        assert_eq!(body, body_of("k", 0, 1000));
+    if let Some(body) = &served {
+        assert_eq!(body, &body_of("k", 0, 1000));
     }
+    assert!(
+        served.is_some(),
+        "metadata behind a link counts as damaged: fetched again"
+    );
+    let replaced = std::fs::symlink_metadata(&meta).unwrap();
+    assert!(
+        replaced.is_file(),
+        "the link was replaced by the new metadata"
+    );
     assert!(
         std::fs::read(&outside).is_ok(),
         "the file outside is untouched"

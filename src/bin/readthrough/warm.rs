@@ -122,9 +122,7 @@ fn urls(args: &Args) -> Result<Vec<String>> {
 
 async fn warm_one(cache: &Cache, url: &str, progress: &Progress) -> Result<Warmed> {
     UrlOrigin::check(url)?;
-    if cache.contains(url).await? {
-        return Ok(Warmed::Cached);
-    }
+    // A servable blob is a hit (an expired one is not: it is fetched again).
     let mut reader = cache.get(url).await?;
     if reader.kind() == ReadKind::Hit {
         return Ok(Warmed::Cached);
