@@ -236,22 +236,7 @@ fn bad_dir(path: &Path, what: &'static str, source: io::Error) -> Error {
 /// Creates the cache's folders, starts its ledger if it has none, and finds out how
 /// to lock there.
 fn open_dirs(root: &Path, base: &Path, want_locks: bool, perms: Perms) -> Result<Locking> {
-    if root.exists() && !root.is_dir() {
-        return Err(bad_dir(
-            root,
-            "use as a directory",
-            io::Error::new(io::ErrorKind::NotADirectory, "it is not a directory"),
-        ));
-    }
-    let probe_dir = base.join("tmp");
-    for dir in [root, base] {
-        sys::make_dirs(dir, perms).map_err(|e| bad_dir(dir, "create", e))?;
-    }
-    sys::make_dirs(&probe_dir, perms).map_err(|e| bad_dir(&probe_dir, "create", e))?;
-    let store = base.join("store");
-    sys::make_dirs(&store, perms).map_err(|e| bad_dir(&store, "create", e))?;
-    let excludes = lock::locks_exclude(&probe_dir)
-        .map_err(|e| bad_dir(&probe_dir, "write and lock a file in", e))?;
+    let excludes = check_dirs(root, base, perms)?;
     if !budget::exists(base) {
         let stored = maintenance::entries_in(base).map_err(|e| bad_dir(base, "read", e))?;
         let total = stored
@@ -270,4 +255,28 @@ fn open_dirs(root: &Path, base: &Path, want_locks: bool, perms: Perms) -> Result
         return Ok(Locking::Disabled);
     }
     Ok(Locking::Flock)
+}
+
+/// Makes sure the cache's folders exist and that files can be written, locked and
+/// renamed there; returns whether two opens of one file exclude each other's locks.
+pub(crate) fn check_dirs(root: &Path, base: &Path, perms: Perms) -> Result<bool> {
+    if root.exists() && !root.is_dir() {
+        return Err(bad_dir(
+            root,
+            "use as a directory",
+            io::Error::new(io::ErrorKind::NotADirectory, "it is not a directory"),
+        ));
+    }
+    let tmp = base.join("tmp");
+    let store = base.join("store");
+    for dir in [root, base, &tmp, &store] {
+        sys::make_dirs(dir, perms).map_err(|e| bad_dir(dir, "create", e))?;
+    }
+    let excludes =
+        lock::locks_exclude(&tmp).map_err(|e| bad_dir(&tmp, "write and lock a file in", e))?;
+    let probe = store.join(".probe");
+    sys::write_atomic(&tmp, &probe, b"probe", std::time::SystemTime::now(), false, perms)
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| bad_dir(&store, "write a file into", e))?;
+    Ok(excludes)
 }

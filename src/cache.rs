@@ -414,6 +414,33 @@ impl Cache {
         }
     }
 
+    /// Checks that the cache directory can be used now: that its folders exist (they
+    /// are created again if someone removed them) and that files can be written,
+    /// locked and renamed into them. [`CacheBuilder::build`] runs the same check; this
+    /// is for readiness probes and for programs that want to know before a request.
+    ///
+    /// # Errors
+    /// [`Error::BadDirectory`], naming the folder and what could not be done there.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = readthrough::Cache::builder(dir.path()).build().await?;
+    /// cache.check().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn check(&self) -> Result<()> {
+        let (root, base, perms) = (
+            self.inner.root.clone(),
+            self.inner.base.clone(),
+            self.inner.perms,
+        );
+        blocking(move || Ok(crate::builder::check_dirs(&root, &base, perms)))
+            .await
+            .map_err(|e| Error::io("check", &self.inner.root, e))??;
+        Ok(())
+    }
+
     /// A snapshot of this cache's counters.
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot()

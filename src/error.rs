@@ -199,6 +199,53 @@ pub enum Error {
         key: String,
     },
 
+    /// The key is locked by another holder ([`Values::lock`](crate::Values::lock)), so
+    /// it cannot be written or removed until that lock is released or expires.
+    #[error("key {key:?} is locked by another holder")]
+    Locked {
+        /// The key.
+        key: String,
+    },
+
+    /// An idempotency record with this id already exists and has not expired.
+    #[error("an idempotency record with id {id:?} already exists")]
+    RecordExists {
+        /// The record's id.
+        id: String,
+    },
+
+    /// No live idempotency record has this id.
+    #[error("no idempotency record with id {id:?}")]
+    RecordMissing {
+        /// The id asked for.
+        id: String,
+    },
+
+    /// A value could not be turned into JSON, or a stored value is not the JSON of the
+    /// type asked for.
+    #[error("the value of key {key:?} could not be {op} as JSON: {source}")]
+    Json {
+        /// The key.
+        key: String,
+        /// "encoded" or "decoded".
+        op: &'static str,
+        /// What serde reported.
+        #[source]
+        source: Cause<serde_json::Error>,
+    },
+
+    /// The durable storage behind a [`WriteBehind`](crate::WriteBehind) failed.
+    #[error("storage failed to {op} key {key:?}: {source}")]
+    Storage {
+        /// What was asked of it: "get", "set", "delete" or "check".
+        op: &'static str,
+        /// The key (empty for a readiness check).
+        key: String,
+        /// What the storage reported.
+        #[source]
+        source: Cause<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
     /// A background task of the cache ended without reporting (the runtime is shutting
     /// down, or the task panicked).
     #[error("the fill task for key {key:?} ended without a result")]
@@ -294,6 +341,9 @@ impl From<Error> for io::Error {
             Error::InvalidKey { .. } | Error::LayoutEscape { .. } | Error::InvalidSetting(_) => {
                 io::ErrorKind::InvalidInput
             }
+            Error::RecordExists { .. } => io::ErrorKind::AlreadyExists,
+            Error::RecordMissing { .. } => io::ErrorKind::NotFound,
+            Error::Locked { .. } => io::ErrorKind::WouldBlock,
             Error::LengthMismatch { .. } | Error::DigestMismatch { .. } | Error::Changed { .. } => {
                 io::ErrorKind::InvalidData
             }

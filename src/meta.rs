@@ -74,21 +74,7 @@ impl EntryMeta {
         now: SystemTime,
         perms: Perms,
     ) -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::PermissionsExt;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".meta.")
-            .suffix(crate::layout::TMP_SUFFIX)
-            .permissions(std::fs::Permissions::from_mode(perms.file))
-            .tempfile_in(tmp_dir)?;
-        perms.fix(tmp.as_file());
-        tmp.write_all(&self.encode())?;
-        tmp.as_file().set_modified(now)?;
-        if durable {
-            tmp.as_file().sync_data()?;
-        }
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
+        crate::sys::write_atomic(tmp_dir, path, &self.encode(), now, durable, perms)
     }
 }
 

@@ -224,3 +224,51 @@ pub(crate) fn in_dir<T>(
         result => result,
     }
 }
+
+/// Writes `data` to `path` atomically: into a tmp file in `tmp_dir` (on the same file
+/// system), stamped as modified at `modified`, flushed when `durable`, then renamed
+/// over `path`. Readers see the old file or the new one, never a part.
+pub(crate) fn write_atomic(
+    tmp_dir: &Path,
+    path: &Path,
+    data: &[u8],
+    modified: std::time::SystemTime,
+    durable: bool,
+    perms: Perms,
+) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".write.")
+        .suffix(crate::layout::TMP_SUFFIX)
+        .permissions(std::fs::Permissions::from_mode(perms.file))
+        .tempfile_in(tmp_dir)?;
+    perms.fix(tmp.as_file());
+    tmp.write_all(data)?;
+    tmp.as_file().set_modified(modified)?;
+    if durable {
+        tmp.as_file().sync_data()?;
+    }
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Whether a guard lock is taken alone or shared with other shared holders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    Exclusive,
+    Shared,
+}
+
+/// Opens (creating) the guard file at `path` and waits for its `flock`, which is
+/// released when the returned file is dropped or the process dies. Blocking: call it
+/// on a blocking thread.
+pub(crate) fn guard(path: &Path, hold: Hold, perms: Perms) -> io::Result<File> {
+    let file = perms.create().open(path)?;
+    perms.fix(&file);
+    match hold {
+        Hold::Exclusive => file.lock()?,
+        Hold::Shared => file.lock_shared()?,
+    }
+    Ok(file)
+}
