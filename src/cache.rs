@@ -446,7 +446,7 @@ impl Cache {
         self.inner.counters.snapshot()
     }
 
-    fn paths(&self, key: &str) -> Result<KeyPaths> {
+    pub(crate) fn paths(&self, key: &str) -> Result<KeyPaths> {
         if key.is_empty() {
             return Err(Error::InvalidKey {
                 reason: "a key must not be empty",
@@ -489,23 +489,46 @@ impl Cache {
                 return Ok(None);
             }
         };
+        let mut stored = stored;
         if extend
             && let Some(expires) = stored.extended_expiry(now)
             && let Some(meta) = &stored.meta
         {
             let mut extended = EntryMeta::clone(meta);
-            extended.expires = Some(expires);
+            extended.expires_ms = Some(expires);
             let perms = self.inner.perms;
             let written = crate::sys::in_dir(&paths.tmp_dir, perms, || {
                 extended.write(&paths.tmp_dir, &paths.meta, false, now, perms)
             });
-            if let Err(e) = written {
-                tracing::debug!(%key, error = %e, "could not extend an expiry");
+            match written {
+                Ok(()) => stored.meta = Some(Arc::new(extended)),
+                Err(e) => tracing::debug!(%key, error = %e, "could not extend an expiry"),
             }
         }
         meta::note_read(&paths.meta, stored.last_read, now);
         add(&self.inner.counters.hits, 1);
         Ok(Some((stored, stale)))
+    }
+
+    /// The unexpired stored entry of `key`, as a reader and what its metadata says
+    /// (after any extension of its expiry), both from one open; records a hit. For the
+    /// key-value view, where an expired entry is absent even when stale entries are
+    /// served.
+    pub(crate) fn load_stored(&self, key: &str, extend: bool) -> Result<Option<LoadedEntry>> {
+        let paths = self.paths(key)?;
+        let Some((stored, false)) = self.servable(key, &paths, extend)? else {
+            return Ok(None);
+        };
+        let Some(meta) = stored.meta.clone() else {
+            return Ok(None);
+        };
+        let last_read = stored.last_read;
+        let reader = self.stored_reader(key, &paths, stored);
+        Ok(Some(LoadedEntry {
+            reader,
+            meta,
+            last_read,
+        }))
     }
 
     /// A reader of a stored blob, checked against its digest when the cache verifies
@@ -643,6 +666,14 @@ async fn wait_final(mut state: watch::Receiver<FillState>, key: &str) -> Result<
     Ok(end.clone())
 }
 
+/// A stored entry as [`Cache::load_stored`] found it.
+pub(crate) struct LoadedEntry {
+    pub(crate) reader: Reader,
+    pub(crate) meta: Arc<EntryMeta>,
+    /// When it was last read before this load.
+    pub(crate) last_read: std::time::SystemTime,
+}
+
 /// What the store holds for a read.
 enum Found {
     Fresh(Reader),
@@ -658,7 +689,8 @@ enum Found {
 #[non_exhaustive]
 pub struct GetOptions {
     /// A hit pushes the entry's expiry to its time to live from now (a sliding
-    /// expiry), at most once a minute.
+    /// expiry). To keep hits cheap the metadata is rewritten only when that moves the
+    /// expiry by more than a tenth of the time to live, or a minute if that is less.
     pub extend_expiry: bool,
 }
 

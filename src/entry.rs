@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::layout::KeyPaths;
 use crate::meta::{self, EntryMeta};
@@ -143,8 +143,8 @@ impl Stored {
             ));
         }
         if meta
-            .expires
-            .is_some_and(|expires| meta::unix_seconds(now) >= expires)
+            .expires_ms
+            .is_some_and(|expires| meta::unix_millis(now) >= expires)
         {
             return Standing::Expired {
                 validator: meta.validator.clone(),
@@ -154,11 +154,14 @@ impl Stored {
     }
 
     /// The entry's expiry, for an entry read at `now` with a sliding expiry: its time
-    /// to live from now, if that moves it later by more than a minute.
+    /// to live from now, if that moves it later by more than a tenth of the time to
+    /// live or a minute, whichever is less.
     pub(crate) fn extended_expiry(&self, now: SystemTime) -> Option<u64> {
         let meta = self.meta.as_ref()?;
-        let extended = meta::unix_seconds(now).saturating_add(meta.ttl?);
-        let later = extended.saturating_sub(meta.expires?) > meta::LAST_READ_EVERY.as_secs();
+        let ttl = meta.ttl_ms?;
+        let extended = meta::unix_millis(now).saturating_add(ttl);
+        let step = (ttl / 10).min(meta::millis(meta::LAST_READ_EVERY));
+        let later = extended.saturating_sub(meta.expires_ms?) > step;
         later.then_some(extended)
     }
 }
@@ -166,6 +169,5 @@ impl Stored {
 /// When an entry expires, as a time; never when it has no expiry or one past what
 /// the system's time can hold.
 pub(crate) fn expiry_time(meta: &EntryMeta) -> Option<SystemTime> {
-    meta.expires
-        .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+    meta.expires_ms.and_then(meta::from_unix_millis)
 }

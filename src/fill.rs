@@ -236,9 +236,9 @@ async fn refresh(
 ) -> FillState {
     add(&inner.counters.revalidations, 1);
     let mut meta = EntryMeta::clone(stored.meta.as_ref().expect("an expired entry has metadata"));
-    let ttl = meta.ttl.map(Duration::from_secs).or(inner.default_ttl);
+    let ttl_ms = meta.ttl_ms.or(inner.default_ttl.map(crate::meta::millis));
     let now = inner.clock.now();
-    meta.expires = ttl.map(|ttl| crate::meta::unix_seconds(now).saturating_add(ttl.as_secs()));
+    meta.expires_ms = ttl_ms.map(|ttl| crate::meta::unix_millis(now).saturating_add(ttl));
     let (tmp_dir, meta_path, durable, perms) = (
         paths.tmp_dir.clone(),
         paths.meta.clone(),

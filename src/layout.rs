@@ -58,7 +58,8 @@ pub trait Layout: Send + Sync + 'static {
 pub struct ShardedLayout;
 
 impl ShardedLayout {
-    fn split(key: &str) -> (String, String) {
+    /// The shard folder and file name of `key`: two hex digits and the hex SHA-256.
+    pub(crate) fn split(key: &str) -> (String, String) {
         let name = hex::encode(Sha256::digest(key.as_bytes()));
         (name[..2].to_owned(), name)
     }

@@ -108,11 +108,13 @@ mod layout;
 mod lock;
 mod maintenance;
 mod meta;
+mod named_lock;
 mod origin;
 mod progress;
 mod reader;
 mod stats;
 mod sys;
+mod values;
 
 pub use builder::CacheBuilder;
 pub use cache::{Cache, GetOptions};
@@ -120,6 +122,7 @@ pub use clock::{Clock, SystemClock};
 pub use error::{BoxError, Cause, Error, Result};
 pub use layout::{Layout, ShardedLayout};
 pub use maintenance::{CacheStatus, Corrupt, Entry, PrunePolicy, PruneReport, VerifyReport};
+pub use named_lock::HeldLock;
 #[cfg(feature = "object-store")]
 pub use origin::ObjectStoreOrigin;
 #[cfg(all(feature = "http", feature = "s3"))]
@@ -131,6 +134,7 @@ pub use origin::{HttpOrigin, HttpOriginBuilder};
 pub use origin::{S3Location, s3_store, s3_store_with};
 pub use reader::{ReadKind, Reader};
 pub use stats::Stats;
+pub use values::{Loaded, Values};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

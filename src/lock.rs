@@ -264,7 +264,7 @@ impl Busy {
             Err(TryLockError::Error(e)) => return Err(e),
         }
         if self.is_current()? && still_stale(&self)? {
-            remove_if_exists(&self.path)?;
+            sys::remove_if_there(&self.path)?;
         }
         let path = self.path;
         drop(self.file);
@@ -307,7 +307,7 @@ impl FillLock {
 impl Drop for FillLock {
     fn drop(&mut self) {
         if self.remove && matches!(self.is_current(), Ok(true)) {
-            let _ = remove_if_exists(&self.path);
+            let _ = sys::remove_if_there(&self.path);
         }
     }
 }
@@ -315,13 +315,6 @@ impl Drop for FillLock {
 fn read_info(file: &File) -> Option<LockInfo> {
     let data = sys::read_exact_or_eof(file, 0, MAX_INFO).ok()?;
     LockInfo::decode(&data)
-}
-
-fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 /// Checks, in a scratch directory, that two opens of one file exclude each other's

@@ -5,7 +5,7 @@
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -206,7 +206,7 @@ pub(crate) fn entry_of(meta_path: &Path) -> Option<Entry> {
     Some(Entry {
         key: meta.key,
         size: blob.len(),
-        created: UNIX_EPOCH.checked_add(Duration::from_secs(meta.created))?,
+        created: crate::meta::from_unix_millis(meta.created_ms)?,
         last_read,
         expires,
         sha256: meta.sha256,
@@ -268,14 +268,6 @@ fn abandoned(part: &Path, stale_after: Duration, locking: Locking) -> io::Result
         }
         LockState::Missing => true,
     })
-}
-
-fn remove_if_there(path: &Path) -> io::Result<bool> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
 }
 
 impl Cache {
@@ -451,7 +443,7 @@ fn prune(
     for part in &files.parts {
         if abandoned(part, stale_after, locking)? {
             let size = len_of(part)?;
-            if remove_if_there(part)? {
+            if sys::remove_if_there(part)? {
                 report.tmp_files_removed += 1;
                 report.bytes_freed = report.bytes_freed.saturating_add(size);
             }
@@ -471,7 +463,7 @@ fn prune(
     for meta in &files.metas {
         let Some(entry) = entry_of(meta) else {
             if !blob_of(meta).exists() && age(meta)?.is_some_and(|age| age > stale_after) {
-                remove_if_there(meta)?;
+                sys::remove_if_there(meta)?;
             }
             continue;
         };
@@ -500,10 +492,10 @@ fn prune(
 /// whether the blob was there.
 pub(crate) fn remove_entry(base: &Path, blob: &Path) -> io::Result<bool> {
     let size = len_of(blob)?;
-    let existed = remove_if_there(blob)?;
+    let existed = sys::remove_if_there(blob)?;
     let mut meta = blob.as_os_str().to_owned();
     meta.push(".meta");
-    remove_if_there(Path::new(&meta))?;
+    sys::remove_if_there(Path::new(&meta))?;
     if existed {
         budget::record(base, -i64::try_from(size).unwrap_or(i64::MAX))?;
     }

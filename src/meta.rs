@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::sys::Perms;
 
 /// The format version written into every metadata file.
-pub(crate) const META_VERSION: u32 = 1;
+pub(crate) const META_VERSION: u32 = 2;
 
 /// What the cache remembers about a stored blob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,15 +16,15 @@ pub(crate) struct EntryMeta {
     pub(crate) version: u32,
     pub(crate) key: String,
     pub(crate) size: u64,
-    /// Seconds since the Unix epoch.
-    pub(crate) created: u64,
-    /// When the entry stops being served, in seconds since the Unix epoch; never when
-    /// absent.
+    /// Milliseconds since the Unix epoch.
+    pub(crate) created_ms: u64,
+    /// When the entry stops being served, in milliseconds since the Unix epoch; never
+    /// when absent.
     #[serde(default)]
-    pub(crate) expires: Option<u64>,
-    /// The entry's time to live in seconds, kept so a read can extend it.
+    pub(crate) expires_ms: Option<u64>,
+    /// The entry's time to live in milliseconds, kept so a read can extend it.
     #[serde(default)]
-    pub(crate) ttl: Option<u64>,
+    pub(crate) ttl_ms: Option<u64>,
     pub(crate) sha256: String,
     pub(crate) validator: Option<String>,
     pub(crate) content_type: Option<String>,
@@ -39,15 +39,15 @@ impl EntryMeta {
         now: SystemTime,
         ttl: Option<Duration>,
     ) -> Self {
-        let created = unix_seconds(now);
-        let ttl = ttl.map(|ttl| ttl.as_secs());
+        let created = unix_millis(now);
+        let ttl = ttl.map(millis);
         EntryMeta {
             version: META_VERSION,
             key: key.to_owned(),
             size,
-            created,
-            expires: ttl.map(|ttl| created.saturating_add(ttl)),
-            ttl,
+            created_ms: created,
+            expires_ms: ttl.map(|ttl| created.saturating_add(ttl)),
+            ttl_ms: ttl,
             sha256: hex::encode(sha256),
             validator: None,
             content_type: None,
@@ -100,9 +100,22 @@ pub(crate) fn note_read(path: &Path, last_read: SystemTime, now: SystemTime) {
     }
 }
 
-/// Seconds since the Unix epoch (0 before it).
-pub(crate) fn unix_seconds(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+/// Milliseconds since the Unix epoch (0 before it, saturating far after it).
+pub(crate) fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, millis)
+}
+
+/// A duration in whole milliseconds, rounded up so a short time to live is never
+/// shortened to nothing; saturating.
+pub(crate) fn millis(duration: Duration) -> u64 {
+    let ms = duration.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// The time `ms` milliseconds after the Unix epoch; `None` past what the system's
+/// time can hold.
+pub(crate) fn from_unix_millis(ms: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
 }
 
 #[cfg(test)]
@@ -121,9 +134,9 @@ mod tests {
         meta.validator = Some("\"e\"".into());
         assert_eq!(EntryMeta::decode(&meta.encode()), Some(meta.clone()));
         assert_eq!(EntryMeta::decode(b""), None);
-        assert_eq!(EntryMeta::decode(b"{\"version\":1}"), None);
-        assert_eq!(meta.expires, Some(meta.created + 9));
-        meta.version = 2;
+        assert_eq!(EntryMeta::decode(b"{\"version\":2}"), None);
+        assert_eq!(meta.expires_ms, Some(meta.created_ms + 9000));
+        meta.version = 1;
         assert_eq!(EntryMeta::decode(&meta.encode()), None);
     }
 }

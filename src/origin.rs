@@ -269,11 +269,18 @@ impl From<Bytes> for Fetched {
     }
 }
 
-impl From<Vec<u8>> for Fetched {
-    fn from(body: Vec<u8>) -> Self {
-        Fetched::from(Bytes::from(body))
-    }
+/// Bodies from owned and static bytes and text, as [`Bytes`] converts them.
+macro_rules! fetched_from_bytes {
+    ($($body:ty),*) => {$(
+        impl From<$body> for Fetched {
+            fn from(body: $body) -> Self {
+                Fetched::from(Bytes::from(body))
+            }
+        }
+    )*};
 }
+
+fetched_from_bytes!(Vec<u8>, String, &'static str, &'static [u8]);
 
 impl fmt::Debug for Fetched {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

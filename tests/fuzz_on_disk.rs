@@ -82,7 +82,7 @@ fn finding_reader_len_after_a_takeover() {
 fn finding_huge_size_in_metadata() {
     let mut data = vec![0];
     data.extend_from_slice(
-        br#"{"version":1,"key":"a","size":18446744073709551615,"created":1700000000,"sha256":"0000000000000000000000000000000000000000000000000000000000000000","validator":null,"content_type":null}"#,
+        br#"{"version":2,"key":"a","size":18446744073709551615,"created_ms":1700000000000,"sha256":"0000000000000000000000000000000000000000000000000000000000000000","validator":null,"content_type":null}"#,
     );
     harness::meta_file_checked(&data, Checks::ALL);
 }
