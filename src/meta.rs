@@ -102,7 +102,8 @@ pub(crate) fn note_read(path: &Path, last_read: SystemTime, now: SystemTime) {
 
 /// Milliseconds since the Unix epoch (0 before it, saturating far after it).
 pub(crate) fn unix_millis(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, millis)
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A duration in whole milliseconds, rounded up so a short time to live is never
