@@ -198,7 +198,7 @@ impl Cache {
             .await
     }
 
-    async fn get_from(
+    pub(crate) async fn get_from(
         &self,
         key: &str,
         origin: Option<Arc<dyn Origin>>,

@@ -113,8 +113,10 @@ mod origin;
 mod progress;
 mod reader;
 mod stats;
+mod storage;
 mod sys;
 mod values;
+mod write_behind;
 
 pub use builder::CacheBuilder;
 pub use cache::{Cache, GetOptions};
@@ -134,7 +136,11 @@ pub use origin::{HttpOrigin, HttpOriginBuilder};
 pub use origin::{S3Location, s3_store, s3_store_with};
 pub use reader::{ReadKind, Reader};
 pub use stats::Stats;
+#[cfg(feature = "object-store")]
+pub use storage::ObjectStoreStorage;
+pub use storage::Storage;
 pub use values::{Loaded, Values};
+pub use write_behind::{StorageEvent, WriteBehind};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

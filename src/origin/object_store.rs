@@ -93,7 +93,7 @@ impl Origin for ObjectStoreOrigin {
 }
 
 impl ObjectStoreOrigin {
-    async fn open(self, key: String, options: FetchOptions) -> Result<Fetched> {
+    pub(crate) async fn open(self, key: String, options: FetchOptions) -> Result<Fetched> {
         let location = Path::parse(&key).map_err(|e| store_error(&key, e))?;
         let ranged = GetOptions {
             range: (options.offset > 0).then_some(GetRange::Offset(options.offset)),
