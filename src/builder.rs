@@ -275,8 +275,10 @@ pub(crate) fn check_dirs(root: &Path, base: &Path, perms: Perms) -> Result<bool>
     let excludes =
         lock::locks_exclude(&tmp).map_err(|e| bad_dir(&tmp, "write and lock a file in", e))?;
     let probe = store.join(".probe");
-    sys::write_atomic(&tmp, &probe, b"probe", std::time::SystemTime::now(), false, perms)
-        .and_then(|()| std::fs::remove_file(&probe))
+    let now = std::time::SystemTime::now();
+    // Processes opening the cache at once share the probe: another may remove it first.
+    sys::write_atomic(&tmp, &probe, b"probe", now, false, perms)
+        .and_then(|()| maintenance::remove_if_there(&probe).map(drop))
         .map_err(|e| bad_dir(&store, "write a file into", e))?;
     Ok(excludes)
 }

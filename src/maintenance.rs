@@ -270,7 +270,8 @@ fn abandoned(part: &Path, stale_after: Duration, locking: Locking) -> io::Result
     })
 }
 
-fn remove_if_there(path: &Path) -> io::Result<bool> {
+/// Removes the file at `path`; returns whether it was there.
+pub(crate) fn remove_if_there(path: &Path) -> io::Result<bool> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
