@@ -58,7 +58,9 @@ pub trait Layout: Send + Sync + 'static {
 pub struct ShardedLayout;
 
 impl ShardedLayout {
-    fn split(key: &str) -> (String, String) {
+    /// The shard folder and file name of `key`: its SHA-256 in hex, and that hex's
+    /// first two characters.
+    pub(crate) fn split(key: &str) -> (String, String) {
         let name = hex::encode(Sha256::digest(key.as_bytes()));
         (name[..2].to_owned(), name)
     }

@@ -66,6 +66,8 @@
 //! <dir>/v1/tmp/ab/<sha256(key)>.<random>.part   a fill in progress
 //! <dir>/v1/tmp/break.lock                breakers of stale locks take turns here
 //! <dir>/v1/ledger                        the bytes stored, for the size bound
+//! <dir>/v1/records/ab/<sha256(id)>       an idempotency record: a JSON header line,
+//!                                        then its data; changes lock records/guard
 //! ```
 //!
 //! Files are the owner's only (0600, directories 0700) unless the cache is
@@ -104,6 +106,7 @@ mod entry;
 mod error;
 mod fill;
 mod follow;
+mod idempotency;
 mod layout;
 mod lock;
 mod maintenance;
@@ -118,6 +121,7 @@ pub use builder::CacheBuilder;
 pub use cache::{Cache, GetOptions};
 pub use clock::{Clock, SystemClock};
 pub use error::{BoxError, Cause, Error, Result};
+pub use idempotency::{IdempotencyRecord, IdempotencyStore};
 pub use layout::{Layout, ShardedLayout};
 pub use maintenance::{CacheStatus, Corrupt, Entry, PrunePolicy, PruneReport, VerifyReport};
 #[cfg(feature = "object-store")]

@@ -257,6 +257,7 @@ pub(crate) fn write_atomic(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Hold {
     Exclusive,
+    #[allow(dead_code, reason = "nothing takes a shared guard yet")]
     Shared,
 }
 
