@@ -274,16 +274,12 @@ pub(crate) fn check_dirs(root: &Path, base: &Path, perms: Perms) -> Result<bool>
     }
     let excludes =
         lock::locks_exclude(&tmp).map_err(|e| bad_dir(&tmp, "write and lock a file in", e))?;
-    let probe = store.join(".probe");
-    sys::write_atomic(
-        &tmp,
-        &probe,
-        b"probe",
-        std::time::SystemTime::now(),
-        false,
-        perms,
-    )
-    .and_then(|()| std::fs::remove_file(&probe))
-    .map_err(|e| bad_dir(&store, "write a file into", e))?;
+    // A probe of this process's own, so processes opening the cache at once do not
+    // remove each other's.
+    tempfile::Builder::new()
+        .prefix(".probe.")
+        .tempfile_in(&store)
+        .and_then(|mut probe| std::io::Write::write_all(&mut probe, b"probe"))
+        .map_err(|e| bad_dir(&store, "write a file into", e))?;
     Ok(excludes)
 }

@@ -66,6 +66,10 @@
 //! <dir>/v1/tmp/ab/<sha256(key)>.<random>.part   a fill in progress
 //! <dir>/v1/tmp/break.lock                breakers of stale locks take turns here
 //! <dir>/v1/ledger                        the bytes stored, for the size bound
+//! <dir>/v1/records/ab/<sha256(id)>       an idempotency record: a JSON header line,
+//!                                        then its data; changes lock records/guard
+//! <dir>/v1/locks/ab/<sha256(name)>       a named lock: holder and expiry (JSON);
+//!                                        changes lock locks/guard
 //! ```
 //!
 //! Files are the owner's only (0600, directories 0700) unless the cache is
@@ -83,6 +87,20 @@
 //! The `v1` folder is the format version: a later format gets a folder of its own.
 //! [`Cache::path`] hands out a store path; stored files are only ever replaced by
 //! renaming a new file over them, never written in place.
+//!
+//! # Key-value interfaces
+//!
+//! The same directory serves programs used to other kinds of cache:
+//!
+//! - [`Values`]: save, load (with created, last-read and expiry times), destroy, list
+//!   and clear values by key, bytes, streams or serde values, with per-value TTLs and
+//!   named locks shared by every process ([`Values::lock`]).
+//! - [`IdempotencyStore`]: records for request de-duplication, inserted once per id
+//!   across processes, looked up, updated and pruned.
+//! - [`WriteBehind`]: a cache in front of a slower durable [`Storage`] (such as
+//!   [`ObjectStoreStorage`]); writes reach storage in the background, retried until
+//!   they land, and reads fall back to storage.
+//! - [`Cache::check`] says whether the directory can be used at all.
 //!
 //! # Failure modes and cancellation
 //!
@@ -104,6 +122,7 @@ mod entry;
 mod error;
 mod fill;
 mod follow;
+mod idempotency;
 mod layout;
 mod lock;
 mod maintenance;
@@ -122,6 +141,7 @@ pub use builder::CacheBuilder;
 pub use cache::{Cache, GetOptions};
 pub use clock::{Clock, SystemClock};
 pub use error::{BoxError, Cause, Error, Result};
+pub use idempotency::{IdempotencyRecord, IdempotencyStore};
 pub use layout::{Layout, ShardedLayout};
 pub use maintenance::{CacheStatus, Corrupt, Entry, PrunePolicy, PruneReport, VerifyReport};
 pub use named_lock::HeldLock;

@@ -1,7 +1,8 @@
 //! Looking after a cache directory: listing its entries, its status, pruning it and
-//! verifying it. These walk the whole format folder, so they work for any layout,
-//! and they cost a read of every metadata file: they are for tools and schedules, not
-//! for the read path.
+//! verifying it. These walk the whole format folder (all but the idempotency
+//! records and the named locks, which are not the store's), so they work for any layout, and they cost
+//! a read of every metadata file: they are for tools and schedules, not for the read
+//! path.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -12,9 +13,11 @@ use sha2::{Digest, Sha256};
 use crate::budget;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
+use crate::idempotency::RECORDS_DIR;
 use crate::layout::TMP_SUFFIX;
 use crate::lock::{self, BREAK_GUARD, LockState, Locking};
 use crate::meta::EntryMeta;
+use crate::named_lock::LOCKS_DIR;
 use crate::progress::blocking;
 use crate::sys::{self, FileId};
 
@@ -144,7 +147,8 @@ struct Files {
 /// The largest metadata file read; a key may be long, but not this long.
 const MAX_META: u64 = 4 << 20;
 
-fn walk(dir: &Path, files: &mut Files) -> io::Result<()> {
+/// Sorts the files under `dir` into `files`, passing over the folder `skip`.
+fn walk(dir: &Path, skip: &[PathBuf], files: &mut Files) -> io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -155,7 +159,9 @@ fn walk(dir: &Path, files: &mut Files) -> io::Result<()> {
         let kind = entry.file_type()?;
         let path = entry.path();
         if kind.is_dir() {
-            walk(&path, files)?;
+            if !skip.contains(&path) {
+                walk(&path, skip, files)?;
+            }
         } else if kind.is_file() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
@@ -392,9 +398,12 @@ impl Cache {
     }
 }
 
+/// The files of the blob store under `base`; the idempotency records and the named
+/// locks are not its.
 fn scan(base: &Path) -> io::Result<Files> {
     let mut files = Files::default();
-    walk(base, &mut files)?;
+    let skip = [base.join(RECORDS_DIR), base.join(LOCKS_DIR)];
+    walk(base, &skip, &mut files)?;
     Ok(files)
 }
 

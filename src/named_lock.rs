@@ -20,7 +20,7 @@ use crate::meta::{from_unix_millis, millis, unix_millis};
 use crate::sys::{self, Hold, Perms};
 
 /// The folder of the lock files, under the format folder.
-const LOCKS_DIR: &str = "locks";
+pub(crate) const LOCKS_DIR: &str = "locks";
 /// The format version written into every lock file.
 const LOCK_VERSION: u32 = 1;
 /// The largest lock file read; names may be long, but not this long.

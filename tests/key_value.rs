@@ -278,6 +278,10 @@ async fn locks_are_exclusive_not_reentrant_and_guard_their_key() {
     assert_eq!((held[0].name.as_str(), held[0].mine), ("doc", false));
     assert_eq!(held[0].expires, to_millis(now_of(&clock)) + MINUTE);
     assert!(a.locks().await.unwrap()[0].mine);
+    // Lock files are not the store's: maintenance does not see them.
+    let report = a.cache().verify().await.unwrap();
+    assert!(report.unverifiable.is_empty(), "{report:?}");
+    assert_eq!(a.cache().status().await.unwrap().entries, 1);
 
     assert!(a.unlock("doc").await.unwrap());
     assert!(!a.unlock("doc").await.unwrap());
