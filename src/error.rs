@@ -170,7 +170,8 @@ pub enum Error {
         reason: String,
     },
 
-    /// A builder setting cannot work.
+    /// A setting or an argument cannot work: a zero timeout or TTL, data over a size
+    /// limit. The text says which.
     #[error("invalid setting: {0}")]
     InvalidSetting(&'static str),
 
