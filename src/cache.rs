@@ -490,7 +490,9 @@ impl Cache {
             }
         };
         let mut stored = stored;
+        // An expired entry served while it is refreshed keeps its expiry.
         if extend
+            && !stale
             && let Some(expires) = stored.extended_expiry(now)
             && let Some(meta) = &stored.meta
         {

@@ -60,8 +60,14 @@ impl EntryMeta {
 
     /// Parses a metadata file; `None` for anything malformed or of another version.
     pub(crate) fn decode(data: &[u8]) -> Option<Self> {
-        let meta: EntryMeta = serde_json::from_slice(data).ok()?;
-        (meta.version == META_VERSION).then_some(meta)
+        let value: serde_json::Value = serde_json::from_slice(data).ok()?;
+        match value.get("version")?.as_u64()? {
+            2 => serde_json::from_value(value).ok(),
+            1 => serde_json::from_value::<EntryMetaV1>(value)
+                .ok()
+                .map(EntryMetaV1::upgrade),
+            _ => None,
+        }
     }
 
     /// Writes this metadata atomically to `path`, through a tmp file in `tmp_dir`,
@@ -75,6 +81,39 @@ impl EntryMeta {
         perms: Perms,
     ) -> std::io::Result<()> {
         crate::sys::write_atomic(tmp_dir, path, &self.encode(), now, durable, perms)
+    }
+}
+
+/// Metadata as version 1 wrote it: times in whole seconds. Read so a cache written
+/// by an older build keeps its entries.
+#[derive(Deserialize)]
+struct EntryMetaV1 {
+    key: String,
+    size: u64,
+    created: u64,
+    #[serde(default)]
+    expires: Option<u64>,
+    #[serde(default)]
+    ttl: Option<u64>,
+    sha256: String,
+    validator: Option<String>,
+    content_type: Option<String>,
+}
+
+impl EntryMetaV1 {
+    fn upgrade(self) -> EntryMeta {
+        let ms = |secs: u64| secs.saturating_mul(1000);
+        EntryMeta {
+            version: META_VERSION,
+            key: self.key,
+            size: self.size,
+            created_ms: ms(self.created),
+            expires_ms: self.expires.map(ms),
+            ttl_ms: self.ttl.map(ms),
+            sha256: self.sha256,
+            validator: self.validator,
+            content_type: self.content_type,
+        }
     }
 }
 
@@ -137,7 +176,19 @@ mod tests {
         assert_eq!(EntryMeta::decode(b""), None);
         assert_eq!(EntryMeta::decode(b"{\"version\":2}"), None);
         assert_eq!(meta.expires_ms, Some(meta.created_ms + 9000));
-        meta.version = 1;
+        meta.version = 3;
         assert_eq!(EntryMeta::decode(&meta.encode()), None);
+    }
+
+    #[test]
+    fn reads_the_first_version_in_seconds() {
+        let v1 = br#"{"version":1,"key":"k","size":3,"created":1700000000,"expires":1700000060,"ttl":60,"sha256":"ab","validator":null,"content_type":"text/plain"}"#;
+        let meta = EntryMeta::decode(v1).unwrap();
+        assert_eq!(meta.version, META_VERSION);
+        assert_eq!(meta.created_ms, 1_700_000_000_000);
+        assert_eq!(meta.expires_ms, Some(1_700_000_060_000));
+        assert_eq!(meta.ttl_ms, Some(60_000));
+        assert_eq!(meta.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(EntryMeta::decode(&v1[..v1.len() - 1]), None);
     }
 }

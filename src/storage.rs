@@ -58,6 +58,14 @@ pub trait Storage: Send + Sync + 'static {
     /// Removes `key`; removing a key that is not there succeeds.
     fn delete(&self, key: &str) -> BoxFuture<'static, Result<(), BoxError>>;
 
+    /// Whether storage can ever hold `key`: a key it refuses is refused at once by
+    /// [`WriteBehind::set`](crate::WriteBehind::set), instead of being retried in the
+    /// background forever. The default takes every key.
+    fn accepts(&self, key: &str) -> Result<(), BoxError> {
+        let _ = key;
+        Ok(())
+    }
+
     /// Whether storage can be reached now. The default says yes.
     fn check(&self) -> BoxFuture<'static, Result<(), BoxError>> {
         Box::pin(async { Ok(()) })
@@ -73,6 +81,9 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     }
     fn delete(&self, key: &str) -> BoxFuture<'static, Result<(), BoxError>> {
         (**self).delete(key)
+    }
+    fn accepts(&self, key: &str) -> Result<(), BoxError> {
+        (**self).accepts(key)
     }
     fn check(&self) -> BoxFuture<'static, Result<(), BoxError>> {
         (**self).check()

@@ -214,29 +214,48 @@ impl WriteBehind {
         }
     }
 
-    /// Stores `value` under `key` in the cache, then queues it for storage and
-    /// returns. Reads see it at once, in every process on the cache directory.
+    /// Queues `value` for storage under `key`, stores it in the cache, and returns.
+    /// Reads see it at once, in every process on the cache directory.
     ///
     /// # Errors
-    /// [`Error::InvalidKey`], or a local I/O error storing it in the cache; then
-    /// nothing is queued.
+    /// [`Error::InvalidKey`], or [`Error::Storage`] (op "accept") for a key storage
+    /// refuses ([`Storage::accepts`]); then nothing is written. A local I/O error
+    /// storing it in the cache; the value is still queued for storage and read from
+    /// the queue until storage has it.
     ///
     /// # Cancellation
-    /// Dropping the future may leave the value in the cache without queuing it for
-    /// storage; await it to be sure.
+    /// The value is queued before the first await, so once called it reaches storage
+    /// even if the future is dropped.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = readthrough::Cache::builder(dir.path()).build().await?;
+    /// # let store = std::sync::Arc::new(object_store::memory::InMemory::new());
+    /// let values = readthrough::WriteBehind::new(&cache, readthrough::ObjectStoreStorage::new(store));
+    /// values.set("a/b", "v").await?;
+    /// assert!(values.set("a//b", "v").await.is_err(), "not an object path");
+    /// # Ok(()) }
+    /// ```
     pub async fn set(&self, key: &str, value: impl Into<Bytes>) -> Result<()> {
         let value = value.into();
         let shared = &self.handle.0;
-        shared.cache.put(key, Fetched::from(value.clone())).await?;
-        shared.enqueue(key, Op::Set(value));
+        shared.admit(key)?;
+        shared.enqueue(key, Op::Set(value.clone()));
+        shared.cache.put(key, Fetched::from(value)).await?;
         Ok(())
     }
 
-    /// Removes `key` from the cache, then queues its removal from storage. Reads see
-    /// it gone at once (in other processes, once storage has it gone too).
+    /// Queues the removal of `key` from storage and removes it from the cache. Reads
+    /// in this process see it gone at once. A read in another process before storage
+    /// has removed it may copy the old value from storage into the cache again; the
+    /// background writer removes it from the cache once more when storage confirms.
     ///
     /// # Errors
-    /// [`Error::InvalidKey`], or a local I/O error; then nothing is queued.
+    /// As [`set`](Self::set).
+    ///
+    /// # Cancellation
+    /// As [`set`](Self::set): once called, the removal reaches storage.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
@@ -251,8 +270,9 @@ impl WriteBehind {
     /// ```
     pub async fn delete(&self, key: &str) -> Result<()> {
         let shared = &self.handle.0;
-        shared.cache.remove(key).await?;
+        shared.admit(key)?;
         shared.enqueue(key, Op::Delete);
+        shared.cache.remove(key).await?;
         Ok(())
     }
 
@@ -370,6 +390,14 @@ impl Shared {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Checks that both the cache and storage take `key`.
+    fn admit(&self, key: &str) -> Result<()> {
+        self.cache.paths(key)?;
+        self.storage
+            .accepts(key)
+            .map_err(|e| storage_error("accept", key, e))
+    }
+
     fn enqueue(&self, key: &str, op: Op) {
         let mut queue = self.lock_queue();
         queue.next += 1;
@@ -386,17 +414,22 @@ impl Shared {
         self.wake.notify_one();
     }
 
+    /// Whether `write` is still the latest of `key`.
+    fn is_latest(&self, key: &str, write: &Write) -> bool {
+        self.lock_queue()
+            .writes
+            .get(key)
+            .is_some_and(|current| current.id == write.id)
+    }
+
     /// Records that `write` of `key` reached storage: it leaves the queue unless a
     /// newer write of the key replaced it meanwhile. Returns how often it had failed,
     /// when it had.
     fn written(&self, key: &str, write: &Write) -> Option<u32> {
         let mut queue = self.lock_queue();
-        let failures = queue.writes.get(key).map_or(0, |current| current.failures);
-        if queue
-            .writes
-            .get(key)
-            .is_some_and(|current| current.id == write.id)
-        {
+        let current = queue.writes.get(key);
+        let failures = current.map_or(0, |current| current.failures);
+        if current.is_some_and(|current| current.id == write.id) {
             queue.writes.remove(key);
             queue.order.pop_front();
         }
@@ -458,6 +491,12 @@ async fn write_back(shared: Arc<Shared>) {
         match result {
             Ok(()) => {
                 failures_in_a_row = 0;
+                if matches!(write.op, Op::Delete) && shared.is_latest(&key, &write) {
+                    // A read elsewhere may have copied the old value back meanwhile.
+                    if let Err(error) = shared.cache.remove(&key).await {
+                        tracing::warn!(%key, %error, "could not remove a deleted key from the cache");
+                    }
+                }
                 if let Some(failures) = shared.written(&key, &write) {
                     tracing::info!(%key, op, failures, "a background write reached storage");
                     let _ = shared

@@ -53,11 +53,17 @@ impl Storage for Switchable {
     }
     fn set(&self, key: &str, value: Bytes) -> BoxFuture<'static, Result<(), BoxError>> {
         self.writes.fetch_add(1, Ordering::SeqCst);
+        if key.starts_with("poison/") {
+            return Box::pin(async { Err("storage refuses this one".into()) });
+        }
         self.refuse().unwrap_or_else(|| self.inner.set(key, value))
     }
     fn delete(&self, key: &str) -> BoxFuture<'static, Result<(), BoxError>> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.refuse().unwrap_or_else(|| self.inner.delete(key))
+    }
+    fn accepts(&self, key: &str) -> Result<(), BoxError> {
+        self.inner.accepts(key)
     }
     fn check(&self) -> BoxFuture<'static, Result<(), BoxError>> {
         self.refuse().unwrap_or_else(|| self.inner.check())
@@ -318,23 +324,57 @@ async fn object_store_storage_on_local_files() {
     values.flush().await;
     assert!(!root.path().join("dir/file.bin").exists());
 
-    // A key that is not an object path: the cache takes it, storage refuses it by
-    // name, and other writes are not held up behind it.
-    let mut events = values.subscribe();
-    values.set("bad//key", "x").await.unwrap();
-    values.set("good", "y").await.unwrap();
-    match next_event(&mut events).await {
-        StorageEvent::WriteFailed { key, error, .. } => {
-            assert_eq!(key, "bad//key");
-            assert!(error.to_string().contains("bad//key"), "{error}");
+    // A key that is not an object path is refused at once, and nothing is written.
+    let err = values.set("bad//key", "x").await.unwrap_err();
+    assert!(matches!(err, Error::Storage { op: "accept", .. }), "{err}");
+    assert!(err.to_string().contains("bad//key"), "{err}");
+    assert!(cache.read("bad//key").await.unwrap().is_none());
+    assert_eq!(values.backlog(), 0);
+}
+
+#[tokio::test]
+async fn a_key_storage_keeps_refusing_does_not_hold_up_the_others() {
+    let s = setup().await;
+    let mut events = s.values.subscribe();
+    s.values.set("poison/1", "x").await.unwrap();
+    s.values.set("fine/1", "y").await.unwrap();
+    s.values.set("fine/2", "z").await.unwrap();
+    let mut refused = 0;
+    while in_bucket(&s.bucket, "fine/2").await.is_none() {
+        if let StorageEvent::WriteFailed { key, .. } = next_event(&mut events).await {
+            assert_eq!(key, "poison/1");
+            refused += 1;
         }
-        other => panic!("unexpected {other:?}"),
     }
-    loop {
-        if root.path().join("good").exists() {
-            break;
-        }
-        let _ = next_event(&mut events).await;
-    }
-    assert_eq!(std::fs::read(root.path().join("good")).unwrap(), b"y");
+    assert!(refused >= 1);
+    assert_eq!(in_bucket(&s.bucket, "fine/1").await.unwrap(), "y");
+    assert_eq!(s.values.backlog(), 1, "the refused write is kept");
+    assert_eq!(value(&s.values, "poison/1").await.unwrap(), "x");
+}
+
+#[tokio::test]
+async fn a_value_copied_back_before_a_delete_landed_is_removed_when_it_lands() {
+    let s = setup().await;
+    s.values.set("k", "old").await.unwrap();
+    s.values.flush().await;
+    s.storage.set_down(true);
+    s.values.delete("k").await.unwrap();
+    // Another process reads k from storage before the delete lands and caches it.
+    s.cache.put("k", Fetched::from("old")).await.unwrap();
+    s.storage.set_down(false);
+    s.values.flush().await;
+    assert_eq!(in_bucket(&s.bucket, "k").await, None);
+    assert!(s.cache.read("k").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_dropped_set_still_reaches_storage() {
+    let s = setup().await;
+    // Polled once and dropped: the value was queued before the first await.
+    let set = s.values.set("k", "v");
+    futures::pin_mut!(set);
+    let _ = futures::poll!(&mut set);
+    drop(set);
+    s.values.flush().await;
+    assert_eq!(in_bucket(&s.bucket, "k").await.unwrap(), "v");
 }

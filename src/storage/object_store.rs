@@ -17,8 +17,8 @@ use crate::storage::Storage;
 ///
 /// Reads stream through an [`ObjectStoreOrigin`], so a read that breaks off resumes
 /// where it stopped if the object is unchanged. Keys must be valid object paths
-/// (`a/b.json`, not `a//b` or `/a`); any other key fails its operation with an error
-/// that names it.
+/// (`a/b.json`, not `a//b` or `/a`); [`WriteBehind::set`](crate::WriteBehind::set)
+/// refuses any other key at once.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
@@ -91,6 +91,12 @@ impl Storage for ObjectStoreStorage {
                 Err(e) => Err(e.into()),
             }
         })
+    }
+
+    /// Keys must be valid object paths.
+    fn accepts(&self, key: &str) -> Result<(), BoxError> {
+        Path::parse(key)?;
+        Ok(())
     }
 
     /// Asks for an object that need not exist: an answer, found or not, means the
