@@ -371,10 +371,11 @@ async fn a_value_copied_back_before_a_delete_landed_is_removed_when_it_lands() {
 async fn a_dropped_set_still_reaches_storage() {
     let s = setup().await;
     // Polled once and dropped: the value was queued before the first await.
-    let set = s.values.set("k", "v");
-    futures::pin_mut!(set);
-    let _ = futures::poll!(&mut set);
-    drop(set);
+    {
+        let set = s.values.set("k", "v");
+        futures::pin_mut!(set);
+        let _ = futures::poll!(&mut set);
+    }
     s.values.flush().await;
     assert_eq!(in_bucket(&s.bucket, "k").await.unwrap(), "v");
 }
