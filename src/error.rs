@@ -183,8 +183,11 @@ pub enum Error {
     },
 
     /// A custom [`Layout`](crate::Layout) returned a path that is not a plain relative
-    /// path inside the cache directory.
-    #[error("layout maps key {key:?} to {path}, which is not inside the cache directory")]
+    /// path inside the cache directory, or that is in a folder the cache keeps for
+    /// itself.
+    #[error(
+        "layout maps key {key:?} to {path}, which is not a plain path inside the cache directory's store"
+    )]
     LayoutEscape {
         /// The key.
         key: String,

@@ -33,7 +33,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,7 @@ use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::layout::ShardedLayout;
+use crate::meta::{self, unix_millis};
 use crate::progress::blocking;
 use crate::sys::{self, Hold, Perms};
 
@@ -601,11 +602,11 @@ impl Records {
     /// may not read); returns how many. Call it holding the guard.
     fn prune(&self) -> io::Result<u64> {
         let mut removed = 0;
-        for shard in list(&self.dir())? {
+        for shard in sys::read_dir_if_there(&self.dir())? {
             if !shard.file_type()?.is_dir() {
                 continue;
             }
-            for entry in list(&shard.path())? {
+            for entry in sys::read_dir_if_there(&shard.path())? {
                 if entry.file_type()?.is_dir() {
                     continue;
                 }
@@ -647,15 +648,6 @@ impl Records {
     }
 }
 
-/// The entries of the folder `dir`; none when it is missing.
-fn list(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => entries.collect(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
-}
-
 /// Refuses an id no record can have.
 fn check_id(id: &str) -> Result<()> {
     let reason = if id.is_empty() {
@@ -684,23 +676,16 @@ fn check(id: &str, fingerprint: &str, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch: 0 before it, `u64::MAX` past what fits.
-fn unix_millis(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// The time `ms` milliseconds after the Unix epoch. Every `u64` of milliseconds fits
 /// the Unix `SystemTime` (an `i64` of seconds); the epoch stands in if one did not.
 fn from_unix_millis(ms: u64) -> SystemTime {
-    UNIX_EPOCH
-        .checked_add(Duration::from_millis(ms))
-        .unwrap_or(UNIX_EPOCH)
+    meta::from_unix_millis(ms).unwrap_or(UNIX_EPOCH)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn header(id: &str, len: u64) -> Header {
         Header {

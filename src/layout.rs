@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 ///
 /// Both paths are relative to the cache's format folder (`<root>/v1`). The cache
 /// checks every path a layout returns: it must be relative, non-empty and made only of
-/// plain names (no `..`, no root, no prefix), or the call fails with
+/// plain names (no `..`, no root, no prefix), and must not start with the folders
+/// the cache keeps for itself (`named-locks`, `records`), or the call fails with
 /// [`Error::LayoutEscape`]. Two keys must not map to the same paths, and no store path
 /// may be another's metadata path (`<store path>.meta`).
 ///
@@ -124,11 +125,22 @@ impl KeyPaths {
 /// The suffix of every tmp file name.
 pub(crate) const TMP_SUFFIX: &str = ".part";
 
+/// Folders of the format folder that are not the store's: a layout may not use them.
+const RESERVED: [&str; 2] = [
+    crate::named_lock::LOCKS_DIR,
+    crate::idempotency::RECORDS_DIR,
+];
+
 /// Checks that `path` is relative and made only of plain names, as written (the
-/// components of `a/b/.` hide its `.`).
+/// components of `a/b/.` hide its `.`), outside the folders the cache reserves.
 fn checked(key: &str, path: PathBuf) -> Result<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
-    let plain = !path.as_os_str().is_empty()
+    let reserved = path
+        .components()
+        .next()
+        .is_some_and(|first| RESERVED.iter().any(|r| first.as_os_str() == *r));
+    let plain = !reserved
+        && !path.as_os_str().is_empty()
         && path
             .as_os_str()
             .as_bytes()
@@ -175,6 +187,8 @@ mod tests {
             "a/./b",
             "a//b",
             "a/",
+            "records/ab/x",
+            "named-locks/x",
         ] {
             let err = KeyPaths::resolve(&Fixed(bad), base, "k").unwrap_err();
             assert!(

@@ -68,8 +68,8 @@
 //! <dir>/v1/ledger                        the bytes stored, for the size bound
 //! <dir>/v1/records/ab/<sha256(id)>       an idempotency record: a JSON header line,
 //!                                        then its data; changes lock records/guard
-//! <dir>/v1/locks/ab/<sha256(name)>       a named lock: holder and expiry (JSON);
-//!                                        changes lock locks/guard
+//! <dir>/v1/named-locks/ab/<sha256(name)> a named lock: holder and expiry (JSON);
+//!                                        changes lock named-locks/guard
 //! ```
 //!
 //! Files are the owner's only (0600, directories 0700) unless the cache is

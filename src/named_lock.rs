@@ -1,9 +1,9 @@
 //! Named locks with a time to live, shared by every process on a cache directory.
 //!
-//! A lock is a small file, `<dir>/v1/locks/<ab>/<sha256(name)>`, naming its holder
+//! A lock is a small file, `<dir>/v1/named-locks/<ab>/<sha256(name)>`, naming its holder
 //! and when it expires. It is replaced atomically, so a reader sees a whole record or
 //! none. Taking, releasing and expiring locks happen under the exclusive `flock` of
-//! `<dir>/v1/locks/guard`; a write of a key checks that key's lock under the shared
+//! `<dir>/v1/named-locks/guard`; a write of a key checks that key's lock under the shared
 //! one, so no lock can be taken between the check and the write. The OS drops a
 //! `flock` when its process dies, so a dead process never blocks the guard; a lock
 //! it held lives on until its time to live runs out.
@@ -11,16 +11,18 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::layout::ShardedLayout;
 use crate::meta::{from_unix_millis, millis, unix_millis};
 use crate::sys::{self, Hold, Perms};
 
 /// The folder of the lock files, under the format folder.
-pub(crate) const LOCKS_DIR: &str = "locks";
+pub(crate) const LOCKS_DIR: &str = "named-locks";
 /// The format version written into every lock file.
 const LOCK_VERSION: u32 = 1;
 /// The largest lock file read; names may be long, but not this long.
@@ -48,13 +50,16 @@ pub struct HeldLock {
 }
 
 /// The lock files of one cache directory, as seen by one holder.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Locks {
     dir: PathBuf,
     tmp: PathBuf,
     perms: Perms,
     durable: bool,
     holder: String,
+    /// Tells the time a lock is taken at and expiry is judged by, read once the
+    /// guard is held.
+    clock: Arc<dyn Clock>,
 }
 
 /// What a write of a key holds while it runs: the shared guard, so that no lock on the
@@ -64,13 +69,20 @@ pub(crate) struct WriteGuard(#[allow(dead_code, reason = "held for its flock")] 
 
 impl Locks {
     /// The locks under the format folder `base`, held as `holder`.
-    pub(crate) fn new(base: &Path, perms: Perms, durable: bool, holder: String) -> Self {
+    pub(crate) fn new(
+        base: &Path,
+        perms: Perms,
+        durable: bool,
+        holder: String,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Locks {
             dir: base.join(LOCKS_DIR),
             tmp: base.join("tmp"),
             perms,
             durable,
             holder,
+            clock,
         }
     }
 
@@ -79,10 +91,11 @@ impl Locks {
         &self.dir
     }
 
-    /// Takes the lock `name` for `ttl` from `now`, unless anyone (this holder too)
+    /// Takes the lock `name` for `ttl` from now, unless anyone (this holder too)
     /// holds it; returns whether it was taken.
-    pub(crate) fn lock(&self, name: &str, ttl: Duration, now: SystemTime) -> io::Result<bool> {
+    pub(crate) fn lock(&self, name: &str, ttl: Duration) -> io::Result<bool> {
         let _guard = self.guard(Hold::Exclusive)?;
+        let now = self.clock.now();
         let path = self.path_of(name);
         if self.live(&path, name, now)?.is_some() {
             return Ok(false);
@@ -103,8 +116,9 @@ impl Locks {
 
     /// Releases the lock `name` if this holder holds it; returns whether it did. An
     /// expired lock file of this holder is removed too, but does not count.
-    pub(crate) fn unlock(&self, name: &str, now: SystemTime) -> io::Result<bool> {
+    pub(crate) fn unlock(&self, name: &str) -> io::Result<bool> {
         let _guard = self.guard(Hold::Exclusive)?;
+        let now = self.clock.now();
         let path = self.path_of(name);
         let Some(record) = read_record(&path)?.filter(|r| r.name == name) else {
             return Ok(false);
@@ -116,38 +130,34 @@ impl Locks {
         Ok(record.expires_ms > unix_millis(now))
     }
 
-    /// Who holds `name` at `now`: `Some(true)` this holder, `Some(false)` another,
-    /// `None` nobody.
-    pub(crate) fn holder_of(&self, name: &str, now: SystemTime) -> io::Result<Option<bool>> {
+    /// Who holds `name` now: `Some(true)` this holder, `Some(false)` another, `None`
+    /// nobody.
+    pub(crate) fn holder_of(&self, name: &str) -> io::Result<Option<bool>> {
         Ok(self
-            .live(&self.path_of(name), name, now)?
+            .live(&self.path_of(name), name, self.clock.now())?
             .map(|record| record.holder == self.holder))
     }
 
     /// Takes the shared guard and checks that no other holder locks `name`; the guard
     /// keeps it so until dropped. `Ok(None)` when another holder has the lock.
-    pub(crate) fn write_guard(
-        &self,
-        name: &str,
-        now: SystemTime,
-    ) -> io::Result<Option<WriteGuard>> {
+    pub(crate) fn write_guard(&self, name: &str) -> io::Result<Option<WriteGuard>> {
         let guard = self.guard(Hold::Shared)?;
-        Ok(match self.holder_of(name, now)? {
+        Ok(match self.holder_of(name)? {
             Some(false) => None,
             _ => Some(WriteGuard(guard)),
         })
     }
 
-    /// The locks held at `now`, by name.
-    pub(crate) fn held(&self, now: SystemTime) -> io::Result<Vec<HeldLock>> {
+    /// The locks held now, by name.
+    pub(crate) fn held(&self) -> io::Result<Vec<HeldLock>> {
+        let now = self.clock.now();
         let mut held = Vec::new();
-        for shard in read_dir_if_there(&self.dir)? {
-            let shard = shard?;
+        for shard in sys::read_dir_if_there(&self.dir)? {
             if !shard.file_type()?.is_dir() {
                 continue;
             }
-            for file in read_dir_if_there(&shard.path())? {
-                let path = file?.path();
+            for file in sys::read_dir_if_there(&shard.path())? {
+                let path = file.path();
                 let Some(record) = read_record(&path)? else {
                     continue;
                 };
@@ -199,12 +209,4 @@ fn read_record(path: &Path) -> io::Result<Option<LockRecord>> {
     Ok(serde_json::from_slice::<LockRecord>(&data)
         .ok()
         .filter(|record| record.version == LOCK_VERSION))
-}
-
-fn read_dir_if_there(dir: &Path) -> io::Result<Vec<io::Result<std::fs::DirEntry>>> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => Ok(entries.collect()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
 }

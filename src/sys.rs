@@ -158,6 +158,15 @@ pub(crate) fn remove_if_there(path: &Path) -> io::Result<bool> {
     }
 }
 
+/// The entries of the folder `dir`; none when it is missing.
+pub(crate) fn read_dir_if_there(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Flushes a directory's entries (a rename into it) to stable storage.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -2,6 +2,8 @@
 //! named locks, for programs used to an application cache rather than a read-through
 //! one.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,7 +29,9 @@ const CHECK_EVERY: Duration = Duration::from_millis(20);
 /// serde value, and loaded back with when they were created, last read and expire.
 /// Each `Values` is one lock *holder*: a lock it takes is its own, and its clones
 /// share it. While a key is locked by another holder, [`save`](Self::save),
-/// [`destroy`](Self::destroy) and [`clear`](Self::clear) refuse to touch it.
+/// [`destroy`](Self::destroy) and [`clear`](Self::clear) refuse to touch it. Locks
+/// bind only calls through `Values`: [`Cache::put`], [`Cache::remove`], pruning and
+/// the size bound's eviction do not look at them.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
@@ -159,7 +163,13 @@ impl Values {
         let inner = &cache.inner;
         Values {
             cache: cache.clone(),
-            locks: Locks::new(&inner.base, inner.perms, inner.durable, new_holder()),
+            locks: Locks::new(
+                &inner.base,
+                inner.perms,
+                inner.durable,
+                new_holder(),
+                Arc::clone(&inner.clock),
+            ),
         }
     }
 
@@ -243,15 +253,17 @@ impl Values {
             Some(ttl) => body.with_ttl(ttl),
             None => body.never_expires(),
         };
-        let _guard = self.write_guard(key).await?;
-        let now = self.cache.inner.clock.now();
-        let new = self
-            .cache
-            .metadata(key)
-            .await?
-            .is_none_or(|entry| entry.expires.is_some_and(|at| at <= now));
-        self.cache.put(key, body).await?;
-        Ok(new)
+        let (cache, owned) = (self.cache.clone(), key.to_owned());
+        self.guarded(key, async move {
+            let now = cache.inner.clock.now();
+            let new = cache
+                .metadata(&owned)
+                .await?
+                .is_none_or(|entry| entry.expires.is_some_and(|at| at <= now));
+            cache.put(&owned, body).await?;
+            Ok(new)
+        })
+        .await
     }
 
     /// Loads the value of `key`: `None` when there is none or it has expired. The
@@ -324,8 +336,9 @@ impl Values {
     /// ```
     pub async fn destroy(&self, key: &str) -> Result<bool> {
         self.cache.paths(key)?;
-        let _guard = self.write_guard(key).await?;
-        self.cache.remove(key).await
+        let (cache, owned) = (self.cache.clone(), key.to_owned());
+        self.guarded(key, async move { cache.remove(&owned).await })
+            .await
     }
 
     /// The keys of the unexpired values whose key starts with `prefix` (all of them
@@ -435,8 +448,8 @@ impl Values {
                 "a lock TTL of zero would hold nothing",
             ));
         }
-        let (locks, name, now) = (self.locks.clone(), name.to_owned(), self.now());
-        blocking(move || locks.lock(&name, ttl, now))
+        let (locks, name) = (self.locks.clone(), name.to_owned());
+        blocking(move || locks.lock(&name, ttl))
             .await
             .map_err(|e| Error::io("take a lock in", self.locks.dir(), e))
     }
@@ -455,8 +468,8 @@ impl Values {
     /// ```
     pub async fn unlock(&self, name: &str) -> Result<bool> {
         check_name(name)?;
-        let (locks, name, now) = (self.locks.clone(), name.to_owned(), self.now());
-        blocking(move || locks.unlock(&name, now))
+        let (locks, name) = (self.locks.clone(), name.to_owned());
+        blocking(move || locks.unlock(&name))
             .await
             .map_err(|e| Error::io("release a lock in", self.locks.dir(), e))
     }
@@ -484,8 +497,8 @@ impl Values {
         check_name(name)?;
         let deadline = tokio::time::Instant::now().checked_add(wait);
         loop {
-            let (locks, owned, now) = (self.locks.clone(), name.to_owned(), self.now());
-            let held = blocking(move || locks.holder_of(&owned, now))
+            let (locks, owned) = (self.locks.clone(), name.to_owned());
+            let held = blocking(move || locks.holder_of(&owned))
                 .await
                 .map_err(|e| Error::io("read a lock in", self.locks.dir(), e))?
                 .is_some();
@@ -514,25 +527,37 @@ impl Values {
     /// # Ok(()) }
     /// ```
     pub async fn locks(&self) -> Result<Vec<HeldLock>> {
-        let (locks, now) = (self.locks.clone(), self.now());
-        blocking(move || locks.held(now))
+        let locks = self.locks.clone();
+        blocking(move || locks.held())
             .await
             .map_err(|e| Error::io("list the locks in", self.locks.dir(), e))
     }
 
-    /// Waits for the shared lock guard, refusing when another holder locks `key`.
-    async fn write_guard(&self, key: &str) -> Result<crate::named_lock::WriteGuard> {
-        let (locks, owned, now) = (self.locks.clone(), key.to_owned(), self.now());
-        blocking(move || locks.write_guard(&owned, now))
+    /// Runs `write` of `key` holding the shared lock guard, refused when another
+    /// holder locks `key`. The write runs in a task of its own that keeps the guard
+    /// until it ends, so dropping the caller's future cannot let a lock be taken while
+    /// the write is still landing.
+    async fn guarded<T, F>(&self, key: &str, write: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        let (locks, owned) = (self.locks.clone(), key.to_owned());
+        let guard = blocking(move || locks.write_guard(&owned))
             .await
             .map_err(|e| Error::io("check the lock of a key in", self.locks.dir(), e))?
             .ok_or_else(|| Error::Locked {
                 key: key.to_owned(),
-            })
-    }
-
-    fn now(&self) -> SystemTime {
-        self.cache.inner.clock.now()
+            })?;
+        tokio::spawn(async move {
+            let result = write.await;
+            drop(guard);
+            result
+        })
+        .await
+        .map_err(|_| Error::FillVanished {
+            key: key.to_owned(),
+        })?
     }
 }
 

@@ -317,7 +317,31 @@ async fn bad_lock_arguments_are_refused_by_name() {
     assert!(held[0].expires > SystemTime::now() + Duration::from_secs(100 * 365 * 24 * 3600));
 }
 
-#[tokio::test]
+/// Starts `b.check_lock(name, 600 s)` and returns it once it is seen waiting: it
+/// cannot end while the lock is held, so it must still be running after it has had
+/// the runtime's threads for a while.
+async fn waiting_check(
+    b: Values,
+    name: &'static str,
+) -> tokio::task::JoinHandle<readthrough::Result<bool>> {
+    let waiter = tokio::spawn(async move { b.check_lock(name, Duration::from_secs(600)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !waiter.is_finished(),
+        "check_lock waits while the lock is held"
+    );
+    waiter
+}
+
+async fn outcome(waiter: tokio::task::JoinHandle<readthrough::Result<bool>>) -> bool {
+    tokio::time::timeout(Duration::from_secs(60), waiter)
+        .await
+        .expect("the waiter sees the lock freed")
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_lock_waits_for_the_lock_to_be_released() {
     let dir = tempfile::tempdir().unwrap();
     let a = Values::new(&Cache::builder(dir.path()).build().await.unwrap());
@@ -331,14 +355,21 @@ async fn check_lock_waits_for_the_lock_to_be_released() {
             .unwrap()
     );
 
-    let waiter = tokio::spawn(async move { b.check_lock("job", Duration::from_secs(600)).await });
+    let waiter = waiting_check(b, "job").await;
     assert!(a.unlock("job").await.unwrap());
-    let held = tokio::time::timeout(Duration::from_secs(60), waiter)
-        .await
-        .expect("the waiter sees the release")
-        .unwrap()
-        .unwrap();
-    assert!(!held);
+    assert!(!outcome(waiter).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_lock_sees_a_lock_expire_while_it_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let a = values_with(dir.path(), &clock).await;
+    let b = Values::new(a.cache());
+    assert!(a.lock("job", MINUTE).await.unwrap());
+    let waiter = waiting_check(b, "job").await;
+    clock.advance(MINUTE);
+    assert!(!outcome(waiter).await);
 }
 
 #[tokio::test]
