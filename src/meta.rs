@@ -60,13 +60,12 @@ impl EntryMeta {
 
     /// Parses a metadata file; `None` for anything malformed or of another version.
     pub(crate) fn decode(data: &[u8]) -> Option<Self> {
-        let value: serde_json::Value = serde_json::from_slice(data).ok()?;
-        match value.get("version")?.as_u64()? {
-            2 => serde_json::from_value(value).ok(),
-            1 => serde_json::from_value::<EntryMetaV1>(value)
+        match serde_json::from_slice::<EntryMeta>(data) {
+            Ok(meta) => (meta.version == META_VERSION).then_some(meta),
+            Err(_) => serde_json::from_slice::<EntryMetaV1>(data)
                 .ok()
+                .filter(|old| old.version == 1)
                 .map(EntryMetaV1::upgrade),
-            _ => None,
         }
     }
 
@@ -88,6 +87,7 @@ impl EntryMeta {
 /// by an older build keeps its entries.
 #[derive(Deserialize)]
 struct EntryMetaV1 {
+    version: u32,
     key: String,
     size: u64,
     created: u64,

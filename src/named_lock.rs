@@ -37,6 +37,13 @@ struct LockRecord {
     expires_ms: u64,
 }
 
+impl LockRecord {
+    /// Whether the lock has not expired at `now`.
+    fn is_live(&self, now: SystemTime) -> bool {
+        self.expires_ms > unix_millis(now)
+    }
+}
+
 /// A lock someone holds now. Listed by [`Values::locks`](crate::Values::locks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -127,7 +134,7 @@ impl Locks {
             return Ok(false);
         }
         sys::remove_if_there(&path)?;
-        Ok(record.expires_ms > unix_millis(now))
+        Ok(record.is_live(now))
     }
 
     /// Who holds `name` now: `Some(true)` this holder, `Some(false)` another, `None`
@@ -161,7 +168,7 @@ impl Locks {
                 let Some(record) = read_record(&path)? else {
                     continue;
                 };
-                if record.expires_ms <= unix_millis(now) || path != self.path_of(&record.name) {
+                if !record.is_live(now) || path != self.path_of(&record.name) {
                     continue;
                 }
                 held.push(HeldLock {
@@ -177,8 +184,7 @@ impl Locks {
 
     /// The record at `path` if it is the live lock `name` at `now`.
     fn live(&self, path: &Path, name: &str, now: SystemTime) -> io::Result<Option<LockRecord>> {
-        Ok(read_record(path)?
-            .filter(|record| record.name == name && record.expires_ms > unix_millis(now)))
+        Ok(read_record(path)?.filter(|record| record.name == name && record.is_live(now)))
     }
 
     fn guard(&self, hold: Hold) -> io::Result<File> {

@@ -69,17 +69,7 @@ async fn empty_keys_and_bodies() {
     ] {
         assert!(matches!(err, Error::InvalidKey { .. }), "{err:?}");
     }
-    assert_eq!(
-        cache
-            .get("zero")
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(common::fetch_all(&cache, "zero").await.len(), 0);
     let hit = cache.get("zero").await.unwrap();
     assert_eq!((hit.kind(), hit.len()), (ReadKind::Hit, Some(0)));
 }
@@ -113,17 +103,7 @@ async fn a_body_stream_that_panics_is_an_error_and_stores_nothing() {
     };
     assert!(matches!(err, Error::OriginPanicked { .. }), "{err:?}");
     assert!(!cache.contains("boom").await.unwrap());
-    assert_eq!(
-        cache
-            .read("kept")
-            .await
-            .unwrap()
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-        "safe"
-    );
+    assert_eq!(common::stored(&cache, "kept").await.unwrap(), "safe");
 }
 
 #[tokio::test]

@@ -241,17 +241,7 @@ async fn get_with_and_explicit_calls() {
     assert_eq!(reader.kind(), ReadKind::Led);
     assert_eq!(reader.bytes().await.unwrap(), "k!");
     assert!(cache.contains("k").await.unwrap());
-    assert_eq!(
-        cache
-            .read("k")
-            .await
-            .unwrap()
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-        "k!"
-    );
+    assert_eq!(common::stored(&cache, "k").await.unwrap(), "k!");
     assert_eq!(
         cache
             .put("k", readthrough::Fetched::from(b"replaced".to_vec()))

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::ManualClock;
-use readthrough::{Cache, Error, GetOptions, Values};
+use readthrough::{Cache, Clock, Error, GetOptions, Values};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -37,10 +37,6 @@ async fn text(values: &Values, key: &str) -> Option<String> {
 fn to_millis(time: SystemTime) -> SystemTime {
     let ms = time.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-fn now_of(clock: &ManualClock) -> SystemTime {
-    readthrough::Clock::now(clock)
 }
 
 // The plugin-style blob cache.
@@ -154,7 +150,7 @@ async fn load_gives_the_times_and_can_extend_the_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     let values = values_with(dir.path(), &clock).await;
-    let saved_at = to_millis(now_of(&clock));
+    let saved_at = to_millis(clock.now());
     values
         .save_json("session", &("ada", 7), Some(10 * MINUTE))
         .await
@@ -172,7 +168,7 @@ async fn load_gives_the_times_and_can_extend_the_ttl() {
     assert_eq!(first.value, ("ada".to_owned(), 7));
 
     clock.advance(2 * MINUTE);
-    let read_at = to_millis(now_of(&clock));
+    let read_at = to_millis(clock.now());
     let extended = values
         .load_opts("session", &GetOptions::default().extend_expiry())
         .await
@@ -276,7 +272,7 @@ async fn locks_are_exclusive_not_reentrant_and_guard_their_key() {
     let held = b.locks().await.unwrap();
     assert_eq!(held.len(), 1);
     assert_eq!((held[0].name.as_str(), held[0].mine), ("doc", false));
-    assert_eq!(held[0].expires, to_millis(now_of(&clock)) + MINUTE);
+    assert_eq!(held[0].expires, to_millis(clock.now()) + MINUTE);
     assert!(a.locks().await.unwrap()[0].mine);
     // Lock files are not the store's: maintenance does not see them.
     let report = a.cache().verify().await.unwrap();

@@ -178,6 +178,16 @@ pub async fn cache(dir: &std::path::Path, origin: impl Origin) -> Cache {
         .expect("open the cache")
 }
 
+/// Reads `key` through the cache's origin, whole.
+pub async fn fetch_all(cache: &Cache, key: &str) -> Bytes {
+    cache.get(key).await.unwrap().bytes().await.unwrap()
+}
+
+/// The stored body of `key`, whole; `None` when nothing servable is stored.
+pub async fn stored(cache: &Cache, key: &str) -> Option<Bytes> {
+    Some(cache.read(key).await.unwrap()?.bytes().await.unwrap())
+}
+
 /// The names of the files under `dir`, recursively, sorted.
 pub fn files_under(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
