@@ -27,7 +27,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -630,14 +630,7 @@ impl Fleet {
         } else {
             String::new()
         };
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "chaos_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = common::child_test("chaos_child")
             .env("CHAOS_DIR", &self.dir)
             .env("CHAOS_BASE", &self.base)
             .env(

@@ -10,7 +10,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::ManualClock;
@@ -315,9 +315,7 @@ fn one_of_many_processes_inserting_one_id_wins() {
     let dir = tempfile::tempdir().unwrap();
     let mut children: Vec<_> = (0..CHILDREN)
         .map(|n| {
-            Command::new(std::env::current_exe().unwrap())
-                .args(["--ignored", "--exact", "child_insert", "--nocapture"])
-                .args(["--test-threads=1"])
+            common::child_test("child_insert")
                 .env("RT_DIR", dir.path())
                 .env("RT_CHILD", n.to_string())
                 .stdin(Stdio::piped())

@@ -9,7 +9,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::ManualClock;
@@ -398,14 +398,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(dir: &Path, role: &str) -> Proc {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "child_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = common::child_test("child_process")
             .env("RT_DIR", dir)
             .env("RT_ROLE", role)
             .stdin(Stdio::piped())

@@ -334,8 +334,7 @@ async fn the_size_bound_holds_with_several_processes_filling_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let children: Vec<_> = (0..4)
         .map(|i| {
-            std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--ignored", "--exact", "eviction_child", "--test-threads=1"])
+            common::child_test("eviction_child")
                 .env("RT_DIR", dir.path())
                 .env("RT_CHILD", i.to_string())
                 .stdout(std::process::Stdio::null())

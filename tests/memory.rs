@@ -5,7 +5,8 @@
 //! --exact child_process`), so other tests' memory does not count; the child reports
 //! its peak (`VmHWM`) less its resident memory before the readers started.
 
-use std::process::Command;
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -29,14 +30,7 @@ fn status_kib(field: &str) -> u64 {
 
 fn growth_in_child(mode: &str) -> u64 {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let out = common::child_test("child_process")
         .env("RT_DIR", dir.path())
         .env("RT_MODE", mode)
         .output()

@@ -10,7 +10,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -67,14 +67,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(job: &Job) -> Proc {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "child_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = common::child_test("child_process")
             .env("RT_DIR", &job.dir)
             .env("RT_KEY", job.key)
             .env("RT_DELAY_MS", job.delay_ms.to_string())

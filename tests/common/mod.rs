@@ -178,6 +178,20 @@ pub async fn cache(dir: &std::path::Path, origin: impl Origin) -> Cache {
         .expect("open the cache")
 }
 
+/// This test executable, to be run as a child process that runs only the ignored
+/// test `name` (a test in a child role), its output not captured.
+pub fn child_test(name: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.args([
+        "--ignored",
+        "--exact",
+        name,
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    command
+}
+
 /// Reads `key` through the cache's origin, whole.
 pub async fn fetch_all(cache: &Cache, key: &str) -> Bytes {
     cache.get(key).await.unwrap().bytes().await.unwrap()
