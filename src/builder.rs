@@ -12,7 +12,7 @@ use crate::cache::{Cache, Inner};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Cause, Error, Result};
 use crate::layout::{Layout, ShardedLayout};
-use crate::lock::{self, Locking};
+use crate::lock::{self, BREAK_GUARD, LockSite, Locking};
 use crate::maintenance;
 use crate::origin::Origin;
 use crate::progress::blocking;
@@ -201,15 +201,20 @@ impl CacheBuilder {
         let locking = blocking(move || Ok(open_dirs(&root, &base, want_locks, perms)))
             .await
             .map_err(|e| bad_dir(&self.root, "reach", e))??;
+        let base = self.root.join(FORMAT_DIR);
         Ok(Cache {
             inner: Arc::new(Inner {
-                base: self.root.join(FORMAT_DIR),
+                base: base.clone(),
                 root: self.root,
                 layout: self.layout,
                 origin: self.origin,
                 stale_after: self.stale_after,
                 durable: self.durable,
-                locking,
+                locks: LockSite {
+                    locking,
+                    perms,
+                    guard: base.join("tmp").join(BREAK_GUARD),
+                },
                 clock: self.clock,
                 default_ttl: self.default_ttl,
                 max_bytes: self.max_bytes,
@@ -244,6 +249,13 @@ fn open_dirs(root: &Path, base: &Path, want_locks: bool, perms: Perms) -> Result
             .fold(0u64, |sum, e| sum.saturating_add(e.size));
         budget::start(base, total, perms).map_err(|e| bad_dir(base, "write the ledger in", e))?;
     }
+    // The guard of lock changes, made here with the cache's modes.
+    let guard = base.join("tmp").join(BREAK_GUARD);
+    perms
+        .create()
+        .open(&guard)
+        .map(|file| perms.fix(&file))
+        .map_err(|e| bad_dir(&guard, "create", e))?;
     if !want_locks {
         return Ok(Locking::Disabled);
     }

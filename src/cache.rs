@@ -19,7 +19,7 @@ use crate::entry::{self, Standing, Stored};
 use crate::error::{BoxError, Error, Result};
 use crate::fill::{self, Mode};
 use crate::layout::{KeyPaths, Layout};
-use crate::lock::Locking;
+use crate::lock::{self, Attempt, LockSite};
 use crate::maintenance::{self, Entry};
 use crate::meta::{self, EntryMeta};
 use crate::origin::{FetchOptions, Fetched, Origin, origin_fn};
@@ -61,7 +61,7 @@ pub(crate) struct Inner {
     pub(crate) origin: Option<Arc<dyn Origin>>,
     pub(crate) stale_after: Duration,
     pub(crate) durable: bool,
-    pub(crate) locking: Locking,
+    pub(crate) locks: LockSite,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) max_bytes: Option<u64>,
@@ -78,11 +78,6 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// The lock that breakers of stale fill locks take turns through.
-    pub(crate) fn break_guard(&self) -> PathBuf {
-        self.base.join("tmp").join(crate::lock::BREAK_GUARD)
-    }
-
     /// Removes a fill from the map of running fills, if it is still the one there.
     pub(crate) fn forget(&self, fill: &Arc<Fill>) {
         let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
@@ -494,22 +489,55 @@ impl Cache {
         if extend
             && !stale
             && let Some(expires) = stored.extended_expiry(now)
-            && let Some(meta) = &stored.meta
         {
-            let mut extended = EntryMeta::clone(meta);
-            extended.expires_ms = Some(expires);
-            let perms = self.inner.perms;
-            let written = crate::sys::in_dir(&paths.tmp_dir, perms, || {
-                extended.write(&paths.tmp_dir, &paths.meta, false, now, perms)
-            });
-            match written {
-                Ok(()) => stored.meta = Some(Arc::new(extended)),
+            match self.extend_expiry(paths, &stored, expires, now) {
+                Ok(Some(extended)) => stored.meta = Some(extended),
+                Ok(None) => {}
                 Err(e) => tracing::debug!(%key, error = %e, "could not extend an expiry"),
             }
         }
         meta::note_read(&paths.meta, stored.last_read, now);
         add(&self.inner.counters.hits, 1);
         Ok(Some((stored, stale)))
+    }
+
+    /// Moves the expiry of the entry `stored`, read at `now`, to `expires` (in Unix
+    /// milliseconds) and returns its new metadata. The rewrite holds the key's lock
+    /// and happens only while the entry is still the one read, so a publish or a
+    /// revalidation that lands meanwhile is never overwritten with older metadata.
+    /// While a fill holds the lock the expiry is left alone (`None`): a later read
+    /// extends it.
+    fn extend_expiry(
+        &self,
+        paths: &KeyPaths,
+        stored: &Stored,
+        expires: u64,
+        now: std::time::SystemTime,
+    ) -> io::Result<Option<Arc<EntryMeta>>> {
+        let Some(meta) = &stored.meta else {
+            return Ok(None);
+        };
+        let perms = self.inner.perms;
+        let attempt = crate::sys::in_dir(&paths.tmp_dir, perms, || {
+            lock::try_lead(&paths.lock, &self.inner.locks)
+        })?;
+        let Attempt::Led(held) = attempt else {
+            return Ok(None);
+        };
+        let Some(current) = entry::open(paths, &self.inner.metas)? else {
+            return Ok(None);
+        };
+        if current.blob != stored.blob || current.meta.as_ref() != Some(meta) {
+            return Ok(None);
+        }
+        let mut extended = EntryMeta::clone(meta).bound_to(current.blob);
+        extended.expires_ms = Some(expires);
+        extended
+            .prepare(&paths.tmp_dir, false, now, perms)?
+            .persist(&paths.meta)
+            .map_err(|e| e.error)?;
+        drop(held);
+        Ok(Some(Arc::new(extended)))
     }
 
     /// The unexpired stored entry of `key`, as a reader and what its metadata says
@@ -555,7 +583,7 @@ impl Cache {
                 digest,
                 key.to_owned(),
                 self.inner.base.clone(),
-                paths.store.clone(),
+                (paths.store.clone(), stored.blob),
             ),
             None => body,
         };
@@ -652,7 +680,7 @@ impl fmt::Debug for Cache {
             .field("dir", &self.inner.root)
             .field("stale_after", &self.inner.stale_after)
             .field("durable", &self.inner.durable)
-            .field("locking", &self.inner.locking)
+            .field("locking", &self.inner.locks.locking)
             .finish_non_exhaustive()
     }
 }

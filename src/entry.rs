@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::layout::KeyPaths;
-use crate::meta::{self, EntryMeta};
+use crate::meta::{self, BlobId, EntryMeta};
 use crate::sys::{self, FileId};
 
 /// The largest metadata file read; a key may be long, but not this long.
@@ -20,7 +20,10 @@ pub(crate) const MAX_META: u64 = 4 << 20;
 pub(crate) struct Stored {
     pub(crate) file: File,
     pub(crate) len: u64,
-    /// `None` when the metadata is missing, unreadable or of another format.
+    /// The identity of the blob file opened.
+    pub(crate) blob: BlobId,
+    /// `None` when the metadata is missing, unreadable, of another format, or
+    /// describes another blob.
     pub(crate) meta: Option<Arc<EntryMeta>>,
     /// The metadata file's modification time: the entry's last read.
     pub(crate) last_read: SystemTime,
@@ -47,53 +50,89 @@ pub(crate) struct MetaCache(Mutex<HashMap<PathBuf, Remembered>>);
 /// A metadata file's stamp and what it held.
 type Remembered = (Stamp, Option<Arc<EntryMeta>>);
 
-/// What identifies one version of a metadata file.
+/// What identifies one version of a metadata file: its inode, length, modification
+/// time (which [`sys::prepare_atomic`] gives a random part) and change time (which
+/// only the kernel sets). Another version that reuses the inode differs in its times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     id: FileId,
     len: u64,
     modified: SystemTime,
+    changed: (i64, i64),
 }
 
 impl Stamp {
     fn of(stat: &std::fs::Metadata) -> io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
         Ok(Stamp {
             id: FileId::of(stat),
             len: stat.len(),
             modified: stat.modified()?,
+            changed: (stat.ctime(), stat.ctime_nsec()),
         })
+    }
+
+    /// Whether the stamp tells versions apart: not on a file system that keeps whole
+    /// seconds, where two versions can share every time.
+    fn is_fine(&self) -> bool {
+        self.modified
+            .duration_since(UNIX_EPOCH)
+            .is_ok_and(|since| since.subsec_nanos() != 0)
     }
 }
 
 /// The most metadata files remembered; past it the cache starts over.
 const MAX_REMEMBERED: usize = 16 * 1024;
 
+/// How many times a read looks again at a blob and its metadata that changed while
+/// it looked (a publish or a rewrite in between) before it calls them damaged.
+const LOOKS: usize = 3;
+
 impl MetaCache {
-    /// The metadata at `path`, whose file has the status `stat`, parsed or remembered.
-    fn read(&self, path: &Path, stat: &std::fs::Metadata) -> io::Result<Option<Arc<EntryMeta>>> {
-        let stamp = Stamp::of(stat)?;
-        let mut remembered = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((known, meta)) = remembered.get(path)
-            && *known == stamp
-        {
-            return Ok(meta.clone());
+    /// The metadata file at `path` as it is now: what it holds (`None` when it is not
+    /// metadata of this format) and its modification time; `None` when there is no
+    /// such file. A file replaced between its `stat` and its open is looked at again.
+    fn load(&self, path: &Path) -> io::Result<Option<(Option<Arc<EntryMeta>>, SystemTime)>> {
+        for _ in 0..LOOKS {
+            let stat = match std::fs::symlink_metadata(path) {
+                Ok(stat) if stat.is_file() => stat,
+                Ok(_) => return Ok(Some((None, UNIX_EPOCH))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let stamp = Stamp::of(&stat)?;
+            if let Some(meta) = self.remembered(path, stamp) {
+                return Ok(Some((meta, stamp.modified)));
+            }
+            crate::failpoint::failpoint!("entry::meta_stat");
+            let Some(meta) = parse(path, stamp)? else {
+                continue;
+            };
+            if stamp.is_fine() {
+                let mut remembered = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                if remembered.len() >= MAX_REMEMBERED {
+                    remembered.clear();
+                }
+                remembered.insert(path.to_owned(), (stamp, meta.clone()));
+            }
+            return Ok(Some((meta, stamp.modified)));
         }
-        drop(remembered);
-        let meta = parse(path, stamp)?;
-        remembered = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if remembered.len() >= MAX_REMEMBERED {
-            remembered.clear();
-        }
-        remembered.insert(path.to_owned(), (stamp, meta.clone()));
-        Ok(meta)
+        Ok(Some((None, UNIX_EPOCH)))
+    }
+
+    fn remembered(&self, path: &Path, stamp: Stamp) -> Option<Option<Arc<EntryMeta>>> {
+        let remembered = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (known, meta) = remembered.get(path)?;
+        (*known == stamp).then(|| meta.clone())
     }
 }
 
 /// Reads and parses the metadata file at `path`, expected to be the one `stamp`
-/// describes; `None` when it is not metadata (or changed in between).
-fn parse(path: &Path, stamp: Stamp) -> io::Result<Option<Arc<EntryMeta>>> {
+/// describes: `Some(None)` when it is not metadata, `None` when the file there is
+/// another (it changed or went since its `stat`).
+fn parse(path: &Path, stamp: Stamp) -> io::Result<Option<Option<Arc<EntryMeta>>>> {
     if stamp.len > MAX_META {
-        return Ok(None);
+        return Ok(Some(None));
     }
     let file = match sys::open_read(path) {
         Ok(file) => file,
@@ -104,30 +143,53 @@ fn parse(path: &Path, stamp: Stamp) -> io::Result<Option<Arc<EntryMeta>>> {
         return Ok(None);
     }
     let data = sys::read_exact_or_eof(&file, 0, stamp.len as usize)?;
-    Ok(EntryMeta::decode(&data).map(Arc::new))
+    Ok(Some(EntryMeta::decode(&data).map(Arc::new)))
 }
 
-/// Opens the blob of a key and reads its metadata, without following symlinks;
-/// `None` when no blob is stored.
-pub(crate) fn open(paths: &KeyPaths, metas: &MetaCache) -> io::Result<Option<Stored>> {
-    let file = match sys::open_read(&paths.store) {
+/// Reads the metadata file at `path` without following a symlink; `None` when it is
+/// missing, too large or not metadata of a known format.
+pub(crate) fn read_meta(path: &Path) -> io::Result<Option<EntryMeta>> {
+    let file = match sys::open_read(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let len = file.metadata()?.len();
-    let (meta, last_read) = match std::fs::symlink_metadata(&paths.meta) {
-        Ok(stat) if stat.is_file() => (metas.read(&paths.meta, &stat)?, stat.modified()?),
-        Ok(_) => (None, UNIX_EPOCH),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => (None, UNIX_EPOCH),
-        Err(e) => return Err(e),
-    };
-    Ok(Some(Stored {
-        file,
-        len,
-        meta,
-        last_read,
-    }))
+    let stat = file.metadata()?;
+    if !stat.is_file() || stat.len() > MAX_META {
+        return Ok(None);
+    }
+    let data = sys::read_exact_or_eof(&file, 0, stat.len() as usize)?;
+    Ok(EntryMeta::decode(&data))
+}
+
+/// Opens the blob of a key and reads its metadata, without following symlinks;
+/// `None` when no blob is stored. The metadata is kept only when it describes the
+/// blob opened; a pair that does not match (a publish or a removal between the two
+/// opens) is looked at again before the metadata is dropped.
+pub(crate) fn open(paths: &KeyPaths, metas: &MetaCache) -> io::Result<Option<Stored>> {
+    let mut look = 0;
+    loop {
+        look += 1;
+        let file = match sys::open_read(&paths.store) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let stat = file.metadata()?;
+        crate::failpoint::failpoint!("entry::blob_opened");
+        let (meta, last_read) = metas.load(&paths.meta)?.unwrap_or((None, UNIX_EPOCH));
+        let blob = BlobId::of(&stat);
+        let paired = meta.as_ref().is_none_or(|meta| meta.describes(blob));
+        if paired || look == LOOKS {
+            return Ok(Some(Stored {
+                file,
+                len: stat.len(),
+                blob,
+                meta: meta.filter(|_| paired),
+                last_read,
+            }));
+        }
+    }
 }
 
 impl Stored {

@@ -2,7 +2,8 @@
 //! to tmp file, verify, publish), or follows another process's fill and takes over
 //! when that one dies or hangs.
 
-use std::sync::Arc;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -17,8 +18,8 @@ use crate::error::{Error, Result};
 use crate::follow::{self, Tailed};
 use crate::layout::{KeyPaths, TMP_SUFFIX};
 use crate::lock::{self, Attempt, FillLock, LenInfo, LockInfo, Locking};
-use crate::meta::EntryMeta;
-use crate::origin::{Expiry, FetchOptions, Fetched, guarded_fetch, guarded_next};
+use crate::meta::{BlobId, EntryMeta};
+use crate::origin::{Expiry, FetchOptions, guarded_fetch, guarded_next};
 use crate::progress::{Fill, FillState, Role, Source, blocking};
 use crate::stats::add;
 use crate::sys;
@@ -52,11 +53,9 @@ async fn run(inner: &Arc<Inner>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> R
     loop {
         let lock_path = paths.lock.clone();
         let tmp_dir = paths.tmp_dir.clone();
-        let (locking, perms) = (inner.locking, inner.perms);
+        let (locks, perms) = (inner.locks.clone(), inner.perms);
         let attempt = blocking(move || {
-            sys::in_dir(&tmp_dir, perms, || {
-                lock::try_lead(&lock_path, locking, perms)
-            })
+            sys::in_dir(&tmp_dir, perms, || lock::try_lead(&lock_path, &locks))
         })
         .await
         .map_err(|e| Error::io("lock", &paths.lock, e))?;
@@ -149,11 +148,13 @@ async fn lead(
 ) -> Result<FillState> {
     add(&inner.counters.fills_led, 1);
     tracing::debug!(key = %fill.key, "leading a fill");
+    crate::failpoint::failpoint!("fill::lead");
+    let heartbeat = Heartbeat::start(&lock, inner.stale_after);
     // The tmp files of a crashed or reclaimed leader. Without real locks another
     // process may be writing the one the lock file names, so it is left alone.
     let crashed = lock
         .previous_info()
-        .filter(|_| inner.locking == Locking::Flock);
+        .filter(|_| inner.locks.locking == Locking::Flock);
     for unique in crashed.map(|info| info.tmp).into_iter().chain(stale_tmp) {
         let _ = std::fs::remove_file(paths.tmp_file(&unique));
     }
@@ -182,12 +183,11 @@ async fn lead(
     write_info(LenInfo::Pending, None)?;
     let (file, tmp_path) = tmp.into_parts();
     let revalidate = current.as_ref().map(|(validator, _)| validator.clone());
-    let mut leading = Leading {
+    let leading = Leading {
         inner,
         fill,
-        lock: &lock,
         tmp_path: &tmp_path,
-        heartbeat: Heartbeat::new(inner.stale_after),
+        heartbeat: &heartbeat,
     };
     let filled = leading
         .fill_tmp(file, generation, revalidate, |len| write_info(len, None))
@@ -201,7 +201,7 @@ async fn lead(
                     "origin answered not-modified to a plain fetch".into(),
                 ));
             };
-            return Ok(refresh(inner, paths, lock, stored, generation).await);
+            return Ok(refresh(inner, paths, (heartbeat, lock), stored, generation).await);
         }
         Err(error) => {
             if !error.is_local_disk() {
@@ -212,7 +212,7 @@ async fn lead(
         }
     };
     let len = meta.size;
-    let stored = publish(inner, paths, lock, tmp_path, meta).await;
+    let stored = publish(inner, paths, (heartbeat, lock), (tmp_path, &source), meta).await;
     if let Ok(total) = &stored {
         budget::after_publish(inner, *total);
     }
@@ -226,33 +226,52 @@ async fn lead(
 }
 
 /// A stored blob the origin confirmed current: its metadata is rewritten with a new
-/// expiry, and the blob is kept.
+/// expiry, and the blob is kept. A leader whose lock was broken while it waited for
+/// the origin writes nothing.
 async fn refresh(
     inner: &Inner,
     paths: &KeyPaths,
-    lock: FillLock,
+    held: (Heartbeat, FillLock),
     stored: Stored,
     generation: u64,
 ) -> FillState {
     add(&inner.counters.revalidations, 1);
-    let mut meta = EntryMeta::clone(stored.meta.as_ref().expect("an expired entry has metadata"));
+    let meta = EntryMeta::clone(stored.meta.as_ref().expect("an expired entry has metadata"));
+    let mut meta = meta.bound_to(stored.blob);
     let ttl_ms = meta.ttl_ms.or(inner.default_ttl.map(crate::meta::millis));
     let now = inner.clock.now();
     meta.expires_ms = ttl_ms.map(|ttl| crate::meta::unix_millis(now).saturating_add(ttl));
-    let (tmp_dir, meta_path, durable, perms) = (
-        paths.tmp_dir.clone(),
-        paths.meta.clone(),
-        inner.durable,
-        inner.perms,
-    );
+    let (paths_owned, durable, perms) = (paths.clone(), inner.durable, inner.perms);
+    let key = meta.key.clone();
     let written = blocking(move || {
-        let written = meta.write(&tmp_dir, &meta_path, durable, now, perms);
+        let (heartbeat, lock) = held;
+        let written = (|| {
+            if !lock.is_current()? {
+                return Ok(false);
+            }
+            let tmp = meta.prepare(&paths_owned.tmp_dir, durable, now, perms)?;
+            if !lock.is_current()? {
+                return Ok(false);
+            }
+            tmp.persist(&paths_owned.meta).map_err(|e| e.error)?;
+            Ok(true)
+        })();
+        drop(heartbeat);
         drop(lock);
         written
     })
-    .await
-    .map_err(|e| Error::io("write", &paths.meta, e));
-    tracing::debug!(path = %paths.store.display(), "revalidated");
+    .await;
+    let written = match written {
+        Ok(true) => {
+            tracing::debug!(path = %paths.store.display(), "revalidated");
+            Ok(())
+        }
+        Ok(false) => {
+            tracing::warn!(%key, "this revalidation was reclaimed as stale by another process; not recording it");
+            Err(Error::Reclaimed { key })
+        }
+        Err(e) => Err(Error::io("write", &paths.meta, e)),
+    };
     stored_state(stored, generation, Role::Leader, written)
 }
 
@@ -264,14 +283,13 @@ enum Filled {
     NotModified,
 }
 
-/// What a leader works with while it fills the tmp file at `tmp_path`: its fill, its
-/// lock, and the heartbeat that keeps both fresh.
+/// What a leader works with while it fills the tmp file at `tmp_path`: its fill and
+/// the heartbeat that keeps its files fresh.
 struct Leading<'a> {
     inner: &'a Inner,
     fill: &'a Fill,
-    lock: &'a FillLock,
     tmp_path: &'a TempPath,
-    heartbeat: Heartbeat,
+    heartbeat: &'a Heartbeat,
 }
 
 impl Leading<'_> {
@@ -279,14 +297,18 @@ impl Leading<'_> {
     /// whose validator is `revalidate`) and checks it. `announce_len` tells followers in
     /// other processes the promised length.
     async fn fill_tmp(
-        &mut self,
+        &self,
         file: std::fs::File,
         generation: u64,
         revalidate: Option<String>,
         announce_len: impl Fn(LenInfo) -> Result<()>,
     ) -> Result<Filled> {
         let (inner, fill) = (self.inner, self.fill);
-        let fetched = self.fetch(&file, revalidate).await?;
+        let options = FetchOptions {
+            revalidate,
+            ..FetchOptions::default()
+        };
+        let fetched = guarded_fetch(fill.origin.as_ref(), &fill.key, options).await?;
         if fetched.not_modified {
             return Ok(Filled::NotModified);
         }
@@ -303,6 +325,7 @@ impl Leading<'_> {
             len: fetched.len,
             validator: fetched.validator.clone(),
         });
+        self.heartbeat.beat_tmp(Arc::clone(&source));
         fill.progress(&source, 0, Role::Leader);
         let (len, digest) = self.copy_body(&source, fetched.body, fetched.len).await?;
         if let Some(expected) = fetched.sha256
@@ -325,26 +348,10 @@ impl Leading<'_> {
         Ok(Filled::Body(source, meta))
     }
 
-    /// Asks the origin for the blob, beating the heart while it answers.
-    async fn fetch(&mut self, tmp: &std::fs::File, revalidate: Option<String>) -> Result<Fetched> {
-        let options = FetchOptions {
-            revalidate,
-            ..FetchOptions::default()
-        };
-        let answer = guarded_fetch(self.fill.origin.as_ref(), &self.fill.key, options);
-        tokio::pin!(answer);
-        loop {
-            tokio::select! {
-                answer = &mut answer => return answer,
-                () = self.heartbeat.tick(self.lock, tmp) => {}
-            }
-        }
-    }
-
     /// Copies the origin's body into the tmp file, publishing progress; returns the
     /// length and SHA-256 of what it wrote.
     async fn copy_body(
-        &mut self,
+        &self,
         source: &Arc<Source>,
         mut body: futures::stream::BoxStream<'static, Result<Bytes, crate::BoxError>>,
         promised: Option<u64>,
@@ -354,10 +361,7 @@ impl Leading<'_> {
         let mut hasher = Sha256::new();
         let mut written = 0u64;
         loop {
-            let first = tokio::select! {
-                item = guarded_next(&mut body, key) => item?,
-                () = self.heartbeat.tick(self.lock, &source.file) => continue,
-            };
+            let first = guarded_next(&mut body, key).await?;
             // Gather what a fast origin has ready, so writes are few and large.
             let mut ended = first.is_none();
             let mut size = first.as_ref().map_or(0, Bytes::len);
@@ -388,7 +392,7 @@ impl Leading<'_> {
                 hasher = blocking(move || {
                     let mut at = offset;
                     for chunk in &batch {
-                        sys::write_all_at(&file.file, chunk, at)?;
+                        file.file.write_all_at(chunk, at)?;
                         hasher.update(chunk);
                         at += chunk.len() as u64;
                     }
@@ -415,9 +419,12 @@ impl Leading<'_> {
         }
         if inner.durable {
             let file = Arc::clone(source);
-            blocking(move || file.file.sync_data())
-                .await
-                .map_err(|e| Error::io("sync", tmp_path.to_path_buf(), e))?;
+            blocking(move || {
+                crate::failpoint::failpoint!("fill::sync");
+                file.file.sync_data()
+            })
+            .await
+            .map_err(|e| Error::io("sync", tmp_path.to_path_buf(), e))?;
         }
         Ok((written, hasher.finalize().into()))
     }
@@ -432,36 +439,81 @@ fn unique_part(paths: &KeyPaths, tmp: &std::path::Path) -> String {
         .to_owned()
 }
 
-/// Keeps a fill's files fresh while the origin is slow, so waiters in other
-/// processes can tell a live leader from a hung one.
-struct Heartbeat(tokio::time::Interval);
+/// Keeps a leader's files fresh for as long as it holds the lock, in a task of its
+/// own, so that waiters in other processes can tell a live leader from a hung one
+/// however long a single step takes (a slow origin, a write held up by the kernel, the
+/// final flush, the publish). It refreshes the lock file, and the tmp file while the
+/// body is written into it. Dropping it stops it at once.
+pub(crate) struct Heartbeat {
+    files: Arc<Mutex<Beating>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The files a heartbeat refreshes.
+#[derive(Default)]
+struct Beating {
+    lock: Option<Arc<std::fs::File>>,
+    tmp: Option<Arc<Source>>,
+}
 
 impl Heartbeat {
-    fn new(stale_after: Duration) -> Self {
+    fn start(lock: &FillLock, stale_after: Duration) -> Self {
+        let files = Arc::new(Mutex::new(Beating {
+            lock: Some(lock.file()),
+            tmp: None,
+        }));
         // Half the staleness timeout, within bounds a timer can hold.
         let period = (stale_after / 2).clamp(Duration::from_millis(1), Duration::from_secs(3600));
-        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Heartbeat(interval)
+        let beating = Arc::clone(&files);
+        let task = tokio::spawn(async move {
+            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let files = beating.lock().unwrap_or_else(|e| e.into_inner());
+                let now = SystemTime::now();
+                if let Some(lock) = &files.lock {
+                    let _ = lock.set_modified(now);
+                }
+                if let Some(tmp) = &files.tmp {
+                    let _ = tmp.file.set_modified(now);
+                }
+            }
+        });
+        Heartbeat { files, task }
     }
 
-    async fn tick(&mut self, lock: &FillLock, tmp: &std::fs::File) {
-        self.0.tick().await;
-        let now = SystemTime::now();
-        let _ = tmp.set_modified(now);
-        let _ = lock.touch();
+    /// Refreshes the tmp file `tmp` too from now on.
+    fn beat_tmp(&self, tmp: Arc<Source>) {
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).tmp = Some(tmp);
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        // The lock's handle goes now, not when the runtime next polls the task: the
+        // lock is released with the holder's own handle.
+        *self.files.lock().unwrap_or_else(|e| e.into_inner()) = Beating::default();
+        self.task.abort();
     }
 }
 
 /// Moves a complete, checked tmp file into the store, adds it to the ledger and
-/// releases the lock; returns the ledger's new total. A leader whose lock was broken
-/// while it hung does not publish; a local disk failure is logged. Either way the
-/// body stays readable through the tmp file's open handle.
+/// releases the lock; returns the ledger's new total.
+///
+/// The order: the metadata, bound to the blob's identity, is written to a tmp file
+/// of its own; then, if the lock is still this leader's, the blob is renamed into the store and
+/// its metadata after it. A read that meets the old metadata with the new blob, or the
+/// reverse, sees that they do not describe each other and looks again; a crash
+/// between the two renames leaves a blob that no metadata describes, which is fetched
+/// again, never served. A leader whose lock was broken while it hung does not
+/// publish; a local disk failure is logged. Either way the body stays readable
+/// through the tmp file's open handle.
 async fn publish(
     inner: &Inner,
     paths: &KeyPaths,
-    lock: FillLock,
-    tmp_path: TempPath,
+    held: (Heartbeat, FillLock),
+    (tmp_path, source): (TempPath, &Arc<Source>),
     meta: EntryMeta,
 ) -> Result<u64> {
     let (durable, base, now, perms) = (
@@ -474,19 +526,25 @@ async fn publish(
     let store = paths.store.clone();
     let paths = paths.clone();
     let size = meta.size;
+    let source = Arc::clone(source);
     let published = blocking(move || {
+        let (heartbeat, lock) = held;
+        let meta = meta.bound_to(BlobId::of(&source.file.metadata()?));
+        let store_dir = paths.store.parent().expect("store path has a parent");
+        let meta_tmp = meta.prepare(&paths.tmp_dir, durable, now, perms)?;
         if !lock.is_current()? {
             return Ok(None);
         }
-        let store_dir = paths.store.parent().expect("store path has a parent");
-        sys::in_dir(store_dir, perms, || {
-            meta.write(&paths.tmp_dir, &paths.meta, durable, now, perms)
-        })?;
         let replaced = std::fs::symlink_metadata(&paths.store).map_or(0, |old| old.len());
-        tmp_path.persist(&paths.store).map_err(|e| e.error)?;
+        sys::in_dir(store_dir, perms, || std::fs::rename(&tmp_path, &paths.store))?;
+        // The file is the store's now: dropping its tmp path must not remove it.
+        let _ = tmp_path.keep();
+        crate::failpoint::failpoint!("fill::renamed");
+        meta_tmp.persist(&paths.meta).map_err(|e| e.error)?;
         if durable {
             sys::sync_dir(store_dir)?;
         }
+        drop(heartbeat);
         drop(lock);
         let grown =
             i64::try_from(size).unwrap_or(i64::MAX) - i64::try_from(replaced).unwrap_or(i64::MAX);

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::cache::Inner;
 use crate::error::{Error, Result};
@@ -102,6 +102,9 @@ struct Watch {
     tmp: Option<(String, Arc<Source>)>,
     /// How many of its bytes are known to be written.
     written: u64,
+    /// The leader's last heartbeat seen, and when (on this process's monotonic clock)
+    /// it was first seen.
+    beat: Option<(Beat, Instant)>,
 }
 
 impl Watch {
@@ -110,6 +113,20 @@ impl Watch {
             busy,
             tmp: None,
             written: 0,
+            beat: None,
+        }
+    }
+
+    /// How long the leader's heartbeat has stood still, as far as this watch has seen:
+    /// measured on the monotonic clock from the first look at its latest value, so a
+    /// step of the wall clock neither hides a hung leader nor condemns a live one.
+    fn stillness(&mut self, beat: Beat) -> Duration {
+        match self.beat {
+            Some((seen, since)) if seen == beat => since.elapsed(),
+            _ => {
+                self.beat = Some((beat, Instant::now()));
+                Duration::ZERO
+            }
         }
     }
 }
@@ -154,6 +171,7 @@ fn look_now(
     read_tmp: bool,
     next_generation: u64,
 ) -> io::Result<Seen> {
+    crate::failpoint::failpoint!("follow::look");
     let mut grew = false;
     if read_tmp {
         if let Some(info) = watch.busy.info() {
@@ -200,7 +218,7 @@ fn look_now(
         }
     }
     // A leader whose origin failed records why before it lets go of the lock.
-    watch.busy = match watch.busy.try_take(inner.locking)? {
+    watch.busy = match watch.busy.try_claim(&inner.locks)? {
         Take::Taken(lock) => {
             return Ok(match lock.previous_info().and_then(|info| info.failed) {
                 Some(message) => Seen::Failed(message),
@@ -216,15 +234,17 @@ fn look_now(
         Take::Held(busy) => busy,
     };
     if !watch.busy.is_current()? {
-        return Ok(Seen::Gone);
+        // Removed by a leader that has not closed it yet: it may have failed.
+        return Ok(match watch.busy.info().and_then(|info| info.failed) {
+            Some(message) => Seen::Failed(message),
+            None => Seen::Gone,
+        });
     }
-    let is_stale = |busy: &Busy| Ok(beat_age(busy, paths)? > inner.stale_after);
-    if is_stale(&watch.busy)? {
+    let beat = Beat::of(&watch.busy, paths)?;
+    if watch.stillness(beat) > inner.stale_after {
         let stale_tmp = watch.busy.info().map(|info| info.tmp);
-        match watch
-            .busy
-            .break_stale(inner.locking, inner.perms, &inner.break_guard(), is_stale)?
-        {
+        let still = |busy: &Busy| Ok(Beat::of(busy, paths)? == beat);
+        match watch.busy.break_stale(&inner.locks, still)? {
             Attempt::Led(lock) => {
                 tracing::warn!(lock = %paths.lock.display(), "reclaimed a fill that made no progress");
                 add(&inner.counters.stale_reclaims, 1);
@@ -236,15 +256,27 @@ fn look_now(
     Ok(Seen::Waiting { watch, grew })
 }
 
-/// How long since the leader last refreshed its lock or tmp file.
-fn beat_age(busy: &Busy, paths: &KeyPaths) -> io::Result<Duration> {
-    let mut last = busy.modified()?;
-    if let Some(info) = busy.info() {
-        match std::fs::symlink_metadata(paths.tmp_file(&info.tmp)) {
-            Ok(meta) => last = last.max(meta.modified()?),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+/// A leader's heartbeat as its files show it: the modification times of its lock
+/// file and of the tmp file the lock names. Any change is a sign of life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Beat {
+    lock: SystemTime,
+    tmp: Option<SystemTime>,
+}
+
+impl Beat {
+    fn of(busy: &Busy, paths: &KeyPaths) -> io::Result<Self> {
+        let tmp = match busy.info() {
+            None => None,
+            Some(info) => match std::fs::symlink_metadata(paths.tmp_file(&info.tmp)) {
+                Ok(meta) => Some(meta.modified()?),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(Beat {
+            lock: busy.modified()?,
+            tmp,
+        })
     }
-    Ok(SystemTime::now().duration_since(last).unwrap_or_default())
 }

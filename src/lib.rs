@@ -120,6 +120,7 @@ mod cache;
 mod clock;
 mod entry;
 mod error;
+mod failpoint;
 mod fill;
 mod follow;
 mod idempotency;

@@ -12,6 +12,7 @@ use std::fs::{File, TryLockError};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::sys::{self, FileId, Perms};
@@ -113,6 +114,38 @@ pub(crate) enum Locking {
     Disabled,
 }
 
+/// Where a cache's lock files are and how they are made: the locking mode, the
+/// modes of new files, and the guard that every change of a lock path takes turns
+/// through.
+///
+/// Breakers of stale locks hold the guard exclusively while they check, remove and
+/// replace a lock file; a taker holds it shared while it refreshes the file it locked
+/// and checks the path still names it, and a releaser while it checks and removes its
+/// file. So no check-then-unlink can remove a newer lock, and a taker of an old lock
+/// file is never also broken by a waiter that saw the file's old time. Nobody waits
+/// for the guard: a breaker that cannot have it waits as if the lock were not stale
+/// yet, a taker starts over, and a releaser leaves its file for the next taker (or
+/// `prune`).
+#[derive(Debug, Clone)]
+pub(crate) struct LockSite {
+    pub(crate) locking: Locking,
+    pub(crate) perms: Perms,
+    /// The guard file, `tmp/break.lock`.
+    pub(crate) guard: PathBuf,
+}
+
+/// The name of the guard file, in the tmp folder.
+pub(crate) const BREAK_GUARD: &str = "break.lock";
+
+/// How a change of a lock path is guarded.
+#[derive(Clone, Copy)]
+enum Turn {
+    /// Take the guard shared for it.
+    Shared,
+    /// The caller holds the guard exclusively already.
+    Held,
+}
+
 /// The outcome of trying to lead a fill.
 pub(crate) enum Attempt {
     /// This process now holds the lock.
@@ -125,9 +158,10 @@ pub(crate) enum Attempt {
 /// the path still names it.
 #[derive(Debug)]
 pub(crate) struct FillLock {
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
     id: FileId,
+    site: LockSite,
     /// Whether dropping it removes the lock file (all but [`FillLock::keep`]).
     remove: bool,
 }
@@ -144,8 +178,9 @@ pub(crate) struct Busy {
 pub(crate) enum Take {
     Taken(FillLock),
     Held(Busy),
-    /// The lock file was removed or replaced: start over from [`try_lead`]. The old
-    /// file stays open to read what its last holder left in it.
+    /// The lock file was removed or replaced (or a breaker is replacing it): start
+    /// over from [`try_lead`]. The old file stays open to read what its last holder
+    /// left in it.
     Gone(Busy),
 }
 
@@ -155,27 +190,31 @@ fn open_lock(path: &Path, perms: Perms) -> io::Result<File> {
     Ok(file)
 }
 
+/// Takes the guard shared without waiting; `None` while a breaker holds it.
+fn guard_shared(site: &LockSite) -> io::Result<Option<File>> {
+    let guard = open_lock(&site.guard, site.perms)?;
+    match guard.try_lock_shared() {
+        Ok(()) => Ok(Some(guard)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// Opens (creating) the lock file at `path` and tries to lock it without waiting.
-pub(crate) fn try_lead(path: &Path, locking: Locking, perms: Perms) -> io::Result<Attempt> {
+pub(crate) fn try_lead(path: &Path, site: &LockSite) -> io::Result<Attempt> {
+    lead_at(path, site, Turn::Shared)
+}
+
+fn lead_at(path: &Path, site: &LockSite, turn: Turn) -> io::Result<Attempt> {
     loop {
-        let file = open_lock(path, perms)?;
-        let id = FileId::of_file(&file)?;
-        let busy = Busy {
-            file,
-            path: path.to_owned(),
-            id,
-        };
-        match busy.try_take(locking)? {
+        let busy = Busy::open(open_lock(path, site.perms)?, path)?;
+        match busy.claim(site, turn)? {
             Take::Taken(lock) => return Ok(Attempt::Led(lock)),
             Take::Held(busy) => return Ok(Attempt::Busy(busy)),
             Take::Gone(_) => continue,
         }
     }
 }
-
-/// The name of the lock that breakers of stale locks take turns through, in the tmp
-/// folder.
-pub(crate) const BREAK_GUARD: &str = "break.lock";
 
 /// What a lock file says about its fill, seen from outside.
 pub(crate) enum LockState {
@@ -187,45 +226,87 @@ pub(crate) enum LockState {
     Free(FillLock),
 }
 
-/// Looks at an existing lock file without creating one.
-pub(crate) fn inspect(path: &Path, locking: Locking) -> io::Result<LockState> {
+/// Looks at an existing lock file without creating one or refreshing it.
+pub(crate) fn inspect(path: &Path, site: &LockSite) -> io::Result<LockState> {
     let file = match sys::no_follow().read(true).write(true).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockState::Missing),
         Err(e) => return Err(e),
     };
-    let id = FileId::of_file(&file)?;
-    let busy = Busy {
-        file,
-        path: path.to_owned(),
-        id,
-    };
-    Ok(match busy.try_take(locking)? {
-        Take::Taken(lock) => LockState::Free(lock),
-        Take::Held(busy) => LockState::Held(busy.info()),
-        Take::Gone(_) => LockState::Missing,
+    let busy = Busy::open(file, path)?;
+    Ok(if busy.held_elsewhere(site.locking)? {
+        LockState::Held(busy.info())
+    } else if busy.is_current()? {
+        LockState::Free(busy.into_lock(site))
+    } else {
+        LockState::Missing
     })
 }
 
 impl Busy {
-    /// Tries to lock without waiting; on success, checks the path still names this file.
-    pub(crate) fn try_take(self, locking: Locking) -> io::Result<Take> {
-        if locking == Locking::Flock {
-            match self.file.try_lock() {
-                Ok(()) => {}
-                Err(TryLockError::WouldBlock) => return Ok(Take::Held(self)),
-                Err(TryLockError::Error(e)) => return Err(e),
-            }
+    fn open(file: File, path: &Path) -> io::Result<Self> {
+        let id = FileId::of_file(&file)?;
+        Ok(Busy {
+            file,
+            path: path.to_owned(),
+            id,
+        })
+    }
+
+    /// Tries the flock without waiting; whether someone else holds it.
+    fn held_elsewhere(&self, locking: Locking) -> io::Result<bool> {
+        if locking == Locking::Disabled {
+            return Ok(false);
         }
-        if FileId::of_path(&self.path)? != Some(self.id) {
-            return Ok(Take::Gone(self));
+        match self.file.try_lock() {
+            Ok(()) => Ok(false),
+            Err(TryLockError::WouldBlock) => Ok(true),
+            Err(TryLockError::Error(e)) => Err(e),
         }
-        Ok(Take::Taken(FillLock {
-            file: self.file,
+    }
+
+    fn into_lock(self, site: &LockSite) -> FillLock {
+        FillLock {
+            file: Arc::new(self.file),
             path: self.path,
             id: self.id,
+            site: site.clone(),
             remove: true,
-        }))
+        }
+    }
+
+    /// Tries to take the lock without waiting, to lead. Once it has the flock it
+    /// refreshes the file's time and checks the path still names the file, both
+    /// within one turn of the guard (see [`LockSite`]).
+    pub(crate) fn try_claim(self, site: &LockSite) -> io::Result<Take> {
+        self.claim(site, Turn::Shared)
+    }
+
+    fn claim(self, site: &LockSite, turn: Turn) -> io::Result<Take> {
+        if self.held_elsewhere(site.locking)? {
+            return Ok(Take::Held(self));
+        }
+        let guard = match turn {
+            Turn::Held => None,
+            Turn::Shared => match guard_shared(site)? {
+                Some(guard) => Some(guard),
+                None => return self.let_go(site),
+            },
+        };
+        self.file.set_modified(SystemTime::now())?;
+        if !self.is_current()? {
+            return self.let_go(site);
+        }
+        drop(guard);
+        Ok(Take::Taken(self.into_lock(site)))
+    }
+
+    /// Releases a flock this caller took but may not use: start over.
+    fn let_go(self, site: &LockSite) -> io::Result<Take> {
+        if site.locking == Locking::Flock {
+            self.file.unlock()?;
+        }
+        Ok(Take::Gone(self))
     }
 
     /// What the holder published, if it has written it yet.
@@ -244,20 +325,17 @@ impl Busy {
     }
 
     /// Breaks a stale lock: removes the lock file if the path still names it and
-    /// `still_stale` agrees, then tries to lead with a fresh one.
-    ///
-    /// Breakers take turns through the guard lock at `guard`, so two waiters that see
-    /// the same stale lock cannot both replace it (the second finds the path renamed
-    /// to the first one's fresh lock and follows it). A breaker that cannot get its
-    /// turn at once keeps waiting, as if the lock were not stale yet.
+    /// `still_stale` agrees, then tries to lead with a fresh one, all within an
+    /// exclusive turn of the guard. A breaker that cannot have its turn at once keeps
+    /// waiting, as if the lock were not stale yet; so two waiters that see the same
+    /// stale lock cannot both replace it (the second finds the path renamed to the
+    /// first one's fresh lock and follows it).
     pub(crate) fn break_stale(
         self,
-        locking: Locking,
-        perms: Perms,
-        guard: &Path,
+        site: &LockSite,
         still_stale: impl FnOnce(&Busy) -> io::Result<bool>,
     ) -> io::Result<Attempt> {
-        let guard = open_lock(guard, perms)?;
+        let guard = open_lock(&site.guard, site.perms)?;
         match guard.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Ok(Attempt::Busy(self)),
@@ -268,7 +346,9 @@ impl Busy {
         }
         let path = self.path;
         drop(self.file);
-        try_lead(&path, locking, perms)
+        let attempt = lead_at(&path, site, Turn::Held);
+        drop(guard);
+        attempt
     }
 }
 
@@ -290,13 +370,12 @@ impl FillLock {
         Ok(FileId::of_path(&self.path)? == Some(self.id))
     }
 
-    /// Refreshes the lock file's mtime: the heartbeat seen before a tmp file exists.
-    pub(crate) fn touch(&self) -> io::Result<()> {
-        self.file.set_modified(SystemTime::now())
+    /// The lock file, for a heartbeat that refreshes its time. A holder of the handle
+    /// holds the lock: drop it before the lock.
+    pub(crate) fn file(&self) -> Arc<File> {
+        Arc::clone(&self.file)
     }
-}
 
-impl FillLock {
     /// Releases the lock and leaves its file in place: for a look that must not
     /// change anything.
     pub(crate) fn keep(mut self) {
@@ -306,8 +385,16 @@ impl FillLock {
 
 impl Drop for FillLock {
     fn drop(&mut self) {
-        if self.remove && matches!(self.is_current(), Ok(true)) {
+        if !self.remove {
+            return;
+        }
+        // Within a shared turn of the guard, so no breaker replaces the file between
+        // the check and the removal; while a breaker has its turn, the file stays.
+        if let Ok(Some(_guard)) = guard_shared(&self.site)
+            && matches!(self.is_current(), Ok(true))
+        {
             let _ = sys::remove_if_there(&self.path);
+            crate::failpoint::failpoint!("lock::unlinked");
         }
     }
 }
@@ -332,6 +419,14 @@ pub(crate) fn locks_exclude(dir: &Path) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn site(dir: &Path) -> LockSite {
+        LockSite {
+            locking: Locking::Flock,
+            perms: Perms::OWNER,
+            guard: dir.join(BREAK_GUARD),
+        }
+    }
 
     #[test]
     fn info_round_trips() {
@@ -389,7 +484,8 @@ mod tests {
     fn a_held_lock_is_busy_and_dropping_it_frees_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.lock");
-        let Attempt::Led(lock) = try_lead(&path, Locking::Flock, Perms::OWNER).unwrap() else {
+        let site = site(dir.path());
+        let Attempt::Led(lock) = try_lead(&path, &site).unwrap() else {
             panic!("first attempt must lead");
         };
         let info = LockInfo {
@@ -398,18 +494,18 @@ mod tests {
             failed: None,
         };
         lock.write_info(&info).unwrap();
-        let Attempt::Busy(busy) = try_lead(&path, Locking::Flock, Perms::OWNER).unwrap() else {
+        let Attempt::Busy(busy) = try_lead(&path, &site).unwrap() else {
             panic!("second attempt must find it busy");
         };
         assert_eq!(busy.info(), Some(info));
         drop(lock);
         assert!(!path.exists(), "release removes the lock file");
         assert!(matches!(
-            busy.try_take(Locking::Flock).unwrap(),
+            busy.try_claim(&site).unwrap(),
             Take::Gone(_)
         ));
         assert!(matches!(
-            try_lead(&path, Locking::Flock, Perms::OWNER).unwrap(),
+            try_lead(&path, &site).unwrap(),
             Attempt::Led(_)
         ));
     }
@@ -418,24 +514,24 @@ mod tests {
     fn breaking_a_stale_lock_leaves_the_old_holder_unable_to_remove_the_new_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.lock");
-        let Attempt::Led(old) = try_lead(&path, Locking::Flock, Perms::OWNER).unwrap() else {
+        let site = site(dir.path());
+        let Attempt::Led(old) = try_lead(&path, &site).unwrap() else {
             panic!("must lead");
         };
-        let Attempt::Busy(busy) = try_lead(&path, Locking::Flock, Perms::OWNER).unwrap() else {
+        let Attempt::Busy(busy) = try_lead(&path, &site).unwrap() else {
             panic!("must be busy");
         };
-        let Attempt::Busy(second) = try_lead(&path, Locking::Flock, Perms::OWNER).unwrap() else {
+        let Attempt::Busy(second) = try_lead(&path, &site).unwrap() else {
             panic!("must be busy");
         };
-        let guard = dir.path().join("guard");
         let Attempt::Led(new) = busy
-            .break_stale(Locking::Flock, Perms::OWNER, &guard, |_| Ok(true))
+            .break_stale(&site, |_| Ok(true))
             .unwrap()
         else {
             panic!("breaking must lead");
         };
         let Attempt::Busy(_) = second
-            .break_stale(Locking::Flock, Perms::OWNER, &guard, |_| Ok(true))
+            .break_stale(&site, |_| Ok(true))
             .unwrap()
         else {
             panic!("a second breaker of the same stale lock must follow the first");

@@ -4,7 +4,7 @@
 //! a read of every metadata file: they are for tools and schedules, not for the read
 //! path.
 
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -15,8 +15,8 @@ use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::idempotency::RECORDS_DIR;
 use crate::layout::TMP_SUFFIX;
-use crate::lock::{self, BREAK_GUARD, LockState, Locking};
-use crate::meta::EntryMeta;
+use crate::lock::{self, BREAK_GUARD, LockSite, LockState};
+use crate::meta::{BlobId, EntryMeta};
 use crate::named_lock::LOCKS_DIR;
 use crate::progress::blocking;
 use crate::sys::{self, FileId};
@@ -109,6 +109,9 @@ pub struct PruneReport {
     pub tmp_files_removed: u64,
     /// Lock files of crashed fills removed.
     pub lock_files_removed: u64,
+    /// Blobs without metadata of their own removed (left by a crash, or by a removal,
+    /// while they were being published).
+    pub orphans_removed: u64,
 }
 
 /// What [`Cache::verify`] found.
@@ -143,9 +146,6 @@ struct Files {
     parts: Vec<PathBuf>,
     blobs: Vec<PathBuf>,
 }
-
-/// The largest metadata file read; a key may be long, but not this long.
-const MAX_META: u64 = 4 << 20;
 
 /// Sorts the files under `dir` into `files`, passing over the folder `skip`.
 fn walk(dir: &Path, skip: &[PathBuf], files: &mut Files) -> io::Result<()> {
@@ -188,28 +188,28 @@ fn blob_of(meta: &Path) -> PathBuf {
     meta.with_extension("")
 }
 
+/// The metadata file at `path`, if it is readable.
 fn read_meta(path: &Path) -> Option<EntryMeta> {
-    let mut data = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(MAX_META)
-        .read_to_end(&mut data)
-        .ok()?;
-    EntryMeta::decode(&data)
+    crate::entry::read_meta(path).ok().flatten()
 }
 
-/// The entry whose metadata file is at `meta_path`, if it is readable and its blob
-/// is there.
+/// The entry whose metadata file is at `meta_path`, if it is readable and the blob
+/// it describes is there.
 pub(crate) fn entry_of(meta_path: &Path) -> Option<Entry> {
+    entry_with_blob(meta_path).map(|(entry, _)| entry)
+}
+
+/// [`entry_of`], with the identity of the blob file.
+fn entry_with_blob(meta_path: &Path) -> Option<(Entry, BlobId)> {
     let meta = read_meta(meta_path)?;
     let last_read = std::fs::symlink_metadata(meta_path).ok()?.modified().ok()?;
     let path = blob_of(meta_path);
     let expires = crate::entry::expiry_time(&meta);
     let blob = std::fs::symlink_metadata(&path).ok()?;
-    if !blob.is_file() {
+    if !blob.is_file() || !meta.describes(BlobId::of(&blob)) {
         return None;
     }
-    Some(Entry {
+    let entry = Entry {
         key: meta.key,
         size: blob.len(),
         created: crate::meta::from_unix_millis(meta.created_ms)?,
@@ -219,7 +219,8 @@ pub(crate) fn entry_of(meta_path: &Path) -> Option<Entry> {
         validator: meta.validator,
         content_type: meta.content_type,
         path,
-    })
+    };
+    Some((entry, BlobId::of(&blob)))
 }
 
 /// How long since `path` was modified; `None` when it is gone (another process may
@@ -259,14 +260,14 @@ fn lock_of(part: &Path) -> Option<(PathBuf, String)> {
 
 /// Whether a tmp file is one no live fill writes: no holder of its lock names it,
 /// and it has not been touched for the staleness timeout.
-fn abandoned(part: &Path, stale_after: Duration, locking: Locking) -> io::Result<bool> {
+fn abandoned(part: &Path, stale_after: Duration, locks: &LockSite) -> io::Result<bool> {
     if age(part)?.is_none_or(|age| age <= stale_after) {
         return Ok(false);
     }
     let Some((lock_path, unique)) = lock_of(part) else {
         return Ok(true);
     };
-    Ok(match lock::inspect(&lock_path, locking)? {
+    Ok(match lock::inspect(&lock_path, locks)? {
         LockState::Held(info) => info.is_none_or(|info| info.tmp != unique),
         LockState::Free(lock) => {
             lock.keep();
@@ -315,7 +316,7 @@ impl Cache {
     /// ```
     pub async fn status(&self) -> Result<CacheStatus> {
         let base = self.inner.base.clone();
-        let (stale_after, locking) = (self.inner.stale_after, self.inner.locking);
+        let (stale_after, locks) = (self.inner.stale_after, self.inner.locks.clone());
         blocking(move || {
             let files = scan(&base)?;
             let mut status = CacheStatus::default();
@@ -324,14 +325,14 @@ impl Cache {
                 status.bytes = status.bytes.saturating_add(entry.size);
             }
             for lock_path in &files.locks {
-                match lock::inspect(lock_path, locking)? {
+                match lock::inspect(lock_path, &locks)? {
                     LockState::Held(_) => status.fills_in_progress += 1,
                     LockState::Free(lock) => lock.keep(),
                     LockState::Missing => {}
                 }
             }
             for part in &files.parts {
-                if abandoned(part, stale_after, locking)? {
+                if abandoned(part, stale_after, &locks)? {
                     status.abandoned_tmp_files += 1;
                     status.abandoned_bytes = status.abandoned_bytes.saturating_add(len_of(part)?);
                 }
@@ -366,9 +367,9 @@ impl Cache {
     /// ```
     pub async fn prune(&self, policy: &PrunePolicy) -> Result<PruneReport> {
         let base = self.inner.base.clone();
-        let (stale_after, locking) = (self.inner.stale_after, self.inner.locking);
+        let (stale_after, locks) = (self.inner.stale_after, self.inner.locks.clone());
         let (policy, now) = (policy.clone(), self.inner.clock.now());
-        blocking(move || prune(&base, stale_after, locking, &policy, now))
+        blocking(move || prune(&base, stale_after, &locks, &policy, now))
             .await
             .map_err(|e| Error::io("prune", &self.inner.base, e))
     }
@@ -433,7 +434,7 @@ pub(crate) fn evict_lru(
             break;
         }
         total = total.saturating_sub(entry.size);
-        if remove_entry(base, &entry.path)? {
+        if remove_if_unchanged(base, &entry)? {
             removed.push(entry);
         }
     }
@@ -443,14 +444,14 @@ pub(crate) fn evict_lru(
 fn prune(
     base: &Path,
     stale_after: Duration,
-    locking: Locking,
+    locks: &LockSite,
     policy: &PrunePolicy,
     now: SystemTime,
 ) -> io::Result<PruneReport> {
     let files = scan(base)?;
     let mut report = PruneReport::default();
     for part in &files.parts {
-        if abandoned(part, stale_after, locking)? {
+        if abandoned(part, stale_after, locks)? {
             let size = len_of(part)?;
             if sys::remove_if_there(part)? {
                 report.tmp_files_removed += 1;
@@ -460,7 +461,7 @@ fn prune(
     }
     for lock_path in &files.locks {
         if age(lock_path)?.is_some_and(|age| age > stale_after)
-            && let LockState::Free(held) = lock::inspect(lock_path, locking)?
+            && let LockState::Free(held) = lock::inspect(lock_path, locks)?
         {
             // Dropping a held lock removes its file while it is still locked, so a
             // process that opened it meanwhile sees it replaced and starts over.
@@ -469,6 +470,7 @@ fn prune(
         }
     }
     let mut kept = Vec::new();
+    let mut described = std::collections::HashSet::new();
     for meta in &files.metas {
         let Some(entry) = entry_of(meta) else {
             if !blob_of(meta).exists() && age(meta)?.is_some_and(|age| age > stale_after) {
@@ -476,15 +478,26 @@ fn prune(
             }
             continue;
         };
+        described.insert(entry.path.clone());
         let expired = entry.expires.is_some_and(|at| at <= now);
         let too_old = policy
             .older_than
             .is_some_and(|age| now.duration_since(entry.created).unwrap_or_default() > age);
         if !(expired || too_old) {
             kept.push(entry);
-        } else if remove_entry(base, &entry.path)? {
+        } else if remove_if_unchanged(base, &entry)? {
             report.bytes_freed = report.bytes_freed.saturating_add(entry.size);
             report.removed.push(entry);
+        }
+    }
+    // Blobs no metadata describes: left by a crash or a removal between a publish's
+    // two renames. A publish renames its metadata an instant after its blob, so only
+    // ones older than the staleness timeout are removed.
+    for blob in files.blobs.iter().filter(|b| !described.contains(*b)) {
+        let size = len_of(blob)?;
+        if age(blob)?.is_some_and(|age| age > stale_after) && remove_entry(base, blob)? {
+            report.orphans_removed += 1;
+            report.bytes_freed = report.bytes_freed.saturating_add(size);
         }
     }
     if let Some(max) = policy.max_bytes {
@@ -502,13 +515,40 @@ fn prune(
 pub(crate) fn remove_entry(base: &Path, blob: &Path) -> io::Result<bool> {
     let size = len_of(blob)?;
     let existed = sys::remove_if_there(blob)?;
-    let mut meta = blob.as_os_str().to_owned();
-    meta.push(".meta");
-    sys::remove_if_there(Path::new(&meta))?;
+    sys::remove_if_there(&meta_of(blob))?;
     if existed {
         budget::record(base, -i64::try_from(size).unwrap_or(i64::MAX))?;
     }
     Ok(existed)
+}
+
+/// Removes the entry at `blob` only if the blob there is still the file `id`, so a
+/// blob published since it was read is kept; returns whether it removed it. (The
+/// check and the removal are two steps: a publish in between is lost, as it would be
+/// to a removal an instant later.)
+pub(crate) fn remove_blob(base: &Path, blob: &Path, id: BlobId) -> io::Result<bool> {
+    match std::fs::symlink_metadata(blob) {
+        Ok(stat) if BlobId::of(&stat) == id => remove_entry(base, blob),
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes `entry` if it is still as it was listed (a scan may be old by the time
+/// eviction reaches an entry: one read or published since is kept).
+fn remove_if_unchanged(base: &Path, entry: &Entry) -> io::Result<bool> {
+    match entry_with_blob(&meta_of(&entry.path)) {
+        Some((now, id)) if now == *entry => remove_blob(base, &entry.path, id),
+        _ => Ok(false),
+    }
+}
+
+/// The metadata file of the blob at `blob`.
+fn meta_of(blob: &Path) -> PathBuf {
+    let mut meta = blob.as_os_str().to_owned();
+    meta.push(".meta");
+    PathBuf::from(meta)
 }
 
 fn verify(base: &Path) -> io::Result<VerifyReport> {

@@ -7,8 +7,42 @@ use serde::{Deserialize, Serialize};
 
 use crate::sys::Perms;
 
-/// The format version written into every metadata file.
-pub(crate) const META_VERSION: u32 = 2;
+/// The format version written into every metadata file. Version 3 binds the
+/// metadata to its blob file ([`BlobId`]); version 2 files (times in milliseconds, no
+/// binding) and version 1 files (times in seconds) are still read.
+pub(crate) const META_VERSION: u32 = 3;
+
+/// Which file a metadata file describes: the blob's inode and its birth time in
+/// nanoseconds (its modification time where the file system keeps no birth time). A
+/// metadata file is paired only with the blob it names, so a read that opens one
+/// version of a blob and then finds another version's metadata sees the mismatch
+/// instead of trusting it: two versions that are both in the directory have different
+/// inodes, and an inode that is freed and given to a later blob gets a new birth time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BlobId {
+    pub(crate) ino: u64,
+    pub(crate) born_ns: u64,
+}
+
+impl BlobId {
+    /// The identity of the file whose status is `stat`.
+    pub(crate) fn of(stat: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let born = stat.created().ok().and_then(|at| at.duration_since(UNIX_EPOCH).ok());
+        let born_ns = match born {
+            Some(since) => u64::try_from(since.as_nanos()).unwrap_or(u64::MAX),
+            None => {
+                let secs = u64::try_from(stat.mtime()).unwrap_or(0);
+                let nanos = u64::try_from(stat.mtime_nsec()).unwrap_or(0);
+                secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+            }
+        };
+        BlobId {
+            ino: stat.ino(),
+            born_ns,
+        }
+    }
+}
 
 /// What the cache remembers about a stored blob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +62,9 @@ pub(crate) struct EntryMeta {
     pub(crate) sha256: String,
     pub(crate) validator: Option<String>,
     pub(crate) content_type: Option<String>,
+    /// The blob this describes; `None` only in metadata of version 2 and older.
+    #[serde(default)]
+    pub(crate) blob: Option<BlobId>,
 }
 
 impl EntryMeta {
@@ -51,7 +88,21 @@ impl EntryMeta {
             sha256: hex::encode(sha256),
             validator: None,
             content_type: None,
+            blob: None,
         }
+    }
+
+    /// Whether this metadata may describe the blob file `blob`: it names that file,
+    /// or (written by an older version) names none.
+    pub(crate) fn describes(&self, blob: BlobId) -> bool {
+        self.blob.is_none_or(|named| named == blob)
+    }
+
+    /// This metadata bound to the blob file `blob`, in the current format.
+    pub(crate) fn bound_to(mut self, blob: BlobId) -> Self {
+        self.version = META_VERSION;
+        self.blob = Some(blob);
+        self
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
@@ -61,7 +112,8 @@ impl EntryMeta {
     /// Parses a metadata file; `None` for anything malformed or of another version.
     pub(crate) fn decode(data: &[u8]) -> Option<Self> {
         match serde_json::from_slice::<EntryMeta>(data) {
-            Ok(meta) => (meta.version == META_VERSION).then_some(meta),
+            Ok(meta) if meta.version == META_VERSION => meta.blob.is_some().then_some(meta),
+            Ok(meta) => (meta.version == 2 && meta.blob.is_none()).then_some(meta),
             Err(_) => serde_json::from_slice::<EntryMetaV1>(data)
                 .ok()
                 .filter(|old| old.version == 1)
@@ -69,17 +121,17 @@ impl EntryMeta {
         }
     }
 
-    /// Writes this metadata atomically to `path`, through a tmp file in `tmp_dir`,
-    /// stamped as read at `now` (a file's modification time is its entry's last read).
-    pub(crate) fn write(
+    /// This metadata in a complete tmp file in `tmp_dir`, stamped as read at `now` (a
+    /// metadata file's modification time is its entry's last read), for the caller to
+    /// rename into place once it has checked it still may.
+    pub(crate) fn prepare(
         &self,
         tmp_dir: &Path,
-        path: &Path,
         durable: bool,
         now: SystemTime,
         perms: Perms,
-    ) -> std::io::Result<()> {
-        crate::sys::write_atomic(tmp_dir, path, &self.encode(), now, durable, perms)
+    ) -> std::io::Result<tempfile::NamedTempFile> {
+        crate::sys::prepare_atomic(tmp_dir, &self.encode(), now, durable, perms)
     }
 }
 
@@ -104,7 +156,7 @@ impl EntryMetaV1 {
     fn upgrade(self) -> EntryMeta {
         let ms = |secs: u64| secs.saturating_mul(1000);
         EntryMeta {
-            version: META_VERSION,
+            version: 2,
             key: self.key,
             size: self.size,
             created_ms: ms(self.created),
@@ -113,6 +165,7 @@ impl EntryMetaV1 {
             sha256: self.sha256,
             validator: self.validator,
             content_type: self.content_type,
+            blob: None,
         }
     }
 }
@@ -172,19 +225,41 @@ mod tests {
             Some(Duration::from_secs(9)),
         );
         meta.validator = Some("\"e\"".into());
+        assert_eq!(
+            EntryMeta::decode(&meta.encode()),
+            None,
+            "the current version names its blob"
+        );
+        let blob = BlobId {
+            ino: 12,
+            born_ns: 1_700_000_000_123_456_789,
+        };
+        let mut meta = meta.bound_to(blob);
         assert_eq!(EntryMeta::decode(&meta.encode()), Some(meta.clone()));
+        assert!(meta.describes(blob));
+        assert!(!meta.describes(BlobId { ino: 13, ..blob }));
         assert_eq!(EntryMeta::decode(b""), None);
         assert_eq!(EntryMeta::decode(b"{\"version\":2}"), None);
         assert_eq!(meta.expires_ms, Some(meta.created_ms + 9000));
-        meta.version = 3;
+        meta.version = 4;
         assert_eq!(EntryMeta::decode(&meta.encode()), None);
+    }
+
+    #[test]
+    fn reads_the_second_version_unbound() {
+        let v2 = br#"{"version":2,"key":"k","size":3,"created_ms":1700000000123,"expires_ms":null,"ttl_ms":null,"sha256":"ab","validator":"\"v\"","content_type":null}"#;
+        let meta = EntryMeta::decode(v2).unwrap();
+        assert_eq!((meta.version, meta.blob, meta.created_ms), (2, None, 1_700_000_000_123));
+        let any = BlobId { ino: 1, born_ns: 2 };
+        assert!(meta.describes(any), "an unbound entry pairs by its length alone");
+        assert_eq!(meta.bound_to(any).version, META_VERSION);
     }
 
     #[test]
     fn reads_the_first_version_in_seconds() {
         let v1 = br#"{"version":1,"key":"k","size":3,"created":1700000000,"expires":1700000060,"ttl":60,"sha256":"ab","validator":null,"content_type":"text/plain"}"#;
         let meta = EntryMeta::decode(v1).unwrap();
-        assert_eq!(meta.version, META_VERSION);
+        assert_eq!((meta.version, meta.blob), (2, None));
         assert_eq!(meta.created_ms, 1_700_000_000_000);
         assert_eq!(meta.expires_ms, Some(1_700_000_060_000));
         assert_eq!(meta.ttl_ms, Some(60_000));

@@ -216,13 +216,14 @@ pub(crate) fn stored_body(
 }
 
 /// `body`, hashed as it streams: if the whole does not have the SHA-256 `digest`,
-/// its last item is [`Error::Corrupt`] and the entry at `blob` is removed.
+/// its last item is [`Error::Corrupt`] and the entry at `blob` is removed, if the blob
+/// there is still the file `id` that was read.
 pub(crate) fn checked_body(
     body: BoxStream<'static, Result<Bytes>>,
     digest: String,
     key: String,
     base: std::path::PathBuf,
-    blob: std::path::PathBuf,
+    (blob, id): (std::path::PathBuf, crate::meta::BlobId),
 ) -> BoxStream<'static, Result<Bytes>> {
     use sha2::Digest;
     let state = (body, sha2::Sha256::new(), false);
@@ -244,7 +245,7 @@ pub(crate) fn checked_body(
                         return None;
                     }
                     tracing::warn!(%key, "removing a corrupt entry found while reading it");
-                    let _ = crate::maintenance::remove_entry(&base, &blob);
+                    let _ = crate::maintenance::remove_blob(&base, &blob, id);
                     let reason = format!("sha256 {actual} where {digest} was stored");
                     Some((Err(Error::Corrupt { key, reason }), (body, hasher, true)))
                 }
@@ -343,8 +344,13 @@ impl Tail {
                 });
             }
             if self.current.as_ref().map(|c| c.generation) != Some(source.generation) {
-                if self.pos > 0 && self.previous.is_none() {
-                    self.previous = self.current.take();
+                if self.pos > 0 {
+                    // The file the returned bytes came from stays the reference until a
+                    // new fill has matched all of them; every new fill is checked from
+                    // its first byte, however far a fill before it had got.
+                    if self.previous.is_none() {
+                        self.previous = self.current.take();
+                    }
                     self.checked = 0;
                 }
                 self.current = Some(Arc::clone(&source));
@@ -370,6 +376,7 @@ impl Tail {
                             });
                         }
                         self.checked += theirs.len() as u64;
+                        crate::failpoint::failpoint!("reader::checked");
                         continue;
                     }
                     if end {

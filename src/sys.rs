@@ -144,11 +144,6 @@ pub(crate) fn read_into(
     Ok(n)
 }
 
-/// Writes all of `data` at `offset`.
-pub(crate) fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
-    file.write_all_at(data, offset)
-}
-
 /// Removes the file at `path`; returns whether there was one.
 pub(crate) fn remove_if_there(path: &Path) -> io::Result<bool> {
     match std::fs::remove_file(path) {
@@ -254,6 +249,25 @@ pub(crate) fn write_atomic(
     durable: bool,
     perms: Perms,
 ) -> io::Result<()> {
+    prepare_atomic(tmp_dir, data, modified, durable, perms)?
+        .persist(path)
+        .map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// The first half of [`write_atomic`]: the complete tmp file, for a caller that checks
+/// something before it renames the file into place (dropping it removes it).
+///
+/// The modification time is `modified` plus a random part of a millisecond, so that
+/// two versions of a file written at one clock time, which may get the same inode on
+/// a file system that reuses inodes, still differ in their times.
+pub(crate) fn prepare_atomic(
+    tmp_dir: &Path,
+    data: &[u8],
+    modified: std::time::SystemTime,
+    durable: bool,
+    perms: Perms,
+) -> io::Result<tempfile::NamedTempFile> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     let mut tmp = tempfile::Builder::new()
@@ -263,12 +277,12 @@ pub(crate) fn write_atomic(
         .tempfile_in(tmp_dir)?;
     perms.fix(tmp.as_file());
     tmp.write_all(data)?;
-    tmp.as_file().set_modified(modified)?;
+    let jitter = std::time::Duration::from_nanos(fastrand::u64(1..1_000_000));
+    tmp.as_file().set_modified(modified + jitter)?;
     if durable {
         tmp.as_file().sync_data()?;
     }
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    Ok(tmp)
 }
 
 /// Whether a guard lock is taken alone or shared with other shared holders.
