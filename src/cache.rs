@@ -490,6 +490,7 @@ impl Cache {
             && !stale
             && let Some(expires) = stored.extended_expiry(now)
         {
+            crate::failpoint::failpoint!("cache::extend");
             match self.extend_expiry(paths, &stored, expires, now) {
                 Ok(Some(extended)) => stored.meta = Some(extended),
                 Ok(None) => {}

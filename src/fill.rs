@@ -54,11 +54,10 @@ async fn run(inner: &Arc<Inner>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> R
         let lock_path = paths.lock.clone();
         let tmp_dir = paths.tmp_dir.clone();
         let (locks, perms) = (inner.locks.clone(), inner.perms);
-        let attempt = blocking(move || {
-            sys::in_dir(&tmp_dir, perms, || lock::try_lead(&lock_path, &locks))
-        })
-        .await
-        .map_err(|e| Error::io("lock", &paths.lock, e))?;
+        let attempt =
+            blocking(move || sys::in_dir(&tmp_dir, perms, || lock::try_lead(&lock_path, &locks)))
+                .await
+                .map_err(|e| Error::io("lock", &paths.lock, e))?;
         let (lock, stale_tmp) = match (attempt, mode) {
             (Attempt::Led(lock), _) => (lock, None),
             (Attempt::Busy(busy), Mode::Replace) => {
@@ -466,7 +465,8 @@ impl Heartbeat {
         let period = (stale_after / 2).clamp(Duration::from_millis(1), Duration::from_secs(3600));
         let beating = Arc::clone(&files);
         let task = tokio::spawn(async move {
-            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            let mut interval =
+                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 interval.tick().await;
@@ -536,7 +536,9 @@ async fn publish(
             return Ok(None);
         }
         let replaced = std::fs::symlink_metadata(&paths.store).map_or(0, |old| old.len());
-        sys::in_dir(store_dir, perms, || std::fs::rename(&tmp_path, &paths.store))?;
+        sys::in_dir(store_dir, perms, || {
+            std::fs::rename(&tmp_path, &paths.store)
+        })?;
         // The file is the store's now: dropping its tmp path must not remove it.
         let _ = tmp_path.keep();
         crate::failpoint::failpoint!("fill::renamed");

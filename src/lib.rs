@@ -43,7 +43,11 @@
 //!    OS drops its lock). A fill whose process stops refreshing its files for the
 //!    [staleness timeout](CacheBuilder::stale_after) is reclaimed by a waiter; when the
 //!    stalled process wakes it cannot publish. A new leader removes a dead leader's tmp
-//!    file.
+//!    file. A waiter measures that timeout on its own monotonic clock, from the last
+//!    change it saw in the leader's file times, so a step of the wall clock (back or
+//!    forward) neither keeps a hung leader nor reclaims a live one. A leader refreshes
+//!    its files from a task of its own for as long as it holds the lock, so one long
+//!    step (a flush, a write the kernel holds up) is not taken for a hang.
 //! 6. **Errors fan out, nothing is poisoned.** An origin error reaches every reader of
 //!    that fill; nothing is cached and the next read tries again. When a leader dies,
 //!    its followers carry on with the new fill, after checking that its bytes match
@@ -60,11 +64,12 @@
 //!
 //! ```text
 //! <dir>/v1/store/ab/<sha256(key)>        complete blobs, raw bytes
-//! <dir>/v1/store/ab/<sha256(key)>.meta   key, size, created, expiry, sha256, validator
-//!                                        (JSON); its mtime is the entry's last read
+//! <dir>/v1/store/ab/<sha256(key)>.meta   key, size, created, expiry, sha256, validator,
+//!                                        the blob file it describes (JSON, version 3);
+//!                                        its mtime is the entry's last read
 //! <dir>/v1/tmp/ab/<sha256(key)>.lock     the lock a fill's leader holds
 //! <dir>/v1/tmp/ab/<sha256(key)>.<random>.part   a fill in progress
-//! <dir>/v1/tmp/break.lock                breakers of stale locks take turns here
+//! <dir>/v1/tmp/break.lock                changes of lock paths take turns here
 //! <dir>/v1/ledger                        the bytes stored, for the size bound
 //! <dir>/v1/records/ab/<sha256(id)>       an idempotency record: a JSON header line,
 //!                                        then its data; changes lock records/guard
@@ -85,6 +90,9 @@
 //! look after the directory.
 //!
 //! The `v1` folder is the format version: a later format gets a folder of its own.
+//! Metadata files carry a version of their own: a file of version 2 (written before
+//! metadata named its blob) is still read, paired with its blob by length alone, and
+//! is bound to its blob the next time it is rewritten.
 //! [`Cache::path`] hands out a store path; stored files are only ever replaced by
 //! renaming a new file over them, never written in place.
 //!

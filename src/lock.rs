@@ -177,9 +177,9 @@ pub(crate) struct Busy {
 /// What taking a busy lock gave.
 pub(crate) enum Take {
     Taken(FillLock),
+    /// Someone else holds it (or a breaker is at work on it).
     Held(Busy),
-    /// The lock file was removed or replaced (or a breaker is replacing it): start
-    /// over from [`try_lead`]. The old file stays open to read what its last holder
+    /// The lock file was removed or replaced: start over from [`try_lead`]. The old file stays open to read what its last holder
     /// left in it.
     Gone(Busy),
 }
@@ -290,23 +290,24 @@ impl Busy {
             Turn::Held => None,
             Turn::Shared => match guard_shared(site)? {
                 Some(guard) => Some(guard),
-                None => return self.let_go(site),
+                // A breaker is at work: wait as if the lock were held.
+                None => return Ok(Take::Held(self.let_go(site)?)),
             },
         };
         self.file.set_modified(SystemTime::now())?;
         if !self.is_current()? {
-            return self.let_go(site);
+            return Ok(Take::Gone(self.let_go(site)?));
         }
         drop(guard);
         Ok(Take::Taken(self.into_lock(site)))
     }
 
-    /// Releases a flock this caller took but may not use: start over.
-    fn let_go(self, site: &LockSite) -> io::Result<Take> {
+    /// Releases a flock this caller took but may not use.
+    fn let_go(self, site: &LockSite) -> io::Result<Self> {
         if site.locking == Locking::Flock {
             self.file.unlock()?;
         }
-        Ok(Take::Gone(self))
+        Ok(self)
     }
 
     /// What the holder published, if it has written it yet.
@@ -500,14 +501,8 @@ mod tests {
         assert_eq!(busy.info(), Some(info));
         drop(lock);
         assert!(!path.exists(), "release removes the lock file");
-        assert!(matches!(
-            busy.try_claim(&site).unwrap(),
-            Take::Gone(_)
-        ));
-        assert!(matches!(
-            try_lead(&path, &site).unwrap(),
-            Attempt::Led(_)
-        ));
+        assert!(matches!(busy.try_claim(&site).unwrap(), Take::Gone(_)));
+        assert!(matches!(try_lead(&path, &site).unwrap(), Attempt::Led(_)));
     }
 
     #[test]
@@ -524,16 +519,10 @@ mod tests {
         let Attempt::Busy(second) = try_lead(&path, &site).unwrap() else {
             panic!("must be busy");
         };
-        let Attempt::Led(new) = busy
-            .break_stale(&site, |_| Ok(true))
-            .unwrap()
-        else {
+        let Attempt::Led(new) = busy.break_stale(&site, |_| Ok(true)).unwrap() else {
             panic!("breaking must lead");
         };
-        let Attempt::Busy(_) = second
-            .break_stale(&site, |_| Ok(true))
-            .unwrap()
-        else {
+        let Attempt::Busy(_) = second.break_stale(&site, |_| Ok(true)).unwrap() else {
             panic!("a second breaker of the same stale lock must follow the first");
         };
         assert!(!old.is_current().unwrap());
@@ -542,6 +531,119 @@ mod tests {
             new.is_current().unwrap(),
             "the old holder must not remove the new lock"
         );
+    }
+
+    fn lead(path: &Path, site: &LockSite) -> FillLock {
+        match try_lead(path, site).unwrap() {
+            Attempt::Led(lock) => lock,
+            Attempt::Busy(_) => panic!("the lock must be free"),
+        }
+    }
+
+    fn busy(path: &Path, site: &LockSite) -> Busy {
+        match try_lead(path, site).unwrap() {
+            Attempt::Busy(busy) => busy,
+            Attempt::Led(_) => panic!("the lock must be held"),
+        }
+    }
+
+    /// A breaker's exclusive turn of the guard, held until dropped.
+    fn breaker_turn(site: &LockSite) -> File {
+        let guard = open_lock(&site.guard, site.perms).unwrap();
+        guard.lock().unwrap();
+        guard
+    }
+
+    #[test]
+    fn taking_a_crashed_leaders_lock_file_refreshes_it_and_keeps_its_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, site) = (dir.path().join("k.lock"), site(dir.path()));
+        std::fs::write(&path, "readthrough-lock 1\ntmp dead\nlen 7\n").unwrap();
+        let hour_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+        let lock = lead(&path, &site);
+        let age = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert!(
+            age > hour_ago + std::time::Duration::from_secs(3000),
+            "refreshed"
+        );
+        assert_eq!(lock.previous_info().unwrap().tmp, "dead");
+    }
+
+    #[test]
+    fn a_stale_lock_is_broken_once_and_the_breaker_leads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, site) = (dir.path().join("k.lock"), site(dir.path()));
+        let hung = lead(&path, &site);
+        let waiter = busy(&path, &site);
+        let not_yet = waiter.break_stale(&site, |_| Ok(false)).unwrap();
+        let Attempt::Busy(waiter) = not_yet else {
+            panic!("a lock that is not stale stays");
+        };
+        assert!(hung.is_current().unwrap());
+        let Attempt::Led(new) = waiter.break_stale(&site, |_| Ok(true)).unwrap() else {
+            panic!("the breaker leads");
+        };
+        assert!(!hung.is_current().unwrap() && new.is_current().unwrap());
+        drop(hung);
+        assert!(path.exists(), "the broken holder leaves the new lock alone");
+    }
+
+    #[test]
+    fn while_a_breaker_has_its_turn_takers_wait_and_releasers_leave_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, site) = (dir.path().join("k.lock"), site(dir.path()));
+        let lock = lead(&path, &site);
+        let turn = breaker_turn(&site);
+        drop(lock);
+        assert!(path.exists(), "no removal during a breaker's turn");
+        let waiting = busy(&path, &site);
+        let second = waiting.break_stale(&site, |_| Ok(true)).unwrap();
+        assert!(
+            matches!(second, Attempt::Busy(_)),
+            "a second breaker waits for its turn"
+        );
+        drop(turn);
+        let lock = lead(&path, &site);
+        drop(lock);
+        assert!(!path.exists(), "released for good after the turn");
+    }
+
+    #[test]
+    fn inspect_sees_missing_held_and_free_locks_without_refreshing_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, site) = (dir.path().join("k.lock"), site(dir.path()));
+        assert!(matches!(inspect(&path, &site).unwrap(), LockState::Missing));
+        let lock = lead(&path, &site);
+        let info = LockInfo {
+            tmp: "t1".into(),
+            len: LenInfo::Pending,
+            failed: None,
+        };
+        lock.write_info(&info).unwrap();
+        assert!(matches!(
+            inspect(&path, &site).unwrap(),
+            LockState::Held(Some(seen)) if seen == info
+        ));
+        lock.keep();
+        let old = SystemTime::now() - std::time::Duration::from_secs(600);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let LockState::Free(free) = inspect(&path, &site).unwrap() else {
+            panic!("nobody holds it");
+        };
+        free.keep();
+        let kept = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert_eq!(kept, old, "a look does not refresh the file");
     }
 
     #[test]

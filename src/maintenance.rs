@@ -610,3 +610,47 @@ fn check(file: &std::fs::File, meta: &EntryMeta) -> io::Result<Option<String>> {
             .then(|| format!("sha256 {actual} where {} was stored", meta.sha256)),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Fetched;
+
+    #[tokio::test]
+    async fn eviction_keeps_an_entry_published_again_since_the_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::builder(dir.path())
+            .durable(false)
+            .build()
+            .await
+            .unwrap();
+        for key in ["a", "b"] {
+            cache.put(key, Fetched::from(vec![1; 100])).await.unwrap();
+        }
+        let base = dir.path().join("v1");
+        let listed = entries_in(&base).unwrap();
+        cache.put("a", Fetched::from(vec![2; 100])).await.unwrap();
+        let (removed, _) = evict_lru(&base, listed, 0).unwrap();
+        let removed: Vec<&str> = removed.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(removed, ["b"]);
+        let left = cache.read("a").await.unwrap().expect("kept");
+        assert_eq!(left.bytes().await.unwrap(), vec![2; 100]);
+    }
+
+    #[tokio::test]
+    async fn metadata_behind_a_symlink_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::builder(dir.path())
+            .durable(false)
+            .build()
+            .await
+            .unwrap();
+        cache.put("a", Fetched::from(vec![1; 10])).await.unwrap();
+        let meta = meta_of(&cache.path("a").await.unwrap());
+        let elsewhere = dir.path().join("planted");
+        std::fs::rename(&meta, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &meta).unwrap();
+        assert_eq!(cache.metadata("a").await.unwrap(), None);
+        assert!(cache.entries().await.unwrap().is_empty());
+    }
+}

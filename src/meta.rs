@@ -28,7 +28,10 @@ impl BlobId {
     /// The identity of the file whose status is `stat`.
     pub(crate) fn of(stat: &std::fs::Metadata) -> Self {
         use std::os::unix::fs::MetadataExt;
-        let born = stat.created().ok().and_then(|at| at.duration_since(UNIX_EPOCH).ok());
+        let born = stat
+            .created()
+            .ok()
+            .and_then(|at| at.duration_since(UNIX_EPOCH).ok());
         let born_ns = match born {
             Some(since) => u64::try_from(since.as_nanos()).unwrap_or(u64::MAX),
             None => {
@@ -249,9 +252,15 @@ mod tests {
     fn reads_the_second_version_unbound() {
         let v2 = br#"{"version":2,"key":"k","size":3,"created_ms":1700000000123,"expires_ms":null,"ttl_ms":null,"sha256":"ab","validator":"\"v\"","content_type":null}"#;
         let meta = EntryMeta::decode(v2).unwrap();
-        assert_eq!((meta.version, meta.blob, meta.created_ms), (2, None, 1_700_000_000_123));
+        assert_eq!(
+            (meta.version, meta.blob, meta.created_ms),
+            (2, None, 1_700_000_000_123)
+        );
         let any = BlobId { ino: 1, born_ns: 2 };
-        assert!(meta.describes(any), "an unbound entry pairs by its length alone");
+        assert!(
+            meta.describes(any),
+            "an unbound entry pairs by its length alone"
+        );
         assert_eq!(meta.bound_to(any).version, META_VERSION);
     }
 

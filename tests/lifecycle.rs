@@ -457,3 +457,42 @@ async fn an_expired_object_is_revalidated_through_the_object_store() {
     );
     assert_eq!(cache.stats().revalidations, 1);
 }
+
+/// Metadata format 3 binds each metadata file to its blob. A cache written by the
+/// previous format (2, no binding) keeps its entries: they are served, listed and
+/// revalidated as before, paired with their blobs by length alone, and the first
+/// rewrite of an entry's metadata (here a sliding expiry) binds it.
+#[tokio::test]
+async fn entries_of_the_previous_metadata_format_are_kept_and_bound_on_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let cache = cache_with(dir.path(), &clock, Versions::default()).await;
+    let body = body_of("old", 0, 10_000);
+    cache.put("old", Fetched::from(body.clone())).await.unwrap();
+    let meta_path = {
+        let mut path = cache.path("old").await.unwrap().into_os_string();
+        path.push(".meta");
+        std::path::PathBuf::from(path)
+    };
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    assert_eq!(json["version"], 3);
+    assert!(json["blob"]["ino"].is_u64(), "{json}");
+    json["version"] = 2.into();
+    json.as_object_mut().unwrap().remove("blob");
+    std::fs::write(&meta_path, serde_json::to_vec(&json).unwrap()).unwrap();
+
+    let cache = cache_with(dir.path(), &clock, Versions::default()).await;
+    let reader = cache.get("old").await.unwrap();
+    assert_eq!(reader.kind(), ReadKind::Hit);
+    assert_eq!(reader.bytes().await.unwrap(), body);
+    assert_eq!(cache.entries().await.unwrap().len(), 1);
+    clock.advance(5 * MINUTE);
+    let sliding = GetOptions::default().extend_expiry();
+    cache.get_opts("old", &sliding).await.unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    assert_eq!(json["version"], 3, "rewritten in the current format");
+    assert!(json["blob"]["ino"].is_u64(), "{json}");
+    assert_eq!(cache.get("old").await.unwrap().kind(), ReadKind::Hit);
+}
