@@ -1,26 +1,20 @@
 //! [`CacheBuilder`]: the settings of a [`Cache`], and opening its directory.
 
 use std::fmt;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::budget;
-use crate::cache::{Cache, Inner};
+use crate::cache::Cache;
 use crate::clock::{Clock, SystemClock};
-use crate::error::{Cause, Error, Result};
-use crate::layout::{Layout, ShardedLayout};
-use crate::lock::{self, BREAK_GUARD, LockSite, Locking};
-use crate::maintenance;
+use crate::engine::{Engine, Settings};
+use crate::error::{Error, Result};
 use crate::origin::Origin;
-use crate::progress::blocking;
-use crate::stats::Counters;
-use crate::sys::{self, Perms};
-
-/// The folder, under the cache directory, that holds this on-disk format.
-const FORMAT_DIR: &str = "v1";
+use crate::store::dir::{self, Folder};
+use crate::store::layout::{Layout, ShardedLayout};
+use crate::store::lock::LockSite;
+use crate::store::names::{BREAK_GUARD, FORMAT_DIR, TMP_DIR};
+use crate::sys::{Perms, blocking};
 
 /// Builds a [`Cache`]. Made by [`Cache::builder`].
 ///
@@ -198,100 +192,31 @@ impl CacheBuilder {
         let root = self.root.clone();
         let base = root.join(FORMAT_DIR);
         let (want_locks, perms) = (self.file_locks, self.perms);
-        let locking = blocking(move || Ok(open_dirs(&root, &base, want_locks, perms)))
+        let (dir_root, dir_base) = (root.clone(), base.clone());
+        let locking = blocking(move || Ok(dir::open(&dir_root, &dir_base, want_locks, perms)))
             .await
-            .map_err(|e| bad_dir(&self.root, "reach", e))??;
-        let base = self.root.join(FORMAT_DIR);
-        Ok(Cache {
-            inner: Arc::new(Inner {
-                base: base.clone(),
-                root: self.root,
-                layout: self.layout,
-                origin: self.origin,
-                stale_after: self.stale_after,
-                durable: self.durable,
-                locks: LockSite {
-                    locking,
-                    perms,
-                    guard: base.join("tmp").join(BREAK_GUARD),
-                },
-                clock: self.clock,
-                default_ttl: self.default_ttl,
-                max_bytes: self.max_bytes,
-                verify_on_read: self.verify_on_read,
-                serve_stale: self.serve_stale,
+            .map_err(|e| dir::bad_dir(&root, "reach", e))??;
+        let guard = base.join(TMP_DIR).join(BREAK_GUARD);
+        Ok(Cache::new(Engine::new(Settings {
+            folder: Folder {
+                root,
+                base,
                 perms,
-                metas: Default::default(),
-                counters: Counters::default(),
-                fills: Mutex::default(),
-                evicting: AtomicBool::new(false),
-            }),
-        })
+                durable: self.durable,
+                clock: self.clock,
+            },
+            layout: self.layout,
+            origin: self.origin,
+            stale_after: self.stale_after,
+            locks: LockSite {
+                locking,
+                perms,
+                guard,
+            },
+            default_ttl: self.default_ttl,
+            max_bytes: self.max_bytes,
+            verify_on_read: self.verify_on_read,
+            serve_stale: self.serve_stale,
+        })))
     }
-}
-
-fn bad_dir(path: &Path, what: &'static str, source: io::Error) -> Error {
-    Error::BadDirectory {
-        path: path.to_owned(),
-        what,
-        source: Cause::new(source),
-    }
-}
-
-/// Creates the cache's folders, starts its ledger if it has none, and finds out how
-/// to lock there.
-fn open_dirs(root: &Path, base: &Path, want_locks: bool, perms: Perms) -> Result<Locking> {
-    let excludes = check_dirs(root, base, perms)?;
-    if !budget::exists(base) {
-        let stored = maintenance::entries_in(base).map_err(|e| bad_dir(base, "read", e))?;
-        let total = stored
-            .iter()
-            .fold(0u64, |sum, e| sum.saturating_add(e.size));
-        budget::start(base, total, perms).map_err(|e| bad_dir(base, "write the ledger in", e))?;
-    }
-    // The guard of lock changes, made here with the cache's modes.
-    let guard = base.join("tmp").join(BREAK_GUARD);
-    perms
-        .create()
-        .open(&guard)
-        .map(|file| perms.fix(&file))
-        .map_err(|e| bad_dir(&guard, "create", e))?;
-    if !want_locks {
-        return Ok(Locking::Disabled);
-    }
-    if !excludes {
-        tracing::warn!(
-            dir = %root.display(),
-            "file locks do not exclude each other here; processes will not share fetches"
-        );
-        return Ok(Locking::Disabled);
-    }
-    Ok(Locking::Flock)
-}
-
-/// Makes sure the cache's folders exist and that files can be written, locked and
-/// renamed there; returns whether two opens of one file exclude each other's locks.
-pub(crate) fn check_dirs(root: &Path, base: &Path, perms: Perms) -> Result<bool> {
-    if root.exists() && !root.is_dir() {
-        return Err(bad_dir(
-            root,
-            "use as a directory",
-            io::Error::new(io::ErrorKind::NotADirectory, "it is not a directory"),
-        ));
-    }
-    let tmp = base.join("tmp");
-    let store = base.join("store");
-    for dir in [root, base, &tmp, &store] {
-        sys::make_dirs(dir, perms).map_err(|e| bad_dir(dir, "create", e))?;
-    }
-    let excludes =
-        lock::locks_exclude(&tmp).map_err(|e| bad_dir(&tmp, "write and lock a file in", e))?;
-    // A probe of this process's own, so processes opening the cache at once do not
-    // remove each other's.
-    tempfile::Builder::new()
-        .prefix(".probe.")
-        .tempfile_in(&store)
-        .and_then(|mut probe| std::io::Write::write_all(&mut probe, b"probe"))
-        .map_err(|e| bad_dir(&store, "write a file into", e))?;
-    Ok(excludes)
 }

@@ -122,38 +122,35 @@
 //! - Only Unix is supported.
 #![deny(missing_docs)]
 
-mod budget;
-mod builder;
-mod cache;
+// The ground: Unix calls, errors, time, counters, test-only failpoints.
 mod clock;
-mod entry;
 mod error;
 mod failpoint;
-mod fill;
-mod follow;
-mod idempotency;
-mod layout;
-mod lock;
-mod maintenance;
-mod meta;
-mod named_lock;
-mod origin;
-mod progress;
-mod reader;
 mod stats;
-mod storage;
 mod sys;
-mod values;
-mod write_behind;
+
+// Origins and durable storage, beside the rest (they depend only on the ground).
+mod origin;
+mod storage;
+
+// The on-disk format, the fill engine over it, and the façade over both.
+mod builder;
+mod cache;
+mod engine;
+mod maintenance;
+mod store;
+
+// Key-value front-ends over the façade.
+mod kv;
 
 pub use builder::CacheBuilder;
-pub use cache::{Cache, GetOptions};
+pub use cache::{Cache, GetOptions, ReadKind, Reader};
 pub use clock::{Clock, SystemClock};
 pub use error::{BoxError, Cause, Error, Result};
-pub use idempotency::{IdempotencyRecord, IdempotencyStore};
-pub use layout::{Layout, ShardedLayout};
-pub use maintenance::{CacheStatus, Corrupt, Entry, PrunePolicy, PruneReport, VerifyReport};
-pub use named_lock::HeldLock;
+pub use kv::idempotency::{IdempotencyRecord, IdempotencyStore};
+pub use kv::named_lock::HeldLock;
+pub use kv::values::{Loaded, Values};
+pub use kv::write_behind::{StorageEvent, WriteBehind};
 #[cfg(feature = "object-store")]
 pub use origin::ObjectStoreOrigin;
 #[cfg(all(feature = "http", feature = "s3"))]
@@ -163,13 +160,12 @@ pub use origin::{Expiry, FetchOptions, Fetched, FnOrigin, Origin, origin_fn};
 pub use origin::{HttpOrigin, HttpOriginBuilder};
 #[cfg(feature = "s3")]
 pub use origin::{S3Location, s3_store, s3_store_with};
-pub use reader::{ReadKind, Reader};
 pub use stats::Stats;
 #[cfg(feature = "object-store")]
 pub use storage::ObjectStoreStorage;
 pub use storage::Storage;
-pub use values::{Loaded, Values};
-pub use write_behind::{StorageEvent, WriteBehind};
+pub use store::layout::{Layout, ShardedLayout};
+pub use store::scan::{CacheStatus, Corrupt, Entry, PrunePolicy, PruneReport, VerifyReport};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -17,12 +17,13 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
-use crate::layout::ShardedLayout;
-use crate::meta::{from_unix_millis, millis, unix_millis};
+use crate::store::atomic;
+use crate::store::dir::Folder;
+use crate::store::layout::ShardedLayout;
+use crate::store::meta::{from_unix_millis, millis, unix_millis};
+use crate::store::names::{LOCKS_DIR, TMP_DIR};
 use crate::sys::{self, Hold, Perms};
 
-/// The folder of the lock files, under the format folder.
-pub(crate) const LOCKS_DIR: &str = "named-locks";
 /// The format version written into every lock file.
 const LOCK_VERSION: u32 = 1;
 /// The largest lock file read; names may be long, but not this long.
@@ -76,20 +77,14 @@ pub(crate) struct WriteGuard(#[allow(dead_code, reason = "held for its flock")] 
 
 impl Locks {
     /// The locks under the format folder `base`, held as `holder`.
-    pub(crate) fn new(
-        base: &Path,
-        perms: Perms,
-        durable: bool,
-        holder: String,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    pub(crate) fn new(folder: &Folder, holder: String) -> Self {
         Locks {
-            dir: base.join(LOCKS_DIR),
-            tmp: base.join("tmp"),
-            perms,
-            durable,
+            dir: folder.base.join(LOCKS_DIR),
+            tmp: folder.base.join(TMP_DIR),
+            perms: folder.perms,
+            durable: folder.durable,
             holder,
-            clock,
+            clock: Arc::clone(&folder.clock),
         }
     }
 
@@ -116,7 +111,7 @@ impl Locks {
         let data = serde_json::to_vec(&record).map_err(io::Error::other)?;
         let shard = path.parent().expect("a lock path has a shard folder");
         sys::in_dir(shard, self.perms, || {
-            sys::write_atomic(&self.tmp, &path, &data, now, self.durable, self.perms)
+            atomic::write_atomic(&self.tmp, &path, &data, now, self.durable, self.perms)
         })?;
         Ok(true)
     }

@@ -41,13 +41,12 @@ use serde::{Deserialize, Serialize};
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::layout::ShardedLayout;
-use crate::meta::{self, unix_millis};
-use crate::progress::blocking;
+use crate::store::atomic;
+use crate::store::layout::ShardedLayout;
+use crate::store::meta::{self, unix_millis};
+use crate::store::names::RECORDS_DIR;
+use crate::sys::blocking;
 use crate::sys::{self, Hold, Perms};
-
-/// The folder of the records inside the format folder.
-pub(crate) const RECORDS_DIR: &str = "records";
 
 /// The file whose lock every change of a record holds, in the records folder.
 const GUARD: &str = "guard";
@@ -198,13 +197,13 @@ impl IdempotencyStore {
     /// # Ok(()) }
     /// ```
     pub fn new(cache: &Cache) -> IdempotencyStore {
-        let inner = &cache.inner;
+        let folder = cache.folder();
         IdempotencyStore {
             records: Arc::new(Records {
-                base: inner.base.clone(),
-                perms: inner.perms,
-                durable: inner.durable,
-                clock: Arc::clone(&inner.clock),
+                base: folder.base.clone(),
+                perms: folder.perms,
+                durable: folder.durable,
+                clock: Arc::clone(&folder.clock),
             }),
         }
     }
@@ -509,7 +508,7 @@ impl Records {
         let shard = path.parent().expect("a record path has a parent");
         let tmp = self.base.join("tmp");
         sys::in_dir(shard, self.perms, || {
-            sys::write_atomic(
+            atomic::write_atomic(
                 &tmp,
                 path,
                 file,

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::layout::KeyPaths;
-use crate::meta::{self, BlobId, EntryMeta};
+use crate::store::layout::KeyPaths;
+use crate::store::lock::{self, Attempt, LockSite};
+use crate::store::meta::{self, BlobId, EntryMeta};
 use crate::sys::{self, FileId};
 
 /// The largest metadata file read; a key may be long, but not this long.
@@ -51,7 +52,7 @@ pub(crate) struct MetaCache(Mutex<HashMap<PathBuf, Remembered>>);
 type Remembered = (Stamp, Option<Arc<EntryMeta>>);
 
 /// What identifies one version of a metadata file: its inode, length, modification
-/// time (which [`sys::prepare_atomic`] gives a random part) and change time (which
+/// time (which [`prepare_atomic`](crate::store::atomic::prepare_atomic) gives a random part) and change time (which
 /// only the kernel sets). Another version that reuses the inode differs in its times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
@@ -190,6 +191,92 @@ pub(crate) fn open(paths: &KeyPaths, metas: &MetaCache) -> io::Result<Option<Sto
             }));
         }
     }
+}
+
+/// How a read judges what it finds: at what time, whether an expired entry may be
+/// served (while a fill refreshes it), and whether a hit slides its expiry.
+pub(crate) struct Serving {
+    pub(crate) now: SystemTime,
+    pub(crate) serve_stale: bool,
+    pub(crate) extend: bool,
+}
+
+/// The stored entry of `key` if it may be served, and whether it is stale; records
+/// the read (the metadata file's time) and slides the expiry when asked. `None` when
+/// nothing is stored, the entry expired (and stale entries are not served), or it is
+/// damaged (then a warning is logged: the read fetches it again).
+pub(crate) fn servable(
+    key: &str,
+    paths: &KeyPaths,
+    metas: &MetaCache,
+    locks: &LockSite,
+    serving: &Serving,
+) -> io::Result<Option<(Stored, bool)>> {
+    let Some(mut stored) = open(paths, metas)? else {
+        return Ok(None);
+    };
+    let now = serving.now;
+    let stale = match stored.standing(now) {
+        Standing::Fresh => false,
+        Standing::Expired { .. } if serving.serve_stale => true,
+        Standing::Expired { .. } => return Ok(None),
+        Standing::Damaged(reason) => {
+            tracing::warn!(%key, %reason, "not serving a damaged entry; fetching it again");
+            return Ok(None);
+        }
+    };
+    // An expired entry served while it is refreshed keeps its expiry.
+    if serving.extend
+        && !stale
+        && let Some(expires) = stored.extended_expiry(now)
+    {
+        crate::failpoint::failpoint!("entry::extend");
+        match extend(paths, metas, locks, &stored, expires, now) {
+            Ok(Some(extended)) => stored.meta = Some(extended),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(%key, error = %e, "could not extend an expiry"),
+        }
+    }
+    meta::note_read(&paths.meta, stored.last_read, now);
+    Ok(Some((stored, stale)))
+}
+
+/// Moves the expiry of the entry `stored`, read at `now`, to `expires` (in Unix
+/// milliseconds) and returns its new metadata. The rewrite holds the key's lock and
+/// happens only while the entry is still the one read, so a publish or a revalidation
+/// that lands meanwhile is never overwritten with older metadata. While a fill holds
+/// the lock the expiry is left alone (`None`): a later read extends it.
+fn extend(
+    paths: &KeyPaths,
+    metas: &MetaCache,
+    locks: &LockSite,
+    stored: &Stored,
+    expires: u64,
+    now: SystemTime,
+) -> io::Result<Option<Arc<EntryMeta>>> {
+    let Some(meta) = &stored.meta else {
+        return Ok(None);
+    };
+    let attempt = sys::in_dir(&paths.tmp_dir, locks.perms, || {
+        lock::try_lead(&paths.lock, locks)
+    })?;
+    let Attempt::Led(held) = attempt else {
+        return Ok(None);
+    };
+    let Some(current) = open(paths, metas)? else {
+        return Ok(None);
+    };
+    if current.blob != stored.blob || current.meta.as_ref() != Some(meta) {
+        return Ok(None);
+    }
+    let mut extended = EntryMeta::clone(meta).bound_to(current.blob);
+    extended.expires_ms = Some(expires);
+    extended
+        .prepare(&paths.tmp_dir, false, now, locks.perms)?
+        .persist(&paths.meta)
+        .map_err(|e| e.error)?;
+    drop(held);
+    Ok(Some(Arc::new(extended)))
 }
 
 impl Stored {

@@ -13,11 +13,14 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::watch;
 
-use crate::cache::Inner;
+use crate::engine::progress::{FillState, Role, Source};
+use crate::engine::state::Engine;
 use crate::error::{BoxError, Error, Result};
 use crate::origin::{FetchOptions, Origin, guarded_fetch, guarded_next};
-use crate::progress::{FillState, Source};
 use crate::stats::add;
+use crate::store::entry::Stored;
+use crate::store::layout::KeyPaths;
+use crate::store::scan;
 
 /// The most bytes a reader reads from disk at a time: its whole buffer.
 pub(crate) const CHUNK: usize = 256 * 1024;
@@ -79,17 +82,100 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub(crate) fn new(
-        body: BoxStream<'static, Result<Bytes>>,
-        len: Option<u64>,
-        kind: ReadKind,
-    ) -> Self {
+    fn new(body: BoxStream<'static, Result<Bytes>>, len: Option<u64>, kind: ReadKind) -> Self {
         Reader {
             body,
             len,
             kind,
             pending: Bytes::new(),
         }
+    }
+
+    /// A reader of `value`, held in memory, read as `kind`.
+    pub(crate) fn of_bytes(value: Bytes, kind: ReadKind) -> Self {
+        let len = value.len() as u64;
+        Reader::new(
+            stream::once(async move { Ok(value) }).boxed(),
+            Some(len),
+            kind,
+        )
+    }
+
+    /// A hit: the blob `stored` found for `key`, checked against the SHA-256 `digest`
+    /// as it streams when one is given.
+    pub(crate) fn stored(
+        engine: &Arc<Engine>,
+        key: &str,
+        paths: &KeyPaths,
+        stored: Stored,
+        digest: Option<String>,
+    ) -> Self {
+        let len = stored.len;
+        let source = Arc::new(Source {
+            file: stored.file,
+            generation: 0,
+            len: Some(len),
+            validator: None,
+        });
+        let body = stored_body(Arc::clone(engine), source, len);
+        let body = match digest {
+            Some(digest) => checked_body(
+                body,
+                digest,
+                key.to_owned(),
+                engine.base().to_owned(),
+                (paths.store.clone(), stored.blob),
+            ),
+            None => body,
+        };
+        Reader::new(body, Some(len), ReadKind::Hit)
+    }
+
+    /// A reader of the fill whose state is `state`, once the fill has something to
+    /// say; `started` tells whether this read started it.
+    pub(crate) async fn of_fill(
+        engine: &Arc<Engine>,
+        key: &str,
+        mut state: watch::Receiver<FillState>,
+        origin: Arc<dyn Origin>,
+        started: bool,
+    ) -> Result<Self> {
+        let first = state
+            .wait_for(|s| !matches!(s, FillState::Starting))
+            .await
+            .map_err(|_| Error::FillVanished {
+                key: key.to_owned(),
+            })?
+            .clone();
+        let (len, role) = match &first {
+            FillState::Failed(e) if !e.is_local_disk() => {
+                add(&engine.counters.errors, 1);
+                return Err(e.clone());
+            }
+            FillState::Failed(_) => (None, Role::Leader),
+            FillState::Streaming { source, role, .. } => (source.len, *role),
+            FillState::Complete { len, role, .. } => (Some(*len), *role),
+            FillState::Starting => unreachable!("waited for a later state"),
+        };
+        let kind = match (started, role) {
+            (false, _) => ReadKind::Joined,
+            (true, Role::Leader) => ReadKind::Led,
+            (true, Role::Follower) => ReadKind::Followed,
+            (true, Role::Found) => ReadKind::Hit,
+        };
+        let reader = FillReader {
+            inner: Arc::clone(engine),
+            key: key.to_owned(),
+            origin,
+            state,
+            pos: 0,
+            current: None,
+            previous: None,
+            checked: 0,
+            buf: BytesMut::new(),
+            promised: len,
+        };
+        Ok(Reader::new(reader.into_body(), len, kind))
     }
 
     /// The blob's length, when known: always for a hit, and for a fill when the origin
@@ -183,8 +269,8 @@ impl AsyncRead for Reader {
 }
 
 /// The body of a stored blob: `len` bytes of `source`.
-pub(crate) fn stored_body(
-    inner: Arc<Inner>,
+fn stored_body(
+    inner: Arc<Engine>,
     source: Arc<Source>,
     len: u64,
 ) -> BoxStream<'static, Result<Bytes>> {
@@ -218,12 +304,12 @@ pub(crate) fn stored_body(
 /// `body`, hashed as it streams: if the whole does not have the SHA-256 `digest`,
 /// its last item is [`Error::Corrupt`] and the entry at `blob` is removed, if the blob
 /// there is still the file `id` that was read.
-pub(crate) fn checked_body(
+fn checked_body(
     body: BoxStream<'static, Result<Bytes>>,
     digest: String,
     key: String,
     base: std::path::PathBuf,
-    (blob, id): (std::path::PathBuf, crate::meta::BlobId),
+    (blob, id): (std::path::PathBuf, crate::store::meta::BlobId),
 ) -> BoxStream<'static, Result<Bytes>> {
     use sha2::Digest;
     let state = (body, sha2::Sha256::new(), false);
@@ -245,7 +331,7 @@ pub(crate) fn checked_body(
                         return None;
                     }
                     tracing::warn!(%key, "removing a corrupt entry found while reading it");
-                    let _ = crate::maintenance::remove_blob(&base, &blob, id);
+                    let _ = scan::remove_blob(&base, &blob, id);
                     let reason = format!("sha256 {actual} where {digest} was stored");
                     Some((Err(Error::Corrupt { key, reason }), (body, hasher, true)))
                 }
@@ -255,29 +341,29 @@ pub(crate) fn checked_body(
     .boxed()
 }
 
-/// A reader of a fill in progress in this process (led here, or tailed from another
+/// A reader of a fill in progress in this process (led here, or followed from another
 /// process). It reads the fill's file up to what has landed and waits for more.
-pub(crate) struct Tail {
-    pub(crate) inner: Arc<Inner>,
-    pub(crate) key: String,
-    pub(crate) origin: Arc<dyn Origin>,
-    pub(crate) state: watch::Receiver<FillState>,
+struct FillReader {
+    inner: Arc<Engine>,
+    key: String,
+    origin: Arc<dyn Origin>,
+    state: watch::Receiver<FillState>,
     /// Bytes returned to the caller so far.
-    pub(crate) pos: u64,
+    pos: u64,
     /// The file this reader reads.
-    pub(crate) current: Option<Arc<Source>>,
+    current: Option<Arc<Source>>,
     /// After a takeover: the file the first `pos` bytes came from, kept until the new
     /// file's first `pos` bytes are checked against it (`checked` of them so far).
-    pub(crate) previous: Option<Arc<Source>>,
-    pub(crate) checked: u64,
+    previous: Option<Arc<Source>>,
+    checked: u64,
     /// The reader's buffer, reused once the caller drops a chunk.
-    pub(crate) buf: BytesMut,
+    buf: BytesMut,
     /// The length [`Reader::len`] told the caller: a fill that turns out to have
     /// another is another body.
-    pub(crate) promised: Option<u64>,
+    promised: Option<u64>,
 }
 
-/// What [`Tail::next`] found.
+/// What [`FillReader::next`] found.
 enum Next {
     Chunk(Bytes),
     End,
@@ -287,22 +373,22 @@ enum Next {
 
 /// Where a fill reader's bytes come from now.
 enum Phase {
-    Tail(Tail),
+    Fill(FillReader),
     Direct(Direct),
 }
 
-impl Tail {
+impl FillReader {
     /// The reader's body as a stream.
-    pub(crate) fn into_body(self) -> BoxStream<'static, Result<Bytes>> {
+    fn into_body(self) -> BoxStream<'static, Result<Bytes>> {
         let inner = Arc::clone(&self.inner);
         let counters = Arc::clone(&self.inner);
-        stream::try_unfold(Phase::Tail(self), |mut phase| async move {
+        stream::try_unfold(Phase::Fill(self), |mut phase| async move {
             loop {
                 phase = match phase {
-                    Phase::Tail(mut tail) => match tail.next().await? {
-                        Next::Chunk(chunk) => return Ok(Some((chunk, Phase::Tail(tail)))),
+                    Phase::Fill(mut fill) => match fill.next().await? {
+                        Next::Chunk(chunk) => return Ok(Some((chunk, Phase::Fill(fill)))),
                         Next::End => return Ok(None),
-                        Next::Direct => Phase::Direct(tail.into_direct().await?),
+                        Next::Direct => Phase::Direct(fill.into_direct().await?),
                     },
                     Phase::Direct(mut direct) => match direct.next().await? {
                         Some(chunk) => return Ok(Some((chunk, Phase::Direct(direct)))),
@@ -475,7 +561,7 @@ impl Tail {
 
 /// Reads a body straight from the origin, uncached, after the local disk failed.
 struct Direct {
-    inner: Arc<Inner>,
+    inner: Arc<Engine>,
     key: String,
     body: BoxStream<'static, Result<Bytes, BoxError>>,
     /// The blob offset of the body's next byte.

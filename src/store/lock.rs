@@ -130,12 +130,9 @@ pub(crate) enum Locking {
 pub(crate) struct LockSite {
     pub(crate) locking: Locking,
     pub(crate) perms: Perms,
-    /// The guard file, `tmp/break.lock`.
+    /// The guard file, `tmp/break.lock` ([`BREAK_GUARD`](crate::store::names::BREAK_GUARD)).
     pub(crate) guard: PathBuf,
 }
-
-/// The name of the guard file, in the tmp folder.
-pub(crate) const BREAK_GUARD: &str = "break.lock";
 
 /// How a change of a lock path is guarded.
 #[derive(Clone, Copy)]
@@ -420,6 +417,7 @@ pub(crate) fn locks_exclude(dir: &Path) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::names::BREAK_GUARD;
 
     fn site(dir: &Path) -> LockSite {
         LockSite {

@@ -6,13 +6,13 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::cache::Inner;
+use crate::engine::progress::{Fill, Role, Source};
+use crate::engine::state::Engine;
 use crate::error::{Error, Result};
-use crate::layout::KeyPaths;
-use crate::lock::{Attempt, Busy, FillLock, LenInfo, Take};
-use crate::progress::{Fill, Role, Source, blocking};
 use crate::stats::add;
-use crate::sys::{self, FileId};
+use crate::store::layout::KeyPaths;
+use crate::store::lock::{Attempt, Busy, FillLock, LenInfo, Take};
+use crate::sys::{self, FileId, blocking};
 
 /// The first pause between looks at another process's fill; it doubles up to
 /// [`MAX_POLL`] while nothing changes.
@@ -20,7 +20,7 @@ const FIRST_POLL: Duration = Duration::from_millis(1);
 const MAX_POLL: Duration = Duration::from_millis(8);
 
 /// How following another process's fill ended.
-pub(crate) enum Tailed {
+pub(super) enum Followed {
     /// The leader published; `source` is the stored blob.
     Complete { source: Arc<Source>, len: u64 },
     /// The leader died or hung; this process holds the lock now. `stale_tmp` names
@@ -35,29 +35,32 @@ pub(crate) enum Tailed {
     Failed(String),
 }
 
-/// Tails the fill behind `busy`, publishing its progress to this process's readers.
-pub(crate) async fn tail(
-    inner: &Arc<Inner>,
+/// Follows the fill behind `busy`: tails its tmp file, publishing its progress to this
+/// process's readers.
+pub(super) async fn follow(
+    inner: &Arc<Engine>,
     fill: &Fill,
     paths: &KeyPaths,
     busy: Busy,
     generation: &mut u64,
-) -> Result<Tailed> {
+) -> Result<Followed> {
     let mut watch = Watch::new(busy);
     let mut pause = FIRST_POLL;
     loop {
         let next_generation = *generation + 1;
         match look(inner, paths, watch, true, next_generation).await? {
-            Seen::Complete { source, len } => return Ok(Tailed::Complete { source, len }),
+            Seen::Complete { source, len } => return Ok(Followed::Complete { source, len }),
             Seen::Free(lock) => {
-                return Ok(Tailed::TookOver {
+                return Ok(Followed::TookOver {
                     lock,
                     stale_tmp: None,
                 });
             }
-            Seen::Reclaimed { lock, stale_tmp } => return Ok(Tailed::TookOver { lock, stale_tmp }),
-            Seen::Gone => return Ok(Tailed::Restart),
-            Seen::Failed(message) => return Ok(Tailed::Failed(message)),
+            Seen::Reclaimed { lock, stale_tmp } => {
+                return Ok(Followed::TookOver { lock, stale_tmp });
+            }
+            Seen::Gone => return Ok(Followed::Restart),
+            Seen::Failed(message) => return Ok(Followed::Failed(message)),
             Seen::Waiting { watch: w, grew } => {
                 watch = w;
                 if let Some((_, source)) = &watch.tmp {
@@ -76,8 +79,8 @@ pub(crate) async fn tail(
 
 /// Waits, without reading its bytes, until another process's fill ends; returns the
 /// lock (and a hung leader's tmp name), or `None` to start over.
-pub(crate) async fn wait_free(
-    inner: &Arc<Inner>,
+pub(super) async fn wait_free(
+    inner: &Arc<Engine>,
     paths: &KeyPaths,
     busy: Busy,
 ) -> Result<Option<(FillLock, Option<String>)>> {
@@ -151,7 +154,7 @@ enum Seen {
 
 /// One look at the other process's fill, on a blocking thread.
 async fn look(
-    inner: &Arc<Inner>,
+    inner: &Arc<Engine>,
     paths: &KeyPaths,
     watch: Watch,
     read_tmp: bool,
@@ -165,7 +168,7 @@ async fn look(
 }
 
 fn look_now(
-    inner: &Inner,
+    inner: &Engine,
     paths: &KeyPaths,
     mut watch: Watch,
     read_tmp: bool,

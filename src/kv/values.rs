@@ -3,7 +3,6 @@
 //! one.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,13 +10,13 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::cache::Reader;
 use crate::cache::{Cache, GetOptions};
 use crate::error::{Cause, Error, Result};
-use crate::meta::from_unix_millis;
-use crate::named_lock::{HeldLock, Locks};
+use crate::kv::named_lock::{HeldLock, Locks};
 use crate::origin::Fetched;
-use crate::progress::blocking;
-use crate::reader::Reader;
+use crate::store::meta::from_unix_millis;
+use crate::sys::blocking;
 
 /// How often [`Values::check_lock`] looks again while it waits, at most.
 const CHECK_EVERY: Duration = Duration::from_millis(20);
@@ -160,16 +159,9 @@ impl Values {
     /// # Ok(()) }
     /// ```
     pub fn new(cache: &Cache) -> Values {
-        let inner = &cache.inner;
         Values {
             cache: cache.clone(),
-            locks: Locks::new(
-                &inner.base,
-                inner.perms,
-                inner.durable,
-                new_holder(),
-                Arc::clone(&inner.clock),
-            ),
+            locks: Locks::new(cache.folder(), new_holder()),
         }
     }
 
@@ -255,7 +247,7 @@ impl Values {
         };
         let (cache, owned) = (self.cache.clone(), key.to_owned());
         self.guarded(key, async move {
-            let now = cache.inner.clock.now();
+            let now = cache.folder().clock.now();
             let new = cache
                 .metadata(&owned)
                 .await?
@@ -315,7 +307,7 @@ impl Values {
             key: key.to_owned(),
             created,
             last_read: found.last_read.max(created),
-            expires: crate::entry::expiry_time(&found.meta),
+            expires: crate::store::entry::expiry_time(&found.meta),
         }))
     }
 
@@ -335,7 +327,7 @@ impl Values {
     /// # Ok(()) }
     /// ```
     pub async fn destroy(&self, key: &str) -> Result<bool> {
-        self.cache.paths(key)?;
+        self.cache.check_key(key)?;
         let (cache, owned) = (self.cache.clone(), key.to_owned());
         self.guarded(key, async move { cache.remove(&owned).await })
             .await
@@ -360,7 +352,7 @@ impl Values {
     /// # Ok(()) }
     /// ```
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
-        let now = self.cache.inner.clock.now();
+        let now = self.cache.folder().clock.now();
         let mut keys: Vec<String> = self
             .cache
             .entries()

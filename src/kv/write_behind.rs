@@ -8,13 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::stream;
 use tokio::sync::{Notify, broadcast, watch};
 
-use crate::cache::{Cache, GetOptions};
+use crate::cache::Cache;
+use crate::cache::{ReadKind, Reader};
 use crate::error::{Cause, Error, Result};
 use crate::origin::Fetched;
-use crate::reader::{ReadKind, Reader};
 use crate::storage::{Absent, Storage, StorageOrigin};
 
 /// How many events a subscriber may fall behind by before it misses some.
@@ -310,11 +309,7 @@ impl WriteBehind {
             None => {}
         }
         let origin = Arc::new(StorageOrigin(Arc::clone(&shared.storage)));
-        match shared
-            .cache
-            .get_from(key, Some(origin), &GetOptions::default())
-            .await
-        {
+        match shared.cache.get_through(key, origin, false).await {
             Ok(reader) => Ok(Some(reader)),
             Err(Error::Origin { source, .. }) if source.downcast_ref::<Absent>().is_some() => {
                 Ok(None)
@@ -392,7 +387,7 @@ impl Shared {
 
     /// Checks that both the cache and storage take `key`.
     fn admit(&self, key: &str) -> Result<()> {
-        self.cache.paths(key)?;
+        self.cache.check_key(key)?;
         self.storage
             .accepts(key)
             .map_err(|e| storage_error("accept", key, e))
@@ -552,10 +547,5 @@ fn storage_error(op: &'static str, key: &str, source: crate::error::BoxError) ->
 }
 
 fn bytes_reader(value: Bytes) -> Reader {
-    let len = value.len() as u64;
-    Reader::new(
-        Box::pin(stream::once(async move { Ok(value) })),
-        Some(len),
-        ReadKind::Hit,
-    )
+    Reader::of_bytes(value, ReadKind::Hit)
 }

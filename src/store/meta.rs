@@ -134,7 +134,7 @@ impl EntryMeta {
         now: SystemTime,
         perms: Perms,
     ) -> std::io::Result<tempfile::NamedTempFile> {
-        crate::sys::prepare_atomic(tmp_dir, &self.encode(), now, durable, perms)
+        crate::store::atomic::prepare_atomic(tmp_dir, &self.encode(), now, durable, perms)
     }
 }
 

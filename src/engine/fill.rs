@@ -3,42 +3,105 @@
 //! when that one dies or hangs.
 
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::FutureExt;
 use sha2::{Digest, Sha256};
 use tempfile::TempPath;
+use tokio::sync::watch;
 
-use crate::budget;
-use crate::cache::Inner;
-use crate::entry::{self, Standing, Stored};
+use crate::engine::evict;
+use crate::engine::follow::{self, Followed};
+use crate::engine::progress::{Fill, FillState, Role, Source};
+use crate::engine::state::{Engine, wait_final};
 use crate::error::{Error, Result};
-use crate::follow::{self, Tailed};
-use crate::layout::{KeyPaths, TMP_SUFFIX};
-use crate::lock::{self, Attempt, FillLock, LenInfo, LockInfo, Locking};
-use crate::meta::{BlobId, EntryMeta};
-use crate::origin::{Expiry, FetchOptions, guarded_fetch, guarded_next};
-use crate::progress::{Fill, FillState, Role, Source, blocking};
+use crate::origin::{Expiry, FetchOptions, Origin, guarded_fetch, guarded_next};
 use crate::stats::add;
-use crate::sys;
+use crate::store::entry::{self, Standing, Stored};
+use crate::store::layout::KeyPaths;
+use crate::store::ledger;
+use crate::store::lock::{self, Attempt, FillLock, LenInfo, LockInfo, Locking};
+use crate::store::meta::{BlobId, EntryMeta};
+use crate::store::names::TMP_SUFFIX;
+use crate::sys::{self, blocking};
 
 /// The most bytes gathered from a fast origin before they are written in one go.
 const WRITE_BATCH: usize = 1 << 20;
 
 /// What a fill is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
+enum Mode {
     /// Fetch the blob unless it is already stored; follow another process's fill.
     Fetch,
     /// Store the body whatever is there (a `put`); wait for other fills to end.
     Replace,
 }
 
+/// Starting fills: the map of running fills holds each weakly, so a fill that ends
+/// leaves it, and a read after it opens the store.
+impl Engine {
+    /// Joins the fill of `key` running in this process, or starts one that fetches
+    /// through `origin`. Returns its state, its origin, and whether this call started
+    /// it.
+    pub(super) fn join_or_start(
+        self: &Arc<Self>,
+        key: &str,
+        paths: &KeyPaths,
+        origin: Arc<dyn Origin>,
+    ) -> (watch::Receiver<FillState>, Arc<dyn Origin>, bool) {
+        let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fill) = fills.get(key).and_then(Weak::upgrade) {
+            add(&self.counters.fills_joined, 1);
+            return (fill.state.subscribe(), Arc::clone(&fill.origin), false);
+        }
+        let state = self.start_fill(&mut fills, key, paths, Arc::clone(&origin), Mode::Fetch);
+        (state, origin, true)
+    }
+
+    /// Starts a fill that replaces `key`'s blob with the one body `origin` gives, once
+    /// no other fill of the key runs in this process.
+    pub(super) async fn start_replace(
+        self: &Arc<Self>,
+        key: &str,
+        paths: &KeyPaths,
+        origin: Arc<dyn Origin>,
+    ) -> Result<watch::Receiver<FillState>> {
+        loop {
+            let running = {
+                let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
+                match fills.get(key).and_then(Weak::upgrade) {
+                    Some(fill) => fill.state.subscribe(),
+                    None => {
+                        return Ok(self.start_fill(&mut fills, key, paths, origin, Mode::Replace));
+                    }
+                }
+            };
+            wait_final(running, key).await?;
+        }
+    }
+
+    fn start_fill(
+        self: &Arc<Self>,
+        fills: &mut HashMap<String, Weak<Fill>>,
+        key: &str,
+        paths: &KeyPaths,
+        origin: Arc<dyn Origin>,
+        mode: Mode,
+    ) -> watch::Receiver<FillState> {
+        let fill = Fill::new(key, origin);
+        fills.insert(key.to_owned(), Arc::downgrade(&fill));
+        let state = fill.state.subscribe();
+        tokio::spawn(drive(Arc::clone(self), fill, paths.clone(), mode));
+        state
+    }
+}
+
 /// Runs a fill to its end and publishes how it ended. Removes the fill from the
 /// cache's map before the final state, so the next read after a success is a hit.
-pub(crate) async fn drive(inner: Arc<Inner>, fill: Arc<Fill>, paths: KeyPaths, mode: Mode) {
+async fn drive(inner: Arc<Engine>, fill: Arc<Fill>, paths: KeyPaths, mode: Mode) {
     let outcome = run(&inner, &fill, &paths, mode).await;
     inner.forget(&fill);
     match outcome {
@@ -47,13 +110,13 @@ pub(crate) async fn drive(inner: Arc<Inner>, fill: Arc<Fill>, paths: KeyPaths, m
     }
 }
 
-async fn run(inner: &Arc<Inner>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> Result<FillState> {
+async fn run(inner: &Arc<Engine>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> Result<FillState> {
     let mut generation = 0;
     let mut counted_follow = false;
     loop {
         let lock_path = paths.lock.clone();
         let tmp_dir = paths.tmp_dir.clone();
-        let (locks, perms) = (inner.locks.clone(), inner.perms);
+        let (locks, perms) = (inner.locks.clone(), inner.folder.perms);
         let attempt =
             blocking(move || sys::in_dir(&tmp_dir, perms, || lock::try_lead(&lock_path, &locks)))
                 .await
@@ -72,8 +135,8 @@ async fn run(inner: &Arc<Inner>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> R
                     add(&inner.counters.fills_followed, 1);
                     tracing::debug!(key = %fill.key, "following another process's fill");
                 }
-                match follow::tail(inner, fill, paths, busy, &mut generation).await? {
-                    Tailed::Complete { source, len } => {
+                match follow::follow(inner, fill, paths, busy, &mut generation).await? {
+                    Followed::Complete { source, len } => {
                         return Ok(FillState::Complete {
                             source,
                             len,
@@ -81,9 +144,9 @@ async fn run(inner: &Arc<Inner>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> R
                             stored: Ok(()),
                         });
                     }
-                    Tailed::TookOver { lock, stale_tmp } => (lock, stale_tmp),
-                    Tailed::Restart => continue,
-                    Tailed::Failed(message) => {
+                    Followed::TookOver { lock, stale_tmp } => (lock, stale_tmp),
+                    Followed::Restart => continue,
+                    Followed::Failed(message) => {
                         let reported =
                             format!("{message} (reported by the process that led the fill)");
                         return Err(Error::origin(&fill.key, reported.into()));
@@ -101,7 +164,7 @@ async fn run(inner: &Arc<Inner>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> R
             }
             .map_err(|e| Error::io("open", &paths.store, e))?;
             if let Some(stored) = found {
-                match stored.standing(inner.clock.now()) {
+                match stored.standing(inner.folder.clock.now()) {
                     Standing::Fresh => {
                         return Ok(stored_state(stored, generation, Role::Found, Ok(())));
                     }
@@ -137,7 +200,7 @@ fn stored_state(stored: Stored, generation: u64, role: Role, result: Result<()>)
 
 /// Leads a fill while holding the key's lock.
 async fn lead(
-    inner: &Arc<Inner>,
+    inner: &Arc<Engine>,
     fill: &Fill,
     paths: &KeyPaths,
     lock: FillLock,
@@ -157,18 +220,18 @@ async fn lead(
     for unique in crashed.map(|info| info.tmp).into_iter().chain(stale_tmp) {
         let _ = std::fs::remove_file(paths.tmp_file(&unique));
     }
-    let tmp = sys::in_dir(&paths.tmp_dir, inner.perms, || {
+    let tmp = sys::in_dir(&paths.tmp_dir, inner.folder.perms, || {
         tempfile::Builder::new()
             .prefix(&paths.tmp_prefix)
             .suffix(TMP_SUFFIX)
             .rand_bytes(16)
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(
-                inner.perms.file,
+                inner.folder.perms.file,
             ))
             .tempfile_in(&paths.tmp_dir)
     })
     .map_err(|e| Error::io("create a tmp file in", &paths.tmp_dir, e))?;
-    inner.perms.fix(tmp.as_file());
+    inner.folder.perms.fix(tmp.as_file());
     let unique = unique_part(paths, tmp.path());
     let write_info = |len, failed| {
         let info = LockInfo {
@@ -213,7 +276,7 @@ async fn lead(
     let len = meta.size;
     let stored = publish(inner, paths, (heartbeat, lock), (tmp_path, &source), meta).await;
     if let Ok(total) = &stored {
-        budget::after_publish(inner, *total);
+        evict::after_publish(inner, *total);
     }
     let stored = stored.map(drop);
     Ok(FillState::Complete {
@@ -228,7 +291,7 @@ async fn lead(
 /// expiry, and the blob is kept. A leader whose lock was broken while it waited for
 /// the origin writes nothing.
 async fn refresh(
-    inner: &Inner,
+    inner: &Engine,
     paths: &KeyPaths,
     held: (Heartbeat, FillLock),
     stored: Stored,
@@ -237,10 +300,12 @@ async fn refresh(
     add(&inner.counters.revalidations, 1);
     let meta = EntryMeta::clone(stored.meta.as_ref().expect("an expired entry has metadata"));
     let mut meta = meta.bound_to(stored.blob);
-    let ttl_ms = meta.ttl_ms.or(inner.default_ttl.map(crate::meta::millis));
-    let now = inner.clock.now();
-    meta.expires_ms = ttl_ms.map(|ttl| crate::meta::unix_millis(now).saturating_add(ttl));
-    let (paths_owned, durable, perms) = (paths.clone(), inner.durable, inner.perms);
+    let ttl_ms = meta
+        .ttl_ms
+        .or(inner.default_ttl.map(crate::store::meta::millis));
+    let now = inner.folder.clock.now();
+    meta.expires_ms = ttl_ms.map(|ttl| crate::store::meta::unix_millis(now).saturating_add(ttl));
+    let (paths_owned, durable, perms) = (paths.clone(), inner.folder.durable, inner.folder.perms);
     let key = meta.key.clone();
     let written = blocking(move || {
         let (heartbeat, lock) = held;
@@ -285,7 +350,7 @@ enum Filled {
 /// What a leader works with while it fills the tmp file at `tmp_path`: its fill and
 /// the heartbeat that keeps its files fresh.
 struct Leading<'a> {
-    inner: &'a Inner,
+    inner: &'a Engine,
     fill: &'a Fill,
     tmp_path: &'a TempPath,
     heartbeat: &'a Heartbeat,
@@ -341,7 +406,7 @@ impl Leading<'_> {
             Expiry::Never => None,
             Expiry::After(ttl) => Some(ttl),
         };
-        let mut meta = EntryMeta::new(&fill.key, len, digest, inner.clock.now(), ttl);
+        let mut meta = EntryMeta::new(&fill.key, len, digest, inner.folder.clock.now(), ttl);
         meta.validator = fetched.validator;
         meta.content_type = fetched.content_type;
         Ok(Filled::Body(source, meta))
@@ -416,7 +481,7 @@ impl Leading<'_> {
                 actual: written,
             });
         }
-        if inner.durable {
+        if inner.folder.durable {
             let file = Arc::clone(source);
             blocking(move || {
                 crate::failpoint::failpoint!("fill::sync");
@@ -443,7 +508,7 @@ fn unique_part(paths: &KeyPaths, tmp: &std::path::Path) -> String {
 /// however long a single step takes (a slow origin, a write held up by the kernel, the
 /// final flush, the publish). It refreshes the lock file, and the tmp file while the
 /// body is written into it. Dropping it stops it at once.
-pub(crate) struct Heartbeat {
+struct Heartbeat {
     files: Arc<Mutex<Beating>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -510,17 +575,17 @@ impl Drop for Heartbeat {
 /// publish; a local disk failure is logged. Either way the body stays readable
 /// through the tmp file's open handle.
 async fn publish(
-    inner: &Inner,
+    inner: &Engine,
     paths: &KeyPaths,
     held: (Heartbeat, FillLock),
     (tmp_path, source): (TempPath, &Arc<Source>),
     meta: EntryMeta,
 ) -> Result<u64> {
     let (durable, base, now, perms) = (
-        inner.durable,
-        inner.base.clone(),
-        inner.clock.now(),
-        inner.perms,
+        inner.folder.durable,
+        inner.base().to_owned(),
+        inner.folder.clock.now(),
+        inner.folder.perms,
     );
     let key = meta.key.clone();
     let store = paths.store.clone();
@@ -550,7 +615,7 @@ async fn publish(
         drop(lock);
         let grown =
             i64::try_from(size).unwrap_or(i64::MAX) - i64::try_from(replaced).unwrap_or(i64::MAX);
-        let total = budget::record(&base, grown).unwrap_or_else(|e| {
+        let total = ledger::record(&base, grown).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "could not update the ledger of stored bytes");
             0
         });

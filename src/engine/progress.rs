@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::error::Error;
 use crate::origin::Origin;
-use crate::sys;
+use crate::sys::{self, blocking};
 
 /// A file holding a fill's bytes from offset 0: the tmp file being written (by this
 /// process or another), or a complete store file. All readers share its one handle
@@ -78,16 +78,6 @@ impl Source {
         let ours = self.read_full(offset, data.len()).await?;
         let same = ours.iter().zip(data).take_while(|(a, b)| a == b).count();
         Ok((same < data.len()).then_some(offset + same as u64))
-    }
-}
-
-/// Runs blocking file work off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result,
-        Err(join) => Err(io::Error::other(join)),
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::store::names::{FRONT_END_DIRS, TMP_SUFFIX};
 
 /// Maps a key to the relative paths of its files inside the cache directory.
 ///
@@ -122,15 +123,6 @@ impl KeyPaths {
     }
 }
 
-/// The suffix of every tmp file name.
-pub(crate) const TMP_SUFFIX: &str = ".part";
-
-/// Folders of the format folder that are not the store's: a layout may not use them.
-const RESERVED: [&str; 2] = [
-    crate::named_lock::LOCKS_DIR,
-    crate::idempotency::RECORDS_DIR,
-];
-
 /// Checks that `path` is relative and made only of plain names, as written (the
 /// components of `a/b/.` hide its `.`), outside the folders the cache reserves.
 fn checked(key: &str, path: PathBuf) -> Result<PathBuf> {
@@ -138,7 +130,7 @@ fn checked(key: &str, path: PathBuf) -> Result<PathBuf> {
     let reserved = path
         .components()
         .next()
-        .is_some_and(|first| RESERVED.iter().any(|r| first.as_os_str() == *r));
+        .is_some_and(|first| FRONT_END_DIRS.iter().any(|r| first.as_os_str() == *r));
     let plain = !reserved
         && !path.as_os_str().is_empty()
         && path

@@ -1,0 +1,153 @@
+//! [`Engine`]: what every clone of a cache shares: its settings, the fills running in
+//! this process, the parsed metadata it remembers, and its counters.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::engine::progress::{Fill, FillState};
+use crate::error::{Error, Result};
+use crate::origin::Origin;
+use crate::stats::{Counters, Stats};
+use crate::store::dir::Folder;
+use crate::store::entry::MetaCache;
+use crate::store::layout::{KeyPaths, Layout};
+use crate::store::lock::LockSite;
+
+/// A cache's settings, as its builder gathered them.
+pub(crate) struct Settings {
+    pub(crate) folder: Folder,
+    pub(crate) layout: Box<dyn Layout>,
+    pub(crate) origin: Option<Arc<dyn Origin>>,
+    pub(crate) stale_after: Duration,
+    pub(crate) locks: LockSite,
+    pub(crate) default_ttl: Option<Duration>,
+    pub(crate) max_bytes: Option<u64>,
+    pub(crate) verify_on_read: bool,
+    pub(crate) serve_stale: bool,
+}
+
+/// The engine behind a cache: its settings and its shared state. It keeps one
+/// invariant of its own: the map of running fills names, for each key, at most one
+/// live fill in this process, and a fill leaves it before it publishes its end, so the
+/// read after a finished fill opens the store.
+pub(crate) struct Engine {
+    pub(super) folder: Folder,
+    pub(super) layout: Box<dyn Layout>,
+    pub(super) origin: Option<Arc<dyn Origin>>,
+    pub(super) stale_after: Duration,
+    pub(super) locks: LockSite,
+    pub(super) default_ttl: Option<Duration>,
+    pub(super) max_bytes: Option<u64>,
+    pub(super) verify_on_read: bool,
+    pub(super) serve_stale: bool,
+    /// Parsed metadata, so a hit reads its metadata file only when it changed.
+    pub(super) metas: MetaCache,
+    pub(super) counters: Counters,
+    /// The fills running in this process, by key.
+    pub(super) fills: Mutex<HashMap<String, Weak<Fill>>>,
+    /// Whether this process is evicting now.
+    pub(super) evicting: AtomicBool,
+}
+
+impl Engine {
+    pub(crate) fn new(settings: Settings) -> Self {
+        Engine {
+            folder: settings.folder,
+            layout: settings.layout,
+            origin: settings.origin,
+            stale_after: settings.stale_after,
+            locks: settings.locks,
+            default_ttl: settings.default_ttl,
+            max_bytes: settings.max_bytes,
+            verify_on_read: settings.verify_on_read,
+            serve_stale: settings.serve_stale,
+            metas: MetaCache::default(),
+            counters: Counters::default(),
+            fills: Mutex::default(),
+            evicting: AtomicBool::new(false),
+        }
+    }
+
+    /// The cache directory, its format folder and how files are written there.
+    pub(crate) fn folder(&self) -> &Folder {
+        &self.folder
+    }
+
+    /// The format folder.
+    pub(crate) fn base(&self) -> &Path {
+        &self.folder.base
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.folder.clock
+    }
+
+    pub(crate) fn stale_after(&self) -> Duration {
+        self.stale_after
+    }
+
+    pub(crate) fn locks(&self) -> &LockSite {
+        &self.locks
+    }
+
+    /// A snapshot of the counters.
+    pub(crate) fn stats(&self) -> Stats {
+        self.counters.snapshot()
+    }
+
+    /// The paths of `key`'s files.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] for an empty key, [`Error::LayoutEscape`] for a layout
+    /// path that could leave the directory.
+    pub(crate) fn paths(&self, key: &str) -> Result<KeyPaths> {
+        if key.is_empty() {
+            return Err(Error::InvalidKey {
+                reason: "a key must not be empty",
+            });
+        }
+        KeyPaths::resolve(self.layout.as_ref(), &self.folder.base, key)
+    }
+
+    /// Removes a fill from the map of running fills, if it is still the one there.
+    pub(super) fn forget(&self, fill: &Arc<Fill>) {
+        let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
+        if fills
+            .get(&fill.key)
+            .is_some_and(|weak| Weak::as_ptr(weak) == Arc::as_ptr(fill))
+        {
+            fills.remove(&fill.key);
+        }
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("dir", &self.folder.root)
+            .field("stale_after", &self.stale_after)
+            .field("durable", &self.folder.durable)
+            .field("locking", &self.locks.locking)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waits until a fill has ended and returns how.
+pub(super) async fn wait_final(
+    mut state: watch::Receiver<FillState>,
+    key: &str,
+) -> Result<FillState> {
+    let end = state
+        .wait_for(FillState::is_final)
+        .await
+        .map_err(|_| Error::FillVanished {
+            key: key.to_owned(),
+        })?;
+    Ok(end.clone())
+}

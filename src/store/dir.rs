@@ -1,0 +1,95 @@
+//! Creating and checking a cache directory: its folders, the files every process
+//! shares, and whether locks work there.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::error::{Cause, Error, Result};
+use crate::store::lock::{self, Locking};
+use crate::store::names::{BREAK_GUARD, STORE_DIR, TMP_DIR};
+use crate::store::{ledger, scan};
+use crate::sys::{self, Perms};
+
+/// A cache directory, its format folder, and how files are written there: shared by
+/// the store, the engine and the key-value front-ends on one directory.
+#[derive(Clone)]
+pub(crate) struct Folder {
+    pub(crate) root: PathBuf,
+    /// The format folder, `<root>/v1`.
+    pub(crate) base: PathBuf,
+    pub(crate) perms: Perms,
+    /// Whether writes are flushed before they are published.
+    pub(crate) durable: bool,
+    /// The time expiry is judged by and files are stamped with.
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+pub(crate) fn bad_dir(path: &Path, what: &'static str, source: io::Error) -> Error {
+    Error::BadDirectory {
+        path: path.to_owned(),
+        what,
+        source: Cause::new(source),
+    }
+}
+
+/// Opens the cache directory `root` with its format folder `base`: creates the
+/// folders, starts the ledger if there is none and the guard of lock changes, and
+/// finds out how to lock there (`want_locks` off, or locks that do not exclude, lock
+/// nothing).
+pub(crate) fn open(root: &Path, base: &Path, want_locks: bool, perms: Perms) -> Result<Locking> {
+    let excludes = check(root, base, perms)?;
+    if !ledger::exists(base) {
+        let stored = scan::entries_in(base).map_err(|e| bad_dir(base, "read", e))?;
+        let total = stored
+            .iter()
+            .fold(0u64, |sum, e| sum.saturating_add(e.size));
+        ledger::start(base, total, perms).map_err(|e| bad_dir(base, "write the ledger in", e))?;
+    }
+    // The guard of lock changes, made here with the cache's modes.
+    let guard = base.join(TMP_DIR).join(BREAK_GUARD);
+    perms
+        .create()
+        .open(&guard)
+        .map(|file| perms.fix(&file))
+        .map_err(|e| bad_dir(&guard, "create", e))?;
+    if !want_locks {
+        return Ok(Locking::Disabled);
+    }
+    if !excludes {
+        tracing::warn!(
+            dir = %root.display(),
+            "file locks do not exclude each other here; processes will not share fetches"
+        );
+        return Ok(Locking::Disabled);
+    }
+    Ok(Locking::Flock)
+}
+
+/// Makes sure the cache's folders exist and that files can be written, locked and
+/// renamed there; returns whether two opens of one file exclude each other's locks.
+pub(crate) fn check(root: &Path, base: &Path, perms: Perms) -> Result<bool> {
+    if root.exists() && !root.is_dir() {
+        return Err(bad_dir(
+            root,
+            "use as a directory",
+            io::Error::new(io::ErrorKind::NotADirectory, "it is not a directory"),
+        ));
+    }
+    let tmp = base.join(TMP_DIR);
+    let store = base.join(STORE_DIR);
+    for dir in [root, base, &tmp, &store] {
+        sys::make_dirs(dir, perms).map_err(|e| bad_dir(dir, "create", e))?;
+    }
+    let excludes =
+        lock::locks_exclude(&tmp).map_err(|e| bad_dir(&tmp, "write and lock a file in", e))?;
+    // A probe of this process's own, so processes opening the cache at once do not
+    // remove each other's.
+    tempfile::Builder::new()
+        .prefix(".probe.")
+        .tempfile_in(&store)
+        .and_then(|mut probe| std::io::Write::write_all(&mut probe, b"probe"))
+        .map_err(|e| bad_dir(&store, "write a file into", e))?;
+    Ok(excludes)
+}

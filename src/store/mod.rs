@@ -1,0 +1,22 @@
+//! The on-disk format: plain synchronous code over the cache directory, with no
+//! runtime. It imports only the ground (`sys`, `error`, `clock`).
+//!
+//! - [`names`]: every folder and file name.
+//! - [`atomic`]: small files written atomically.
+//! - [`layout`]: keys to paths, checked to stay inside the directory.
+//! - [`meta`]: the metadata file beside each blob, bound to its blob.
+//! - [`lock`]: the per-key lock file protocol.
+//! - [`entry`]: finding a stored entry and judging it (servable, expired, extended).
+//! - [`ledger`]: the bytes stored, for the size bound.
+//! - [`dir`]: creating and checking a cache directory.
+//! - [`scan`]: walking the store: listing, removing, evicting, pruning, verifying.
+
+pub(crate) mod atomic;
+pub(crate) mod dir;
+pub(crate) mod entry;
+pub(crate) mod layout;
+pub(crate) mod ledger;
+pub(crate) mod lock;
+pub(crate) mod meta;
+pub(crate) mod names;
+pub(crate) mod scan;

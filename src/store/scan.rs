@@ -1,0 +1,586 @@
+//! Walking the store: listing its entries, its status, removing, evicting, pruning and
+//! verifying, as plain functions over the format folder. They walk the whole folder
+//! (all but the front-ends' folders, which are not the store's), so they work for any
+//! layout, and they cost a read of every metadata file: they are for tools, schedules
+//! and background eviction, never for the read path.
+
+use std::fs::TryLockError;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+use crate::store::ledger;
+use crate::store::lock::{self, LockSite, LockState};
+use crate::store::meta::{BlobId, EntryMeta};
+use crate::store::names::{
+    BREAK_GUARD, EVICTING, FRONT_END_DIRS, LEDGER, LOCK_SUFFIX, META_SUFFIX, TMP_SUFFIX,
+};
+use crate::sys::{self, FileId};
+
+/// A stored blob and what the cache knows of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Entry {
+    /// The key it is stored under.
+    pub key: String,
+    /// Its length in bytes.
+    pub size: u64,
+    /// When it was stored.
+    pub created: SystemTime,
+    /// When it was last read, to within a minute (hits refresh it at most that often);
+    /// when it was stored if it was never read.
+    pub last_read: SystemTime,
+    /// When it stops being served; never when `None`.
+    pub expires: Option<SystemTime>,
+    /// Its SHA-256, in hex.
+    pub sha256: String,
+    /// The origin's validator (ETag or Last-Modified), if it gave one.
+    pub validator: Option<String>,
+    /// The origin's media type, if it gave one.
+    pub content_type: Option<String>,
+    /// The path of the complete file.
+    pub path: PathBuf,
+}
+
+/// How a cache directory is doing. Made by [`Cache::status`](crate::Cache::status).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStatus {
+    /// Stored blobs.
+    pub entries: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Fills whose lock is held now, by any process.
+    pub fills_in_progress: u64,
+    /// Tmp files no live fill is writing (left by crashed or reclaimed fills).
+    pub abandoned_tmp_files: u64,
+    /// Their bytes.
+    pub abandoned_bytes: u64,
+}
+
+/// What [`Cache::prune`](crate::Cache::prune) removes besides abandoned files. The default removes only
+/// abandoned tmp, lock and metadata files.
+///
+/// ```
+/// use std::time::Duration;
+/// let policy = readthrough::PrunePolicy::default()
+///     .max_bytes(10 << 30)
+///     .older_than(Duration::from_secs(7 * 86400));
+/// assert_eq!(policy.max_bytes, Some(10 << 30));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PrunePolicy {
+    /// Remove the least recently read entries until the stored bytes are at most this.
+    pub max_bytes: Option<u64>,
+    /// Remove entries stored longer ago than this.
+    pub older_than: Option<Duration>,
+}
+
+impl PrunePolicy {
+    /// Sets [`max_bytes`](Self::max_bytes).
+    #[must_use]
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets [`older_than`](Self::older_than).
+    #[must_use]
+    pub fn older_than(mut self, age: Duration) -> Self {
+        self.older_than = Some(age);
+        self
+    }
+}
+
+/// What [`Cache::prune`](crate::Cache::prune) removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneReport {
+    /// The entries removed.
+    pub removed: Vec<Entry>,
+    /// The bytes freed: removed entries and abandoned tmp files.
+    pub bytes_freed: u64,
+    /// Abandoned tmp files removed.
+    pub tmp_files_removed: u64,
+    /// Lock files of crashed fills removed.
+    pub lock_files_removed: u64,
+    /// Blobs without metadata of their own removed (left by a crash, or by a removal,
+    /// while they were being published).
+    pub orphans_removed: u64,
+}
+
+/// What [`Cache::verify`](crate::Cache::verify) found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Entries read and checked.
+    pub checked: u64,
+    /// Entries whose bytes did not match their metadata; they were removed.
+    pub corrupt: Vec<Corrupt>,
+    /// Stored files with no readable metadata to check them against; left alone.
+    pub unverifiable: Vec<PathBuf>,
+}
+
+/// An entry [`Cache::verify`](crate::Cache::verify) found corrupt and removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Corrupt {
+    /// Its key.
+    pub key: String,
+    /// Its path.
+    pub path: PathBuf,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// The files of a format folder, by kind.
+#[derive(Default)]
+struct Files {
+    metas: Vec<PathBuf>,
+    locks: Vec<PathBuf>,
+    parts: Vec<PathBuf>,
+    blobs: Vec<PathBuf>,
+}
+
+/// Sorts the files under `dir` into `files`, passing over the folder `skip`.
+fn walk(dir: &Path, skip: &[PathBuf], files: &mut Files) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let path = entry.path();
+        if kind.is_dir() {
+            if !skip.contains(&path) {
+                walk(&path, skip, files)?;
+            }
+        } else if kind.is_file() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if [BREAK_GUARD, LEDGER, EVICTING].contains(&name.as_ref()) {
+                continue;
+            }
+            let list = if name.ends_with(META_SUFFIX) {
+                &mut files.metas
+            } else if name.ends_with(LOCK_SUFFIX) {
+                &mut files.locks
+            } else if name.ends_with(TMP_SUFFIX) {
+                &mut files.parts
+            } else {
+                &mut files.blobs
+            };
+            list.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The blob a metadata file describes.
+fn blob_of(meta: &Path) -> PathBuf {
+    meta.with_extension("")
+}
+
+/// The metadata file at `path`, if it is readable.
+fn read_meta(path: &Path) -> Option<EntryMeta> {
+    crate::store::entry::read_meta(path).ok().flatten()
+}
+
+/// The entry whose metadata file is at `meta_path`, if it is readable and the blob
+/// it describes is there.
+pub(crate) fn entry_of(meta_path: &Path) -> Option<Entry> {
+    entry_with_blob(meta_path).map(|(entry, _)| entry)
+}
+
+/// [`entry_of`], with the identity of the blob file.
+fn entry_with_blob(meta_path: &Path) -> Option<(Entry, BlobId)> {
+    let meta = read_meta(meta_path)?;
+    let last_read = std::fs::symlink_metadata(meta_path).ok()?.modified().ok()?;
+    let path = blob_of(meta_path);
+    let expires = crate::store::entry::expiry_time(&meta);
+    let blob = std::fs::symlink_metadata(&path).ok()?;
+    if !blob.is_file() || !meta.describes(BlobId::of(&blob)) {
+        return None;
+    }
+    let entry = Entry {
+        key: meta.key,
+        size: blob.len(),
+        created: crate::store::meta::from_unix_millis(meta.created_ms)?,
+        last_read,
+        expires,
+        sha256: meta.sha256,
+        validator: meta.validator,
+        content_type: meta.content_type,
+        path,
+    };
+    Some((entry, BlobId::of(&blob)))
+}
+
+/// How long since `path` was modified; `None` when it is gone (another process may
+/// be pruning too).
+fn age(path: &Path) -> io::Result<Option<Duration>> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(
+        SystemTime::now()
+            .duration_since(meta.modified()?)
+            .unwrap_or_default(),
+    ))
+}
+
+/// The length of `path`, 0 when it is gone.
+fn len_of(path: &Path) -> io::Result<u64> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => Ok(meta.len()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// The lock file that coordinates the fill a tmp file belongs to:
+/// `<stem>.<unique>.part` belongs to `<stem>.lock`, and the unique part.
+fn lock_of(part: &Path) -> Option<(PathBuf, String)> {
+    let name = part.file_name()?.to_str()?.strip_suffix(TMP_SUFFIX)?;
+    let (stem, unique) = name.rsplit_once('.')?;
+    Some((
+        part.with_file_name(format!("{stem}{LOCK_SUFFIX}")),
+        unique.to_owned(),
+    ))
+}
+
+/// Whether a tmp file is one no live fill writes: no holder of its lock names it,
+/// and it has not been touched for the staleness timeout.
+fn abandoned(part: &Path, stale_after: Duration, locks: &LockSite) -> io::Result<bool> {
+    if age(part)?.is_none_or(|age| age <= stale_after) {
+        return Ok(false);
+    }
+    let Some((lock_path, unique)) = lock_of(part) else {
+        return Ok(true);
+    };
+    Ok(match lock::inspect(&lock_path, locks)? {
+        LockState::Held(info) => info.is_none_or(|info| info.tmp != unique),
+        LockState::Free(lock) => {
+            lock.keep();
+            true
+        }
+        LockState::Missing => true,
+    })
+}
+
+/// Counts entries, bytes, fills in progress and abandoned tmp files under `base`.
+pub(crate) fn status(
+    base: &Path,
+    stale_after: Duration,
+    locks: &LockSite,
+) -> io::Result<CacheStatus> {
+    let files = scan(&base)?;
+    let mut status = CacheStatus::default();
+    for entry in files.metas.iter().filter_map(|m| entry_of(m)) {
+        status.entries += 1;
+        status.bytes = status.bytes.saturating_add(entry.size);
+    }
+    for lock_path in &files.locks {
+        match lock::inspect(lock_path, locks)? {
+            LockState::Held(_) => status.fills_in_progress += 1,
+            LockState::Free(lock) => lock.keep(),
+            LockState::Missing => {}
+        }
+    }
+    for part in &files.parts {
+        if abandoned(part, stale_after, locks)? {
+            status.abandoned_tmp_files += 1;
+            status.abandoned_bytes = status.abandoned_bytes.saturating_add(len_of(part)?);
+        }
+    }
+    Ok(status)
+}
+
+/// The files of the blob store under `base`; the idempotency records and the named
+/// locks are not its.
+fn scan(base: &Path) -> io::Result<Files> {
+    let mut files = Files::default();
+    let skip = FRONT_END_DIRS.map(|dir| base.join(dir));
+    walk(base, &skip, &mut files)?;
+    Ok(files)
+}
+
+/// The entries stored under `base`.
+pub(crate) fn entries_in(base: &Path) -> io::Result<Vec<Entry>> {
+    Ok(scan(base)?
+        .metas
+        .iter()
+        .filter_map(|m| entry_of(m))
+        .collect())
+}
+
+/// Removes the least recently read of `entries` until they hold at most `budget`
+/// bytes; returns those removed and the bytes left.
+pub(crate) fn evict_lru(
+    base: &Path,
+    mut entries: Vec<Entry>,
+    budget: u64,
+) -> io::Result<(Vec<Entry>, u64)> {
+    entries.sort_by_key(|entry| entry.last_read);
+    let mut total = entries
+        .iter()
+        .fold(0u64, |sum, e| sum.saturating_add(e.size));
+    let mut removed = Vec::new();
+    for entry in entries {
+        if total <= budget {
+            break;
+        }
+        total = total.saturating_sub(entry.size);
+        if remove_if_unchanged(base, &entry)? {
+            removed.push(entry);
+        }
+    }
+    Ok((removed, total))
+}
+
+pub(crate) fn prune(
+    base: &Path,
+    stale_after: Duration,
+    locks: &LockSite,
+    policy: &PrunePolicy,
+    now: SystemTime,
+) -> io::Result<PruneReport> {
+    let files = scan(base)?;
+    let mut report = PruneReport::default();
+    for part in &files.parts {
+        if abandoned(part, stale_after, locks)? {
+            let size = len_of(part)?;
+            if sys::remove_if_there(part)? {
+                report.tmp_files_removed += 1;
+                report.bytes_freed = report.bytes_freed.saturating_add(size);
+            }
+        }
+    }
+    for lock_path in &files.locks {
+        if age(lock_path)?.is_some_and(|age| age > stale_after)
+            && let LockState::Free(held) = lock::inspect(lock_path, locks)?
+        {
+            // Dropping a held lock removes its file while it is still locked, so a
+            // process that opened it meanwhile sees it replaced and starts over.
+            drop(held);
+            report.lock_files_removed += 1;
+        }
+    }
+    let mut kept = Vec::new();
+    let mut described = std::collections::HashSet::new();
+    for meta in &files.metas {
+        let Some(entry) = entry_of(meta) else {
+            if !blob_of(meta).exists() && age(meta)?.is_some_and(|age| age > stale_after) {
+                sys::remove_if_there(meta)?;
+            }
+            continue;
+        };
+        described.insert(entry.path.clone());
+        let expired = entry.expires.is_some_and(|at| at <= now);
+        let too_old = policy
+            .older_than
+            .is_some_and(|age| now.duration_since(entry.created).unwrap_or_default() > age);
+        if !(expired || too_old) {
+            kept.push(entry);
+        } else if remove_if_unchanged(base, &entry)? {
+            report.bytes_freed = report.bytes_freed.saturating_add(entry.size);
+            report.removed.push(entry);
+        }
+    }
+    // Blobs no metadata describes: left by a crash or a removal between a publish's
+    // two renames. A publish renames its metadata an instant after its blob, so only
+    // ones older than the staleness timeout are removed.
+    for blob in files.blobs.iter().filter(|b| !described.contains(*b)) {
+        let size = len_of(blob)?;
+        if age(blob)?.is_some_and(|age| age > stale_after) && remove_entry(base, blob)? {
+            report.orphans_removed += 1;
+            report.bytes_freed = report.bytes_freed.saturating_add(size);
+        }
+    }
+    if let Some(max) = policy.max_bytes {
+        let (evicted, _) = evict_lru(base, kept, max)?;
+        report.bytes_freed = evicted
+            .iter()
+            .fold(report.bytes_freed, |sum, e| sum.saturating_add(e.size));
+        report.removed.extend(evicted);
+    }
+    Ok(report)
+}
+
+/// Removes a blob and its metadata, and takes its bytes off the ledger; returns
+/// whether the blob was there.
+pub(crate) fn remove_entry(base: &Path, blob: &Path) -> io::Result<bool> {
+    let size = len_of(blob)?;
+    let existed = sys::remove_if_there(blob)?;
+    sys::remove_if_there(&meta_of(blob))?;
+    if existed {
+        ledger::record(base, -i64::try_from(size).unwrap_or(i64::MAX))?;
+    }
+    Ok(existed)
+}
+
+/// Removes the entry at `blob` only if the blob there is still the file `id`, so a
+/// blob published since it was read is kept; returns whether it removed it. (The
+/// check and the removal are two steps: a publish in between is lost, as it would be
+/// to a removal an instant later.)
+pub(crate) fn remove_blob(base: &Path, blob: &Path, id: BlobId) -> io::Result<bool> {
+    match std::fs::symlink_metadata(blob) {
+        Ok(stat) if BlobId::of(&stat) == id => remove_entry(base, blob),
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes `entry` if it is still as it was listed (a scan may be old by the time
+/// eviction reaches an entry: one read or published since is kept).
+fn remove_if_unchanged(base: &Path, entry: &Entry) -> io::Result<bool> {
+    match entry_with_blob(&meta_of(&entry.path)) {
+        Some((now, id)) if now == *entry => remove_blob(base, &entry.path, id),
+        _ => Ok(false),
+    }
+}
+
+/// The metadata file of the blob at `blob`.
+fn meta_of(blob: &Path) -> PathBuf {
+    let mut meta = blob.as_os_str().to_owned();
+    meta.push(META_SUFFIX);
+    PathBuf::from(meta)
+}
+
+pub(crate) fn verify(base: &Path) -> io::Result<VerifyReport> {
+    let files = scan(base)?;
+    let mut report = VerifyReport::default();
+    let described: std::collections::HashSet<PathBuf> =
+        files.metas.iter().map(|m| blob_of(m)).collect();
+    for blob in files.blobs.iter().filter(|b| !described.contains(*b)) {
+        report.unverifiable.push(blob.clone());
+    }
+    for meta_path in &files.metas {
+        let blob = blob_of(meta_path);
+        let Some(meta) = read_meta(meta_path) else {
+            if blob.exists() {
+                report.unverifiable.push(blob);
+            }
+            continue;
+        };
+        let file = match sys::open_read(&blob) {
+            Ok(file) if file.metadata()?.is_file() => file,
+            // A directory or other odd file where a blob should be: no blob here.
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        report.checked += 1;
+        let Some(reason) = check(&file, &meta)? else {
+            continue;
+        };
+        // A blob replaced while it was read is not corrupt: only remove the one read.
+        if FileId::of_path(&blob)? != Some(FileId::of_file(&file)?)
+            || read_meta(meta_path).as_ref() != Some(&meta)
+        {
+            continue;
+        }
+        tracing::debug!(key = %meta.key, path = %blob.display(), %reason, "removing a corrupt entry");
+        remove_entry(base, &blob)?;
+        report.corrupt.push(Corrupt {
+            key: meta.key,
+            path: blob,
+            reason,
+        });
+    }
+    Ok(report)
+}
+
+/// What is wrong with a blob's bytes, if anything.
+fn check(file: &std::fs::File, meta: &EntryMeta) -> io::Result<Option<String>> {
+    let len = file.metadata()?.len();
+    if len != meta.size {
+        return Ok(Some(format!("{len} bytes where {} were stored", meta.size)));
+    }
+    let mut hasher = Sha256::new();
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    io::copy(&mut reader, &mut hasher)?;
+    let actual = hex::encode(hasher.finalize());
+    Ok(
+        (actual != meta.sha256)
+            .then(|| format!("sha256 {actual} where {} was stored", meta.sha256)),
+    )
+}
+
+/// The share of the bound that eviction brings the cache down to, in percent.
+const LOW_WATER_PERCENT: u64 = 90;
+
+/// Removes the least recently read entries until the cache holds at most the
+/// low-water mark of `max`, unless another process is evicting already. Returns the
+/// number of entries removed.
+pub(crate) fn evict(base: &Path, max: u64) -> io::Result<usize> {
+    let guard = ledger::open(base, EVICTING)?;
+    match guard.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Ok(0),
+        Err(TryLockError::Error(e)) => return Err(e),
+    }
+    let before = ledger::current(base)?;
+    let entries = entries_in(base)?;
+    let low_water = max / 100 * LOW_WATER_PERCENT;
+    let (removed, total) = evict_lru(base, entries, low_water)?;
+    ledger::correct(base, before, removed.len() as u64, total)?;
+    tracing::debug!(
+        removed = removed.len(),
+        total,
+        "evicted to the low-water mark"
+    );
+    Ok(removed.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Cache, Fetched};
+
+    #[tokio::test]
+    async fn eviction_keeps_an_entry_published_again_since_the_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::builder(dir.path())
+            .durable(false)
+            .build()
+            .await
+            .unwrap();
+        for key in ["a", "b"] {
+            cache.put(key, Fetched::from(vec![1; 100])).await.unwrap();
+        }
+        let base = dir.path().join("v1");
+        let listed = entries_in(&base).unwrap();
+        cache.put("a", Fetched::from(vec![2; 100])).await.unwrap();
+        let (removed, _) = evict_lru(&base, listed, 0).unwrap();
+        let removed: Vec<&str> = removed.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(removed, ["b"]);
+        let left = cache.read("a").await.unwrap().expect("kept");
+        assert_eq!(left.bytes().await.unwrap(), vec![2; 100]);
+    }
+
+    #[tokio::test]
+    async fn metadata_behind_a_symlink_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::builder(dir.path())
+            .durable(false)
+            .build()
+            .await
+            .unwrap();
+        cache.put("a", Fetched::from(vec![1; 10])).await.unwrap();
+        let meta = meta_of(&cache.path("a").await.unwrap());
+        let elsewhere = dir.path().join("planted");
+        std::fs::rename(&meta, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &meta).unwrap();
+        assert_eq!(cache.metadata("a").await.unwrap(), None);
+        assert!(cache.entries().await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,1 @@
+//! Placeholder until the multi-process protocol tests land.
