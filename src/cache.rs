@@ -3,18 +3,18 @@
 
 use std::fmt;
 use std::future::Future;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::builder::CacheBuilder;
 use crate::engine::{Engine, LoadedEntry};
-use crate::error::{BoxError, Error, Result};
+use crate::error::{BoxError, Result};
 use crate::origin::{Fetched, Origin, origin_fn};
 use crate::stats::Stats;
 use crate::store::dir::{self, Folder};
-use crate::store::scan::{self, Entry};
-use crate::sys::blocking;
+use crate::store::entry::{Entry, entry_of};
+use crate::store::scan;
+use crate::sys::{self, blocking_io};
 
 pub use crate::engine::{ReadKind, Reader};
 
@@ -198,9 +198,7 @@ impl Cache {
     pub async fn metadata(&self, key: &str) -> Result<Option<Entry>> {
         let paths = self.engine.paths(key)?;
         let meta_path = paths.meta.clone();
-        blocking(move || Ok(scan::entry_of(&meta_path)))
-            .await
-            .map_err(|e| Error::io("read", paths.meta, e))
+        blocking_io("read", paths.meta, move || Ok(entry_of(&meta_path))).await
     }
 
     /// Stores `body` under `key`, replacing what is there, and returns its length.
@@ -247,9 +245,10 @@ impl Cache {
     pub async fn remove(&self, key: &str) -> Result<bool> {
         let paths = self.engine.paths(key)?;
         let (base, store) = (self.engine.base().to_owned(), paths.store.clone());
-        blocking(move || scan::remove_entry(&base, &store))
-            .await
-            .map_err(|e| Error::io("remove", paths.store, e))
+        blocking_io("remove", paths.store, move || {
+            scan::remove_entry(&base, &store)
+        })
+        .await
     }
 
     /// Whether a complete blob of `key` is stored.
@@ -269,13 +268,10 @@ impl Cache {
     pub async fn contains(&self, key: &str) -> Result<bool> {
         let paths = self.engine.paths(key)?;
         let store = paths.store.clone();
-        blocking(move || match std::fs::symlink_metadata(&store) {
-            Ok(meta) => Ok(meta.is_file()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
+        blocking_io("look up", paths.store, move || {
+            Ok(sys::stat(&store)?.is_some_and(|meta| meta.is_file()))
         })
         .await
-        .map_err(|e| Error::io("look up", paths.store, e))
     }
 
     /// Makes sure `key` is stored, fetching it through the cache's origin if needed,
@@ -323,9 +319,10 @@ impl Cache {
     /// ```
     pub async fn check(&self) -> Result<()> {
         let folder = self.engine.folder().clone();
-        blocking(move || Ok(dir::check(&folder.root, &folder.base, folder.perms)))
-            .await
-            .map_err(|e| Error::io("check", self.dir(), e))??;
+        blocking_io("check", self.dir(), move || {
+            Ok(dir::check(&folder.root, &folder.base, folder.perms))
+        })
+        .await??;
         Ok(())
     }
 

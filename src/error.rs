@@ -114,6 +114,7 @@ pub enum Error {
     },
 
     /// An HTTP origin answered with a status other than success.
+    #[cfg(feature = "http")]
     #[error("HTTP {status} from {url}")]
     HttpStatus {
         /// The URL requested.
@@ -124,6 +125,7 @@ pub enum Error {
 
     /// An HTTP request failed: no connection, a broken connection, or a malformed
     /// answer.
+    #[cfg(feature = "http")]
     #[error("HTTP request to {url} failed: {source}")]
     Http {
         /// The URL requested.
@@ -250,6 +252,14 @@ pub enum Error {
         source: Cause<dyn std::error::Error + Send + Sync + 'static>,
     },
 
+    /// A write of a key-value front-end ended without a result (the runtime is
+    /// shutting down, or the task panicked); it may or may not have landed.
+    #[error("the write of key {key:?} ended without a result")]
+    WriteVanished {
+        /// The key being written.
+        key: String,
+    },
+
     /// A background task of the cache ended without reporting (the runtime is shutting
     /// down, or the task panicked).
     #[error("the fill task for key {key:?} ended without a result")]
@@ -273,6 +283,33 @@ impl Error {
             key: key.to_owned(),
             source: Cause(Arc::from(source)),
         }
+    }
+
+    /// Whether the origin (or the storage behind a [`WriteBehind`](crate::WriteBehind))
+    /// has nothing under the key: an origin error of kind
+    /// [`NotFound`](io::ErrorKind::NotFound), or HTTP 404 or 410. It is what the
+    /// conversion to [`io::Error`] gives the kind `NotFound` for, among origin errors.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use std::io;
+    /// let cache = readthrough::Cache::builder(dir.path()).build().await.unwrap();
+    /// let err = cache
+    ///     .get_with("k", |_| async { Err::<Vec<u8>, _>(io::Error::from(io::ErrorKind::NotFound)) })
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(err.is_not_found());
+    /// # }
+    /// ```
+    pub fn is_not_found(&self) -> bool {
+        let from_origin = match self {
+            Error::Origin { .. } => true,
+            #[cfg(feature = "http")]
+            Error::HttpStatus { .. } => true,
+            _ => false,
+        };
+        from_origin && io::Error::from(self.clone()).kind() == io::ErrorKind::NotFound
     }
 
     /// Whether the error came from the local disk (as opposed to the origin or a
@@ -339,6 +376,7 @@ impl From<Error> for io::Error {
                         io::Error::from(inner.clone()).kind()
                     }),
             },
+            #[cfg(feature = "http")]
             Error::HttpStatus {
                 status: 404 | 410, ..
             } => io::ErrorKind::NotFound,

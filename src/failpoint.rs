@@ -5,7 +5,7 @@
 //! The points, in the order a read meets them:
 //! - `entry::blob_opened`: a read has opened a stored blob and not yet read its metadata.
 //! - `entry::meta_stat`: a read has stat'ed a metadata file and not yet opened it.
-//! - `cache::extend`: a hit with a sliding expiry has read its entry and is about to
+//! - `entry::extend`: a hit with a sliding expiry has read its entry and is about to
 //!   push the expiry later.
 //! - `fill::lead`: a leader holds the key's lock and has written nothing into it yet.
 //! - `follow::look`: a follower in another process is about to look at the fill.

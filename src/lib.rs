@@ -164,8 +164,9 @@ pub use stats::Stats;
 #[cfg(feature = "object-store")]
 pub use storage::ObjectStoreStorage;
 pub use storage::Storage;
+pub use store::entry::Entry;
 pub use store::layout::{Layout, ShardedLayout};
-pub use store::scan::{CacheStatus, Corrupt, Entry, PrunePolicy, PruneReport, VerifyReport};
+pub use store::scan::{CacheStatus, Corrupt, PrunePolicy, PruneReport, VerifyReport};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -3,9 +3,10 @@
 //! [`scan`].
 
 use crate::cache::Cache;
-use crate::error::{Error, Result};
-use crate::store::scan::{self, CacheStatus, Entry, PrunePolicy, PruneReport, VerifyReport};
-use crate::sys::blocking;
+use crate::error::Result;
+use crate::store::entry::Entry;
+use crate::store::scan::{self, CacheStatus, PrunePolicy, PruneReport, VerifyReport};
+use crate::sys::blocking_io;
 
 impl Cache {
     /// Lists the stored entries, in no particular order. Metadata files that cannot be
@@ -25,9 +26,10 @@ impl Cache {
     /// ```
     pub async fn entries(&self) -> Result<Vec<Entry>> {
         let base = self.engine().base().to_owned();
-        blocking(move || scan::entries_in(&base))
-            .await
-            .map_err(|e| Error::io("list", self.engine().base(), e))
+        blocking_io("list", self.engine().base(), move || {
+            scan::entries_in(&base)
+        })
+        .await
     }
 
     /// Counts entries, bytes, fills in progress and abandoned tmp files.
@@ -47,9 +49,10 @@ impl Cache {
     pub async fn status(&self) -> Result<CacheStatus> {
         let base = self.engine().base().to_owned();
         let (stale_after, locks) = (self.engine().stale_after(), self.engine().locks().clone());
-        blocking(move || scan::status(&base, stale_after, &locks))
-            .await
-            .map_err(|e| Error::io("inspect", self.engine().base(), e))
+        blocking_io("inspect", self.engine().base(), move || {
+            scan::status(&base, stale_after, &locks)
+        })
+        .await
     }
 
     /// Removes abandoned files (tmp files no live fill writes and that are older than
@@ -78,9 +81,10 @@ impl Cache {
         let base = self.engine().base().to_owned();
         let (stale_after, locks) = (self.engine().stale_after(), self.engine().locks().clone());
         let (policy, now) = (policy.clone(), self.engine().clock().now());
-        blocking(move || scan::prune(&base, stale_after, &locks, &policy, now))
-            .await
-            .map_err(|e| Error::io("prune", self.engine().base(), e))
+        blocking_io("prune", self.engine().base(), move || {
+            scan::prune(&base, stale_after, &locks, &policy, now)
+        })
+        .await
     }
 
     /// Re-reads every entry and checks its length and SHA-256 against its metadata.
@@ -102,8 +106,6 @@ impl Cache {
     /// ```
     pub async fn verify(&self) -> Result<VerifyReport> {
         let base = self.engine().base().to_owned();
-        blocking(move || scan::verify(&base))
-            .await
-            .map_err(|e| Error::io("verify", self.engine().base(), e))
+        blocking_io("verify", self.engine().base(), move || scan::verify(&base)).await
     }
 }

@@ -90,11 +90,6 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     }
 }
 
-/// What a fill from storage fails with when storage has no value for the key.
-#[derive(Debug, thiserror::Error)]
-#[error("storage has no value for this key")]
-pub(crate) struct Absent;
-
 /// Storage seen as the origin of a cache fill, so reads of one key from storage are
 /// shared like any other fetch.
 pub(crate) struct StorageOrigin(pub(crate) Arc<dyn Storage>);
@@ -102,6 +97,11 @@ pub(crate) struct StorageOrigin(pub(crate) Arc<dyn Storage>);
 impl Origin for StorageOrigin {
     fn fetch(&self, key: &str, _: FetchOptions) -> BoxFuture<'static, Result<Fetched, BoxError>> {
         let get = self.0.get(key);
-        Box::pin(async move { get.await?.ok_or_else(|| Box::new(Absent) as BoxError) })
+        Box::pin(async move {
+            get.await?.ok_or_else(|| {
+                let absent = "storage has no value for this key";
+                Box::new(std::io::Error::new(std::io::ErrorKind::NotFound, absent)) as BoxError
+            })
+        })
     }
 }

@@ -29,14 +29,15 @@ impl FileId {
         Ok(Self::of(&file.metadata()?))
     }
 
+    /// Whether `path` names this file now (not following a final symlink).
+    pub(crate) fn is_at(self, path: &Path) -> io::Result<bool> {
+        Ok(Self::of_path(path)? == Some(self))
+    }
+
     /// The file a path names now, without following a final symlink; `None` when
     /// nothing is there.
     pub(crate) fn of_path(path: &Path) -> io::Result<Option<Self>> {
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) => Ok(Some(Self::of(&meta))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(stat(path)?.as_ref().map(Self::of))
     }
 }
 
@@ -154,21 +155,44 @@ pub(crate) async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Removes the file at `path`; returns whether there was one.
-pub(crate) fn remove_if_there(path: &Path) -> io::Result<bool> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+/// [`blocking`], with an I/O error as [`Error::Io`] naming what was being done to
+/// which path.
+pub(crate) async fn blocking_io<T: Send + 'static>(
+    op: &'static str,
+    path: impl Into<std::path::PathBuf>,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> crate::error::Result<T> {
+    blocking(f)
+        .await
+        .map_err(|e| crate::error::Error::io(op, path, e))
+}
+
+/// `result`, with "not found" as `None`: for a file another process may remove at any
+/// moment, its absence is an answer, not an error.
+pub(crate) fn found<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
+/// The status of what `path` names, not following a final symlink; `None` when
+/// nothing is there.
+pub(crate) fn stat(path: &Path) -> io::Result<Option<Metadata>> {
+    found(std::fs::symlink_metadata(path))
+}
+
+/// Removes the file at `path`; returns whether there was one.
+pub(crate) fn remove_if_there(path: &Path) -> io::Result<bool> {
+    Ok(found(std::fs::remove_file(path))?.is_some())
+}
+
 /// The entries of the folder `dir`; none when it is missing.
 pub(crate) fn read_dir_if_there(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => entries.collect(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
+    match found(std::fs::read_dir(dir))? {
+        Some(entries) => entries.collect(),
+        None => Ok(Vec::new()),
     }
 }
 

@@ -377,7 +377,7 @@ async fn finding_3_a_sliding_expiry_never_overwrites_a_newer_publish() {
     clock.advance(ttl / 2);
     let armed = AtomicBool::new(true);
     let (root, replacement) = (dir.path().to_owned(), new.clone());
-    fail::cfg_callback("cache::extend", move || {
+    fail::cfg_callback("entry::extend", move || {
         if armed.swap(false, Ordering::SeqCst) {
             let body = replacement.clone();
             elsewhere(&root, move |other| {

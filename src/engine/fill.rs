@@ -2,10 +2,9 @@
 //! to tmp file, verify, publish), or follows another process's fill and takes over
 //! when that one dies or hangs.
 
-use std::os::unix::fs::FileExt;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -15,18 +14,20 @@ use tokio::sync::watch;
 
 use crate::engine::evict;
 use crate::engine::follow::{self, Followed};
+use crate::engine::heartbeat::Heartbeat;
 use crate::engine::progress::{Fill, FillState, Role, Source};
+use crate::engine::publish;
 use crate::engine::state::{Engine, wait_final};
 use crate::error::{Error, Result};
 use crate::origin::{Expiry, FetchOptions, Origin, guarded_fetch, guarded_next};
 use crate::stats::add;
 use crate::store::entry::{self, Standing, Stored};
 use crate::store::layout::KeyPaths;
-use crate::store::ledger;
-use crate::store::lock::{self, Attempt, FillLock, LenInfo, LockInfo, Locking};
-use crate::store::meta::{BlobId, EntryMeta};
+use crate::store::lock::{self, Attempt, FillLock, Locking};
+use crate::store::lock_info::{LenInfo, LockInfo};
+use crate::store::meta::EntryMeta;
 use crate::store::names::TMP_SUFFIX;
-use crate::sys::{self, blocking};
+use crate::sys::{self, blocking, blocking_io};
 
 /// The most bytes gathered from a fast origin before they are written in one go.
 const WRITE_BATCH: usize = 1 << 20;
@@ -117,10 +118,10 @@ async fn run(inner: &Arc<Engine>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> 
         let lock_path = paths.lock.clone();
         let tmp_dir = paths.tmp_dir.clone();
         let (locks, perms) = (inner.locks.clone(), inner.folder.perms);
-        let attempt =
-            blocking(move || sys::in_dir(&tmp_dir, perms, || lock::try_lead(&lock_path, &locks)))
-                .await
-                .map_err(|e| Error::io("lock", &paths.lock, e))?;
+        let attempt = blocking_io("lock", &paths.lock, move || {
+            sys::in_dir(&tmp_dir, perms, || lock::try_lead(&lock_path, &locks))
+        })
+        .await?;
         let (lock, stale_tmp) = match (attempt, mode) {
             (Attempt::Led(lock), _) => (lock, None),
             (Attempt::Busy(busy), Mode::Replace) => {
@@ -157,45 +158,47 @@ async fn run(inner: &Arc<Engine>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> 
         generation += 1;
         let mut current = None;
         if mode == Mode::Fetch {
-            let found = {
-                let paths = paths.clone();
-                let inner = Arc::clone(inner);
-                blocking(move || entry::open(&paths, &inner.metas)).await
-            }
-            .map_err(|e| Error::io("open", &paths.store, e))?;
-            if let Some(stored) = found {
-                match stored.standing(inner.folder.clock.now()) {
-                    Standing::Fresh => {
-                        return Ok(stored_state(stored, generation, Role::Found, Ok(())));
-                    }
-                    Standing::Expired {
-                        validator: Some(validator),
-                    } => current = Some((validator, stored)),
-                    Standing::Expired { validator: None } => {}
-                    Standing::Damaged(reason) => {
-                        tracing::warn!(key = %fill.key, %reason, "replacing a damaged entry");
-                    }
+            match recheck(inner, fill, paths).await? {
+                Recheck::Fresh(stored) => {
+                    return Ok(FillState::stored(stored, generation, Role::Found, Ok(())));
                 }
+                Recheck::Expired(expired) => current = expired,
             }
         }
         return lead(inner, fill, paths, lock, stale_tmp, generation, current).await;
     }
 }
 
-/// The final state of a fill whose body is the stored blob `stored`.
-fn stored_state(stored: Stored, generation: u64, role: Role, result: Result<()>) -> FillState {
-    let validator = stored.meta.as_ref().and_then(|meta| meta.validator.clone());
-    FillState::Complete {
-        source: Arc::new(Source {
-            file: stored.file,
-            generation,
-            len: Some(stored.len),
-            validator,
-        }),
-        len: stored.len,
-        role,
-        stored: result,
-    }
+/// What the store holds for a key once its lock is taken.
+enum Recheck {
+    /// A servable blob (another process just published it).
+    Fresh(Stored),
+    /// Nothing servable; the expired blob and its validator, if the origin may
+    /// confirm it.
+    Expired(Option<(String, Stored)>),
+}
+
+/// Looks at the store again under the key's lock.
+async fn recheck(inner: &Arc<Engine>, fill: &Fill, paths: &KeyPaths) -> Result<Recheck> {
+    let (owned, engine) = (paths.clone(), Arc::clone(inner));
+    let found = blocking_io("open", &paths.store, move || {
+        entry::open(&owned, &engine.metas)
+    })
+    .await?;
+    let Some(stored) = found else {
+        return Ok(Recheck::Expired(None));
+    };
+    Ok(match stored.standing(inner.folder.clock.now()) {
+        Standing::Fresh => Recheck::Fresh(stored),
+        Standing::Expired {
+            validator: Some(validator),
+        } => Recheck::Expired(Some((validator, stored))),
+        Standing::Expired { validator: None } => Recheck::Expired(None),
+        Standing::Damaged(reason) => {
+            tracing::warn!(key = %fill.key, %reason, "replacing a damaged entry");
+            Recheck::Expired(None)
+        }
+    })
 }
 
 /// Leads a fill while holding the key's lock.
@@ -212,26 +215,7 @@ async fn lead(
     tracing::debug!(key = %fill.key, "leading a fill");
     crate::failpoint::failpoint!("fill::lead");
     let heartbeat = Heartbeat::start(&lock, inner.stale_after);
-    // The tmp files of a crashed or reclaimed leader. Without real locks another
-    // process may be writing the one the lock file names, so it is left alone.
-    let crashed = lock
-        .previous_info()
-        .filter(|_| inner.locks.locking == Locking::Flock);
-    for unique in crashed.map(|info| info.tmp).into_iter().chain(stale_tmp) {
-        let _ = std::fs::remove_file(paths.tmp_file(&unique));
-    }
-    let tmp = sys::in_dir(&paths.tmp_dir, inner.folder.perms, || {
-        tempfile::Builder::new()
-            .prefix(&paths.tmp_prefix)
-            .suffix(TMP_SUFFIX)
-            .rand_bytes(16)
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(
-                inner.folder.perms.file,
-            ))
-            .tempfile_in(&paths.tmp_dir)
-    })
-    .map_err(|e| Error::io("create a tmp file in", &paths.tmp_dir, e))?;
-    inner.folder.perms.fix(tmp.as_file());
+    let tmp = create_tmp(inner, paths, &lock, stale_tmp)?;
     let unique = unique_part(paths, tmp.path());
     let write_info = |len, failed| {
         let info = LockInfo {
@@ -263,7 +247,7 @@ async fn lead(
                     "origin answered not-modified to a plain fetch".into(),
                 ));
             };
-            return Ok(refresh(inner, paths, (heartbeat, lock), stored, generation).await);
+            return Ok(publish::refresh(inner, paths, (heartbeat, lock), stored, generation).await);
         }
         Err(error) => {
             if !error.is_local_disk() {
@@ -274,7 +258,7 @@ async fn lead(
         }
     };
     let len = meta.size;
-    let stored = publish(inner, paths, (heartbeat, lock), (tmp_path, &source), meta).await;
+    let stored = publish::publish(inner, paths, (heartbeat, lock), (tmp_path, &source), meta).await;
     if let Ok(total) = &stored {
         evict::after_publish(inner, *total);
     }
@@ -287,56 +271,35 @@ async fn lead(
     })
 }
 
-/// A stored blob the origin confirmed current: its metadata is rewritten with a new
-/// expiry, and the blob is kept. A leader whose lock was broken while it waited for
-/// the origin writes nothing.
-async fn refresh(
+/// Removes the tmp files of a crashed or reclaimed leader (`stale_tmp`, and the one
+/// the lock file names), and creates this leader's own, uniquely named tmp file.
+fn create_tmp(
     inner: &Engine,
     paths: &KeyPaths,
-    held: (Heartbeat, FillLock),
-    stored: Stored,
-    generation: u64,
-) -> FillState {
-    add(&inner.counters.revalidations, 1);
-    let meta = EntryMeta::clone(stored.meta.as_ref().expect("an expired entry has metadata"));
-    let mut meta = meta.bound_to(stored.blob);
-    let ttl_ms = meta
-        .ttl_ms
-        .or(inner.default_ttl.map(crate::store::meta::millis));
-    let now = inner.folder.clock.now();
-    meta.expires_ms = ttl_ms.map(|ttl| crate::store::meta::unix_millis(now).saturating_add(ttl));
-    let (paths_owned, durable, perms) = (paths.clone(), inner.folder.durable, inner.folder.perms);
-    let key = meta.key.clone();
-    let written = blocking(move || {
-        let (heartbeat, lock) = held;
-        let written = (|| {
-            if !lock.is_current()? {
-                return Ok(false);
-            }
-            let tmp = meta.prepare(&paths_owned.tmp_dir, durable, now, perms)?;
-            if !lock.is_current()? {
-                return Ok(false);
-            }
-            tmp.persist(&paths_owned.meta).map_err(|e| e.error)?;
-            Ok(true)
-        })();
-        drop(heartbeat);
-        drop(lock);
-        written
+    lock: &FillLock,
+    stale_tmp: Option<String>,
+) -> Result<tempfile::NamedTempFile> {
+    // The tmp files of a crashed or reclaimed leader. Without real locks another
+    // process may be writing the one the lock file names, so it is left alone.
+    let crashed = lock
+        .previous_info()
+        .filter(|_| inner.locks.locking == Locking::Flock);
+    for unique in crashed.map(|info| info.tmp).into_iter().chain(stale_tmp) {
+        let _ = std::fs::remove_file(paths.tmp_file(&unique));
+    }
+    let tmp = sys::in_dir(&paths.tmp_dir, inner.folder.perms, || {
+        tempfile::Builder::new()
+            .prefix(&paths.tmp_prefix)
+            .suffix(TMP_SUFFIX)
+            .rand_bytes(16)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(
+                inner.folder.perms.file,
+            ))
+            .tempfile_in(&paths.tmp_dir)
     })
-    .await;
-    let written = match written {
-        Ok(true) => {
-            tracing::debug!(path = %paths.store.display(), "revalidated");
-            Ok(())
-        }
-        Ok(false) => {
-            tracing::warn!(%key, "this revalidation was reclaimed as stale by another process; not recording it");
-            Err(Error::Reclaimed { key })
-        }
-        Err(e) => Err(Error::io("write", &paths.meta, e)),
-    };
-    stored_state(stored, generation, Role::Leader, written)
+    .map_err(|e| Error::io("create a tmp file in", &paths.tmp_dir, e))?;
+    inner.folder.perms.fix(tmp.as_file());
+    Ok(tmp)
 }
 
 /// What filling a tmp file gave.
@@ -425,22 +388,11 @@ impl Leading<'_> {
         let mut hasher = Sha256::new();
         let mut written = 0u64;
         loop {
-            let first = guarded_next(&mut body, key).await?;
-            // Gather what a fast origin has ready, so writes are few and large.
-            let mut ended = first.is_none();
-            let mut size = first.as_ref().map_or(0, Bytes::len);
-            let mut batch: Vec<Bytes> = first.into_iter().collect();
-            while !ended && size < WRITE_BATCH {
-                match guarded_next(&mut body, key).now_or_never() {
-                    Some(Ok(Some(chunk))) => {
-                        size += chunk.len();
-                        batch.push(chunk);
-                    }
-                    Some(Ok(None)) => ended = true,
-                    Some(Err(e)) => return Err(e),
-                    None => break,
-                }
-            }
+            let Batch {
+                chunks: batch,
+                size,
+                ended,
+            } = Batch::next(&mut body, key).await?;
             if let Some(promised) = promised
                 && written + size as u64 > promised
             {
@@ -494,6 +446,42 @@ impl Leading<'_> {
     }
 }
 
+/// What a fast origin has ready, gathered so that writes are few and large.
+struct Batch {
+    chunks: Vec<Bytes>,
+    size: usize,
+    /// Whether the body ended with these.
+    ended: bool,
+}
+
+impl Batch {
+    /// Waits for the body's next chunk, then takes what else is ready at once, up to
+    /// [`WRITE_BATCH`] bytes.
+    async fn next(
+        body: &mut futures::stream::BoxStream<'static, Result<Bytes, crate::BoxError>>,
+        key: &str,
+    ) -> Result<Batch> {
+        let first = guarded_next(body, key).await?;
+        let mut batch = Batch {
+            ended: first.is_none(),
+            size: first.as_ref().map_or(0, Bytes::len),
+            chunks: first.into_iter().collect(),
+        };
+        while !batch.ended && batch.size < WRITE_BATCH {
+            match guarded_next(body, key).now_or_never() {
+                Some(Ok(Some(chunk))) => {
+                    batch.size += chunk.len();
+                    batch.chunks.push(chunk);
+                }
+                Some(Ok(None)) => batch.ended = true,
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
+}
+
 /// The name part that makes this tmp file unique (what followers are told).
 fn unique_part(paths: &KeyPaths, tmp: &std::path::Path) -> String {
     let name = tmp.file_name().unwrap_or_default().to_string_lossy();
@@ -501,139 +489,4 @@ fn unique_part(paths: &KeyPaths, tmp: &std::path::Path) -> String {
         .and_then(|rest| rest.strip_suffix(TMP_SUFFIX))
         .unwrap_or_default()
         .to_owned()
-}
-
-/// Keeps a leader's files fresh for as long as it holds the lock, in a task of its
-/// own, so that waiters in other processes can tell a live leader from a hung one
-/// however long a single step takes (a slow origin, a write held up by the kernel, the
-/// final flush, the publish). It refreshes the lock file, and the tmp file while the
-/// body is written into it. Dropping it stops it at once.
-struct Heartbeat {
-    files: Arc<Mutex<Beating>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// The files a heartbeat refreshes.
-#[derive(Default)]
-struct Beating {
-    lock: Option<Arc<std::fs::File>>,
-    tmp: Option<Arc<Source>>,
-}
-
-impl Heartbeat {
-    fn start(lock: &FillLock, stale_after: Duration) -> Self {
-        let files = Arc::new(Mutex::new(Beating {
-            lock: Some(lock.file()),
-            tmp: None,
-        }));
-        // Half the staleness timeout, within bounds a timer can hold.
-        let period = (stale_after / 2).clamp(Duration::from_millis(1), Duration::from_secs(3600));
-        let beating = Arc::clone(&files);
-        let task = tokio::spawn(async move {
-            let mut interval =
-                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                let files = beating.lock().unwrap_or_else(|e| e.into_inner());
-                let now = SystemTime::now();
-                if let Some(lock) = &files.lock {
-                    let _ = lock.set_modified(now);
-                }
-                if let Some(tmp) = &files.tmp {
-                    let _ = tmp.file.set_modified(now);
-                }
-            }
-        });
-        Heartbeat { files, task }
-    }
-
-    /// Refreshes the tmp file `tmp` too from now on.
-    fn beat_tmp(&self, tmp: Arc<Source>) {
-        self.files.lock().unwrap_or_else(|e| e.into_inner()).tmp = Some(tmp);
-    }
-}
-
-impl Drop for Heartbeat {
-    fn drop(&mut self) {
-        // The lock's handle goes now, not when the runtime next polls the task: the
-        // lock is released with the holder's own handle.
-        *self.files.lock().unwrap_or_else(|e| e.into_inner()) = Beating::default();
-        self.task.abort();
-    }
-}
-
-/// Moves a complete, checked tmp file into the store, adds it to the ledger and
-/// releases the lock; returns the ledger's new total.
-///
-/// The order: the metadata, bound to the blob's identity, is written to a tmp file
-/// of its own; then, if the lock is still this leader's, the blob is renamed into the store and
-/// its metadata after it. A read that meets the old metadata with the new blob, or the
-/// reverse, sees that they do not describe each other and looks again; a crash
-/// between the two renames leaves a blob that no metadata describes, which is fetched
-/// again, never served. A leader whose lock was broken while it hung does not
-/// publish; a local disk failure is logged. Either way the body stays readable
-/// through the tmp file's open handle.
-async fn publish(
-    inner: &Engine,
-    paths: &KeyPaths,
-    held: (Heartbeat, FillLock),
-    (tmp_path, source): (TempPath, &Arc<Source>),
-    meta: EntryMeta,
-) -> Result<u64> {
-    let (durable, base, now, perms) = (
-        inner.folder.durable,
-        inner.base().to_owned(),
-        inner.folder.clock.now(),
-        inner.folder.perms,
-    );
-    let key = meta.key.clone();
-    let store = paths.store.clone();
-    let paths = paths.clone();
-    let size = meta.size;
-    let source = Arc::clone(source);
-    let published = blocking(move || {
-        let (heartbeat, lock) = held;
-        let meta = meta.bound_to(BlobId::of(&source.file.metadata()?));
-        let store_dir = paths.store.parent().expect("store path has a parent");
-        let meta_tmp = meta.prepare(&paths.tmp_dir, durable, now, perms)?;
-        if !lock.is_current()? {
-            return Ok(None);
-        }
-        let replaced = std::fs::symlink_metadata(&paths.store).map_or(0, |old| old.len());
-        sys::in_dir(store_dir, perms, || {
-            std::fs::rename(&tmp_path, &paths.store)
-        })?;
-        // The file is the store's now: dropping its tmp path must not remove it.
-        let _ = tmp_path.keep();
-        crate::failpoint::failpoint!("fill::renamed");
-        meta_tmp.persist(&paths.meta).map_err(|e| e.error)?;
-        if durable {
-            sys::sync_dir(store_dir)?;
-        }
-        drop(heartbeat);
-        drop(lock);
-        let grown =
-            i64::try_from(size).unwrap_or(i64::MAX) - i64::try_from(replaced).unwrap_or(i64::MAX);
-        let total = ledger::record(&base, grown).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "could not update the ledger of stored bytes");
-            0
-        });
-        Ok(Some(total))
-    })
-    .await;
-    match published {
-        Ok(Some(total)) => {
-            tracing::debug!(%key, "published");
-            Ok(total)
-        }
-        Ok(None) => {
-            tracing::warn!(%key, "this fill was reclaimed as stale by another process; not publishing it");
-            Err(Error::Reclaimed { key })
-        }
-        Err(e) => {
-            tracing::warn!(%key, error = %e, "could not publish a fill; serving it uncached");
-            Err(Error::io("publish", store, e))
-        }
-    }
 }

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::engine::progress::{Fill, Role, Source};
 use crate::engine::state::Engine;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::stats::add;
 use crate::store::layout::KeyPaths;
-use crate::store::lock::{Attempt, Busy, FillLock, LenInfo, Take};
-use crate::sys::{self, FileId, blocking};
+use crate::store::lock::{Attempt, Busy, FillLock, Take};
+use crate::store::lock_info::{LenInfo, LockInfo};
+use crate::sys::{self, FileId, blocking_io};
 
 /// The first pause between looks at another process's fill; it doubles up to
 /// [`MAX_POLL`] while nothing changes.
@@ -162,9 +163,10 @@ async fn look(
 ) -> Result<Seen> {
     let paths_owned = paths.clone();
     let inner = Arc::clone(inner);
-    blocking(move || look_now(&inner, &paths_owned, watch, read_tmp, next_generation))
-        .await
-        .map_err(|e| Error::io("follow the fill at", &paths.lock, e))
+    blocking_io("follow the fill at", &paths.lock, move || {
+        look_now(&inner, &paths_owned, watch, read_tmp, next_generation)
+    })
+    .await
 }
 
 fn look_now(
@@ -177,71 +179,20 @@ fn look_now(
     crate::failpoint::failpoint!("follow::look");
     let mut grew = false;
     if read_tmp {
-        if let Some(info) = watch.busy.info() {
-            let known = watch
-                .tmp
-                .as_ref()
-                .is_some_and(|(name, _)| *name == info.tmp);
-            if !known && info.len != LenInfo::Pending {
-                match sys::open_read(&paths.tmp_file(&info.tmp)) {
-                    Ok(file) => {
-                        let len = match info.len {
-                            LenInfo::Known(n) => Some(n),
-                            _ => None,
-                        };
-                        let source = Source {
-                            file,
-                            generation: next_generation,
-                            len,
-                            validator: None,
-                        };
-                        watch.tmp = Some((info.tmp, Arc::new(source)));
-                        watch.written = 0;
-                        grew = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        if let Some((_, source)) = &watch.tmp {
-            let id = FileId::of_file(&source.file)?;
-            if FileId::of_path(&paths.store)? == Some(id) {
-                let len = source.file.metadata()?.len();
-                return Ok(Seen::Complete {
-                    source: Arc::clone(source),
-                    len,
-                });
-            }
-            let size = source.file.metadata()?.len();
-            if size > watch.written {
-                watch.written = size;
-                grew = true;
-            }
+        match tail_tmp(paths, &mut watch, next_generation)? {
+            Tailing::Complete { source, len } => return Ok(Seen::Complete { source, len }),
+            Tailing::Grew(more) => grew = more,
         }
     }
     // A leader whose origin failed records why before it lets go of the lock.
     watch.busy = match watch.busy.try_claim(&inner.locks)? {
-        Take::Taken(lock) => {
-            return Ok(match lock.previous_info().and_then(|info| info.failed) {
-                Some(message) => Seen::Failed(message),
-                None => Seen::Free(lock),
-            });
-        }
-        Take::Gone(old) => {
-            return Ok(match old.info().and_then(|info| info.failed) {
-                Some(message) => Seen::Failed(message),
-                None => Seen::Gone,
-            });
-        }
+        Take::Taken(lock) => return Ok(failed_or(lock.previous_info(), Seen::Free(lock))),
+        Take::Gone(old) => return Ok(failed_or(old.info(), Seen::Gone)),
         Take::Held(busy) => busy,
     };
     if !watch.busy.is_current()? {
         // Removed by a leader that has not closed it yet: it may have failed.
-        return Ok(match watch.busy.info().and_then(|info| info.failed) {
-            Some(message) => Seen::Failed(message),
-            None => Seen::Gone,
-        });
+        return Ok(failed_or(watch.busy.info(), Seen::Gone));
     }
     let beat = Beat::of(&watch.busy, paths)?;
     if watch.stillness(beat) > inner.stale_after {
@@ -259,6 +210,68 @@ fn look_now(
     Ok(Seen::Waiting { watch, grew })
 }
 
+/// What one look at the leader's tmp file found.
+enum Tailing {
+    /// The store names the tmp file now: the fill is complete, `len` bytes.
+    Complete { source: Arc<Source>, len: u64 },
+    /// Whether more of it landed (or a new tmp file was opened) since the last look.
+    Grew(bool),
+}
+
+/// Opens the tmp file the lock file names (once the origin answered), and sees how
+/// far it has grown or whether it was published.
+fn tail_tmp(paths: &KeyPaths, watch: &mut Watch, next_generation: u64) -> io::Result<Tailing> {
+    let mut grew = false;
+    if let Some(info) = watch.busy.info() {
+        let known = watch
+            .tmp
+            .as_ref()
+            .is_some_and(|(name, _)| *name == info.tmp);
+        if !known
+            && info.len != LenInfo::Pending
+            && let Some(file) = sys::found(sys::open_read(&paths.tmp_file(&info.tmp)))?
+        {
+            let len = match info.len {
+                LenInfo::Known(n) => Some(n),
+                _ => None,
+            };
+            let source = Source {
+                file,
+                generation: next_generation,
+                len,
+                validator: None,
+            };
+            watch.tmp = Some((info.tmp, Arc::new(source)));
+            watch.written = 0;
+            grew = true;
+        }
+    }
+    if let Some((_, source)) = &watch.tmp {
+        let id = FileId::of_file(&source.file)?;
+        if id.is_at(&paths.store)? {
+            let len = source.file.metadata()?.len();
+            return Ok(Tailing::Complete {
+                source: Arc::clone(source),
+                len,
+            });
+        }
+        let size = source.file.metadata()?.len();
+        if size > watch.written {
+            watch.written = size;
+            grew = true;
+        }
+    }
+    Ok(Tailing::Grew(grew))
+}
+
+/// The failure a lock file records, if any; else `otherwise`.
+fn failed_or(info: Option<LockInfo>, otherwise: Seen) -> Seen {
+    match info.and_then(|info| info.failed) {
+        Some(message) => Seen::Failed(message),
+        None => otherwise,
+    }
+}
+
 /// A leader's heartbeat as its files show it: the modification times of its lock
 /// file and of the tmp file the lock names. Any change is a sign of life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,10 +284,9 @@ impl Beat {
     fn of(busy: &Busy, paths: &KeyPaths) -> io::Result<Self> {
         let tmp = match busy.info() {
             None => None,
-            Some(info) => match std::fs::symlink_metadata(paths.tmp_file(&info.tmp)) {
-                Ok(meta) => Some(meta.modified()?),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => return Err(e),
+            Some(info) => match sys::stat(&paths.tmp_file(&info.tmp))? {
+                Some(meta) => Some(meta.modified()?),
+                None => None,
             },
         };
         Ok(Beat {

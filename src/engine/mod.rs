@@ -6,15 +6,21 @@
 //! - [`state`]: [`Engine`], its settings and the map of running fills.
 //! - [`serve`]: the answers to a cache's calls (get, read, load, path, put).
 //! - [`progress`]: a fill as this process's readers see it.
-//! - [`fill`]: the task behind a fill; leading it.
+//! - [`fill`]: starting fills, the task behind each, and leading one.
+//! - [`publish`]: the end of a leader's fill: into the store, or a revalidation.
+//! - [`heartbeat`]: the leader's sign of life.
 //! - [`follow`]: following another process's fill, and taking over.
 //! - [`evict`]: eviction after a publish takes the store over its bound.
-//! - [`reader`]: [`Reader`], from the store, a fill, or straight from the origin.
+//! - [`reader`]: [`Reader`], and hits; [`fill_reader`]: readers of a fill in progress
+//!   (and straight from the origin when the local disk fails).
 
 mod evict;
 mod fill;
+mod fill_reader;
 mod follow;
+mod heartbeat;
 mod progress;
+mod publish;
 mod reader;
 mod serve;
 mod state;

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::error::Error;
 use crate::origin::Origin;
+use crate::store::entry::Stored;
 use crate::sys::{self, blocking};
 
 /// A file holding a fill's bytes from offset 0: the tmp file being written (by this
@@ -117,6 +118,27 @@ pub(crate) enum FillState {
 }
 
 impl FillState {
+    /// The final state of a fill whose body is the stored blob `stored`.
+    pub(crate) fn stored(
+        stored: Stored,
+        generation: u64,
+        role: Role,
+        result: Result<(), Error>,
+    ) -> Self {
+        let validator = stored.meta.as_ref().and_then(|meta| meta.validator.clone());
+        FillState::Complete {
+            source: Arc::new(Source {
+                file: stored.file,
+                generation,
+                len: Some(stored.len),
+                validator,
+            }),
+            len: stored.len,
+            role,
+            stored: result,
+        }
+    }
+
     pub(crate) fn is_final(&self) -> bool {
         matches!(self, FillState::Complete { .. } | FillState::Failed(_))
     }

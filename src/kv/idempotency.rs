@@ -29,37 +29,24 @@
 //! replaced by renaming a complete file over them, so a lookup, which takes no lock,
 //! sees the old record or the new one, never a part.
 
-use std::fs::File;
+mod format;
+
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::store::atomic;
-use crate::store::layout::ShardedLayout;
-use crate::store::meta::{self, unix_millis};
+use crate::kv::records::{RecordFolder, time_of_millis};
+use crate::store::meta::unix_millis;
 use crate::store::names::RECORDS_DIR;
-use crate::sys::blocking;
-use crate::sys::{self, Hold, Perms};
+use crate::sys::{Hold, blocking_io};
 
-/// The file whose lock every change of a record holds, in the records folder.
-const GUARD: &str = "guard";
-
-/// The format version written into every record.
-const RECORD_VERSION: u32 = 1;
-
-/// The longest id, and the longest fingerprint, a record may have.
-const MAX_ID: usize = 64 << 10;
-
-/// The longest header line read. An id and a fingerprint of [`MAX_ID`] bytes each fit
-/// even when every byte is escaped in JSON (six bytes for one).
-const MAX_HEADER: usize = 1 << 20;
+use format::{Header, RECORD_VERSION, Stored, check_id, check_sizes};
 
 /// A stored idempotency record, as [`IdempotencyStore::lookup`] returns it.
 ///
@@ -137,42 +124,9 @@ pub struct IdempotencyStore {
 /// What every clone of an [`IdempotencyStore`] shares.
 #[derive(Debug)]
 struct Records {
-    /// The cache's format folder, `<dir>/v1`.
-    base: PathBuf,
-    perms: Perms,
-    durable: bool,
+    /// `<dir>/v1/records`.
+    folder: RecordFolder,
     clock: Arc<dyn Clock>,
-}
-
-/// The first line of a record file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Header {
-    version: u32,
-    id: String,
-    fingerprint: String,
-    expires_at_ms: u64,
-    /// The length of the data after the header line.
-    len: u64,
-}
-
-impl Header {
-    /// The bytes of a record file: this header as a line of JSON, then `data`.
-    fn encode(&self, data: &[u8]) -> Vec<u8> {
-        let mut file = serde_json::to_vec(self).expect("a record header serializes");
-        file.push(b'\n');
-        file.extend_from_slice(data);
-        file
-    }
-}
-
-/// What a record file holds.
-#[derive(Debug)]
-enum Found {
-    Missing,
-    /// A file that is not a record this version reads, and why.
-    Garbage(String),
-    /// A well-formed record, with its data when it was asked for (empty otherwise).
-    Record(Header, Bytes),
 }
 
 impl IdempotencyStore {
@@ -200,9 +154,7 @@ impl IdempotencyStore {
         let folder = cache.folder();
         IdempotencyStore {
             records: Arc::new(Records {
-                base: folder.base.clone(),
-                perms: folder.perms,
-                durable: folder.durable,
+                folder: RecordFolder::new(folder, RECORDS_DIR),
                 clock: Arc::clone(&folder.clock),
             }),
         }
@@ -254,7 +206,7 @@ impl IdempotencyStore {
         fingerprint: &str,
         expires_at: SystemTime,
     ) -> Result<()> {
-        check(id, fingerprint, &data)?;
+        check_sizes(id, fingerprint, &data)?;
         let header = Header {
             version: RECORD_VERSION,
             id: id.to_owned(),
@@ -262,18 +214,15 @@ impl IdempotencyStore {
             expires_at_ms: unix_millis(expires_at),
             len: data.len() as u64,
         };
-        let inserted = self
-            .change("insert record", id, move |records, path| {
-                if records.live(path, &header.id, false)?.is_some() {
-                    return Ok(false);
-                }
-                records.write(path, &header.encode(&data))?;
-                Ok(true)
-            })
-            .await?;
-        inserted
-            .then_some(())
-            .ok_or_else(|| Error::RecordExists { id: id.to_owned() })
+        let exists = |id| Error::RecordExists { id };
+        self.change_or("insert record", id, exists, move |records, path| {
+            if records.live(path, &header.id, false)?.is_some() {
+                return Ok(false);
+            }
+            records.write(path, &header.encode(&data))?;
+            Ok(true)
+        })
+        .await
     }
 
     /// The live record stored under `id`; `None` when there is none, it has expired,
@@ -303,16 +252,17 @@ impl IdempotencyStore {
     /// ```
     pub async fn lookup(&self, id: &str) -> Result<Option<IdempotencyRecord>> {
         check_id(id)?;
-        let path = self.records.path_of(id);
+        let path = self.records.folder.path_of(id);
         let (records, at, owned_id) = (Arc::clone(&self.records), path.clone(), id.to_owned());
-        let found = blocking(move || records.live(&at, &owned_id, true))
-            .await
-            .map_err(|e| Error::io("read record", path, e))?;
+        let found = blocking_io("read record", path, move || {
+            records.live(&at, &owned_id, true)
+        })
+        .await?;
         Ok(found.map(|(header, data)| IdempotencyRecord {
             id: header.id,
             data,
             fingerprint: header.fingerprint,
-            expires_at: from_unix_millis(header.expires_at_ms),
+            expires_at: time_of_millis(header.expires_at_ms),
         }))
     }
 
@@ -357,25 +307,22 @@ impl IdempotencyStore {
     }
 
     async fn update_bytes(&self, id: &str, data: Bytes, expires_at: SystemTime) -> Result<()> {
-        check(id, "", &data)?;
+        check_sizes(id, "", &data)?;
         let owned_id = id.to_owned();
-        let updated = self
-            .change("update record", id, move |records, path| {
-                let Some((old, _)) = records.live(path, &owned_id, false)? else {
-                    return Ok(false);
-                };
-                let header = Header {
-                    expires_at_ms: unix_millis(expires_at),
-                    len: data.len() as u64,
-                    ..old
-                };
-                records.write(path, &header.encode(&data))?;
-                Ok(true)
-            })
-            .await?;
-        updated
-            .then_some(())
-            .ok_or_else(|| Error::RecordMissing { id: id.to_owned() })
+        let missing = |id| Error::RecordMissing { id };
+        self.change_or("update record", id, missing, move |records, path| {
+            let Some((old, _)) = records.live(path, &owned_id, false)? else {
+                return Ok(false);
+            };
+            let header = Header {
+                expires_at_ms: unix_millis(expires_at),
+                len: data.len() as u64,
+                ..old
+            };
+            records.write(path, &header.encode(&data))?;
+            Ok(true)
+        })
+        .await
     }
 
     /// Removes the record under `id`; returns whether a live one was there. The file
@@ -406,22 +353,20 @@ impl IdempotencyStore {
         check_id(id)?;
         let owned_id = id.to_owned();
         self.change("remove record", id, move |records, path| {
-            let live = match Records::read(path, false)? {
-                Found::Missing => return Ok(false),
-                Found::Record(header, _) if header.id != owned_id => {
+            let live = match format::read(path, false)? {
+                Stored::Missing => return Ok(false),
+                Stored::Record(header, _) if header.id != owned_id => {
                     tracing::warn!(
                         path = %path.display(), id = %owned_id, stored = %header.id,
                         "a record file holds another id; leaving it"
                     );
                     return Ok(false);
                 }
-                Found::Record(header, _) => records.is_live(&header),
-                Found::Garbage(_) => false,
+                Stored::Record(header, _) => records.is_live(&header),
+                Stored::Garbage(_) => false,
             };
-            sys::remove_if_there(path)?;
-            if records.durable {
-                sys::sync_dir(path.parent().expect("a record path has a parent"))?;
-            }
+            records.folder.remove(path)?;
+            records.folder.sync_shard(path)?;
             Ok(live)
         })
         .await
@@ -454,13 +399,12 @@ impl IdempotencyStore {
     /// ```
     pub async fn prune(&self) -> Result<u64> {
         let records = Arc::clone(&self.records);
-        let dir = records.dir();
-        blocking(move || {
-            let _guard = records.lock()?;
+        let dir = records.folder.dir().to_owned();
+        blocking_io("prune records", dir, move || {
+            let _guard = records.folder.guard(Hold::Exclusive)?;
             records.prune()
         })
         .await
-        .map_err(|e| Error::io("prune records", dir, e))
     }
 
     /// Runs `change` of the record `id` (given its path) on a blocking thread, holding
@@ -471,56 +415,38 @@ impl IdempotencyStore {
         id: &str,
         change: impl FnOnce(&Records, &Path) -> io::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (records, path) = (Arc::clone(&self.records), self.records.path_of(id));
+        let (records, path) = (Arc::clone(&self.records), self.records.folder.path_of(id));
         let at = path.clone();
-        blocking(move || {
-            let _guard = records.lock()?;
+        blocking_io(op, path, move || {
+            let _guard = records.folder.guard(Hold::Exclusive)?;
             change(&records, &at)
         })
         .await
-        .map_err(|e| Error::io(op, path, e))
+    }
+
+    /// Runs `change` as [`change`](Self::change) does; when it returns `false` (it left
+    /// the record as it was), fails with the error `refused` makes of `id`.
+    async fn change_or(
+        &self,
+        op: &'static str,
+        id: &str,
+        refused: fn(String) -> Error,
+        change: impl FnOnce(&Records, &Path) -> io::Result<bool> + Send + 'static,
+    ) -> Result<()> {
+        if self.change(op, id, change).await? {
+            Ok(())
+        } else {
+            Err(refused(id.to_owned()))
+        }
     }
 }
 
 impl Records {
-    /// The records folder.
-    fn dir(&self) -> PathBuf {
-        self.base.join(RECORDS_DIR)
-    }
-
-    /// The file of the record `id`.
-    fn path_of(&self, id: &str) -> PathBuf {
-        let (shard, name) = ShardedLayout::split(id);
-        self.dir().join(shard).join(name)
-    }
-
-    /// Waits for the guard that changes of records hold; released when the file is
-    /// dropped.
-    fn lock(&self) -> io::Result<File> {
-        let dir = self.dir();
-        sys::in_dir(&dir, self.perms, || {
-            sys::guard(&dir.join(GUARD), Hold::Exclusive, self.perms)
-        })
-    }
-
-    /// Replaces the file at `path` with `file`, atomically.
+    /// Replaces the file at `path` with `file`, atomically, and flushes its folder
+    /// when durable.
     fn write(&self, path: &Path, file: &[u8]) -> io::Result<()> {
-        let shard = path.parent().expect("a record path has a parent");
-        let tmp = self.base.join("tmp");
-        sys::in_dir(shard, self.perms, || {
-            atomic::write_atomic(
-                &tmp,
-                path,
-                file,
-                SystemTime::now(),
-                self.durable,
-                self.perms,
-            )
-        })?;
-        if self.durable {
-            sys::sync_dir(shard)?;
-        }
-        Ok(())
+        self.folder.write(path, file, SystemTime::now())?;
+        self.folder.sync_shard(path)
     }
 
     /// Whether a record has not expired by the clock.
@@ -532,239 +458,74 @@ impl Records {
     /// else there (nothing, an expired record, another id's record, a damaged file)
     /// is `None`.
     fn live(&self, path: &Path, id: &str, with_data: bool) -> io::Result<Option<(Header, Bytes)>> {
-        match Self::read(path, with_data)? {
-            Found::Missing => Ok(None),
-            Found::Garbage(reason) => {
+        match format::read(path, with_data)? {
+            Stored::Missing => Ok(None),
+            Stored::Garbage(reason) => {
                 tracing::warn!(
                     path = %path.display(), %id, %reason,
                     "not serving a damaged idempotency record"
                 );
                 Ok(None)
             }
-            Found::Record(header, _) if header.id != id => {
+            Stored::Record(header, _) if header.id != id => {
                 tracing::warn!(
                     path = %path.display(), %id, stored = %header.id,
                     "a record file holds another id; not serving it"
                 );
                 Ok(None)
             }
-            Found::Record(header, data) => Ok(self.is_live(&header).then_some((header, data))),
+            Stored::Record(header, data) => Ok(self.is_live(&header).then_some((header, data))),
         }
-    }
-
-    /// Reads the record file at `path`, without following a symlink, and checks its
-    /// form: a header of this version and exactly the data it announces.
-    fn read(path: &Path, with_data: bool) -> io::Result<Found> {
-        let file = match sys::open_read(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Ok(Found::Garbage("a symlink".into()));
-            }
-            Err(e) => return Err(e),
-        };
-        let stat = file.metadata()?;
-        if !stat.is_file() {
-            return Ok(Found::Garbage("not a regular file".into()));
-        }
-        let size = stat.len();
-        let head = sys::read_exact_or_eof(&file, 0, MAX_HEADER.min(size as usize))?;
-        let Some(end) = head.iter().position(|b| *b == b'\n') else {
-            return Ok(Found::Garbage("no header line".into()));
-        };
-        let header: Header = match serde_json::from_slice(&head[..end]) {
-            Ok(header) => header,
-            Err(e) => return Ok(Found::Garbage(format!("its header is not JSON: {e}"))),
-        };
-        if header.version != RECORD_VERSION {
-            return Ok(Found::Garbage(format!("version {}", header.version)));
-        }
-        let start = end as u64 + 1;
-        if size - start != header.len || header.len > IdempotencyStore::MAX_DATA as u64 {
-            return Ok(Found::Garbage(format!(
-                "{} bytes of data where its header says {}",
-                size - start,
-                header.len
-            )));
-        }
-        if !with_data {
-            return Ok(Found::Record(header, Bytes::new()));
-        }
-        let data = sys::read_exact_or_eof(&file, start, header.len as usize)?;
-        if data.len() as u64 != header.len {
-            return Ok(Found::Garbage("its data ends early".into()));
-        }
-        Ok(Found::Record(header, data.into()))
     }
 
     /// Removes expired records and files that are not records (or that this process
     /// may not read); returns how many. Call it holding the guard.
     fn prune(&self) -> io::Result<u64> {
         let mut removed = 0;
-        for shard in sys::read_dir_if_there(&self.dir())? {
-            if !shard.file_type()?.is_dir() {
-                continue;
+        self.folder.each_entry(|entry| {
+            if entry.file_type()?.is_dir() {
+                return Ok(());
             }
-            for entry in sys::read_dir_if_there(&shard.path())? {
-                if entry.file_type()?.is_dir() {
-                    continue;
-                }
-                let path = entry.path();
-                let expired = match Self::read(&path, false) {
-                    Ok(Found::Missing) => continue,
-                    Ok(Found::Record(header, _)) if path == self.path_of(&header.id) => {
-                        !self.is_live(&header)
-                    }
-                    Ok(Found::Record(header, _)) => {
-                        tracing::warn!(
-                            path = %path.display(), stored = %header.id,
-                            "removing a record file named for another id"
-                        );
-                        true
-                    }
-                    Ok(Found::Garbage(reason)) => {
-                        tracing::warn!(
-                            path = %path.display(), %reason,
-                            "removing a damaged idempotency record"
-                        );
-                        true
-                    }
-                    Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
-                        tracing::warn!(
-                            path = %path.display(), %error,
-                            "removing an unreadable idempotency record"
-                        );
-                        true
-                    }
-                    Err(error) => return Err(error),
-                };
-                if expired && sys::remove_if_there(&path)? {
-                    removed += 1;
-                }
+            let path = entry.path();
+            if self.is_prunable(&path)? && self.folder.remove(&path)? {
+                removed += 1;
             }
-        }
+            Ok(())
+        })?;
         Ok(removed)
     }
-}
 
-/// Refuses an id no record can have.
-fn check_id(id: &str) -> Result<()> {
-    let reason = if id.is_empty() {
-        "an idempotency id must not be empty"
-    } else if id.len() > MAX_ID {
-        "an idempotency id must be at most 64 KiB"
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidKey { reason })
-}
-
-/// Refuses a record too large to store.
-fn check(id: &str, fingerprint: &str, data: &[u8]) -> Result<()> {
-    check_id(id)?;
-    if fingerprint.len() > MAX_ID {
-        return Err(Error::InvalidSetting(
-            "an idempotency record's fingerprint must be at most 64 KiB",
-        ));
-    }
-    if data.len() > IdempotencyStore::MAX_DATA {
-        return Err(Error::InvalidSetting(
-            "an idempotency record's data must be at most 64 MiB",
-        ));
-    }
-    Ok(())
-}
-
-/// The time `ms` milliseconds after the Unix epoch. Every `u64` of milliseconds fits
-/// the Unix `SystemTime` (an `i64` of seconds); the epoch stands in if one did not.
-fn from_unix_millis(ms: u64) -> SystemTime {
-    meta::from_unix_millis(ms).unwrap_or(UNIX_EPOCH)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn header(id: &str, len: u64) -> Header {
-        Header {
-            version: RECORD_VERSION,
-            id: id.into(),
-            fingerprint: "f\n\"".into(),
-            expires_at_ms: u64::MAX,
-            len,
-        }
-    }
-
-    #[test]
-    fn files_round_trip_and_garbage_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r");
-        let good = header("id\n\0", 4);
-        std::fs::write(&path, good.encode(b"da\nt")).unwrap();
-        match Records::read(&path, true).unwrap() {
-            Found::Record(header, data) => {
-                assert_eq!((header, data.as_ref()), (good.clone(), &b"da\nt"[..]))
+    /// Whether pruning removes the file at `path`: an expired record, a record named
+    /// for another id, a damaged file or one this process may not read (a warning is
+    /// logged for the last three).
+    fn is_prunable(&self, path: &Path) -> io::Result<bool> {
+        Ok(match format::read(path, false) {
+            Ok(Stored::Missing) => false,
+            Ok(Stored::Record(header, _)) if self.folder.is_path_of(path, &header.id) => {
+                !self.is_live(&header)
             }
-            other => panic!("{other:?}"),
-        }
-        let mut newer = good.clone();
-        newer.version = 2;
-        for bad in [
-            good.encode(b"dat"),
-            good.encode(b"data!"),
-            newer.encode(b"data"),
-            b"{\"version\":1}\n".to_vec(),
-            b"no header".to_vec(),
-            Vec::new(),
-        ] {
-            std::fs::write(&path, &bad).unwrap();
-            let found = Records::read(&path, true).unwrap();
-            assert!(matches!(found, Found::Garbage(_)), "{bad:?} gave {found:?}");
-        }
-        std::fs::remove_file(&path).unwrap();
-        assert!(matches!(
-            Records::read(&path, true).unwrap(),
-            Found::Missing
-        ));
-        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &path).unwrap();
-        assert!(matches!(
-            Records::read(&path, true).unwrap(),
-            Found::Garbage(_)
-        ));
-    }
-
-    #[test]
-    fn times_saturate() {
-        assert_eq!(unix_millis(UNIX_EPOCH - Duration::from_secs(1)), 0);
-        let far = UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
-        assert_eq!(unix_millis(far), u64::MAX);
-        assert!(from_unix_millis(u64::MAX) > UNIX_EPOCH + Duration::from_secs(1 << 50));
-        let exact = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        assert_eq!(
-            from_unix_millis(unix_millis(exact + Duration::from_micros(999))),
-            exact
-        );
-    }
-
-    #[test]
-    fn sizes_are_checked() {
-        assert!(matches!(check("", "", b""), Err(Error::InvalidKey { .. })));
-        let long = "x".repeat(MAX_ID + 1);
-        assert!(matches!(
-            check(&long, "", b""),
-            Err(Error::InvalidKey { .. })
-        ));
-        assert!(matches!(
-            check("a", &long, b""),
-            Err(Error::InvalidSetting(_))
-        ));
-        assert!(check("a", &long[1..], b"").is_ok());
-        let worst = header(&"\0".repeat(MAX_ID), 0);
-        let worst = Header {
-            fingerprint: worst.id.clone(),
-            ..worst
-        };
-        assert!(worst.encode(b"").len() <= MAX_HEADER);
+            Ok(Stored::Record(header, _)) => {
+                tracing::warn!(
+                    path = %path.display(), stored = %header.id,
+                    "removing a record file named for another id"
+                );
+                true
+            }
+            Ok(Stored::Garbage(reason)) => {
+                tracing::warn!(
+                    path = %path.display(), %reason,
+                    "removing a damaged idempotency record"
+                );
+                true
+            }
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+                tracing::warn!(
+                    path = %path.display(), %error,
+                    "removing an unreadable idempotency record"
+                );
+                true
+            }
+            Err(error) => return Err(error),
+        })
     }
 }

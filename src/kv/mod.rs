@@ -6,10 +6,13 @@
 //! - [`named_lock`]: the named locks behind [`Values::lock`].
 //! - [`idempotency`]: [`IdempotencyStore`], insert-once request records.
 //! - [`write_behind`]: [`WriteBehind`], a cache in front of durable [`Storage`].
+//! - [`records`]: the sharded folder of record files that named locks and idempotency
+//!   records share (paths, guard, atomic writes, listing, capped reads).
 //!
 //! [`Storage`]: crate::Storage
 
 pub(crate) mod idempotency;
 pub(crate) mod named_lock;
+pub(crate) mod records;
 pub(crate) mod values;
 pub(crate) mod write_behind;

@@ -10,19 +10,18 @@
 
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
-use crate::store::atomic;
+use crate::kv::records::{self, Capped, RecordFolder};
 use crate::store::dir::Folder;
-use crate::store::layout::ShardedLayout;
-use crate::store::meta::{from_unix_millis, millis, unix_millis};
-use crate::store::names::{LOCKS_DIR, TMP_DIR};
-use crate::sys::{self, Hold, Perms};
+use crate::store::meta::{millis, unix_millis};
+use crate::store::names::LOCKS_DIR;
+use crate::sys::Hold;
 
 /// The format version written into every lock file.
 const LOCK_VERSION: u32 = 1;
@@ -60,10 +59,7 @@ pub struct HeldLock {
 /// The lock files of one cache directory, as seen by one holder.
 #[derive(Clone)]
 pub(crate) struct Locks {
-    dir: PathBuf,
-    tmp: PathBuf,
-    perms: Perms,
-    durable: bool,
+    folder: RecordFolder,
     holder: String,
     /// Tells the time a lock is taken at and expiry is judged by, read once the
     /// guard is held.
@@ -79,10 +75,7 @@ impl Locks {
     /// The locks under the format folder `base`, held as `holder`.
     pub(crate) fn new(folder: &Folder, holder: String) -> Self {
         Locks {
-            dir: folder.base.join(LOCKS_DIR),
-            tmp: folder.base.join(TMP_DIR),
-            perms: folder.perms,
-            durable: folder.durable,
+            folder: RecordFolder::new(folder, LOCKS_DIR),
             holder,
             clock: Arc::clone(&folder.clock),
         }
@@ -90,15 +83,15 @@ impl Locks {
 
     /// The folder of the lock files.
     pub(crate) fn dir(&self) -> &Path {
-        &self.dir
+        self.folder.dir()
     }
 
     /// Takes the lock `name` for `ttl` from now, unless anyone (this holder too)
     /// holds it; returns whether it was taken.
     pub(crate) fn lock(&self, name: &str, ttl: Duration) -> io::Result<bool> {
-        let _guard = self.guard(Hold::Exclusive)?;
+        let _guard = self.folder.guard(Hold::Exclusive)?;
         let now = self.clock.now();
-        let path = self.path_of(name);
+        let path = self.folder.path_of(name);
         if self.live(&path, name, now)?.is_some() {
             return Ok(false);
         }
@@ -109,26 +102,23 @@ impl Locks {
             expires_ms: unix_millis(now).saturating_add(millis(ttl)),
         };
         let data = serde_json::to_vec(&record).map_err(io::Error::other)?;
-        let shard = path.parent().expect("a lock path has a shard folder");
-        sys::in_dir(shard, self.perms, || {
-            atomic::write_atomic(&self.tmp, &path, &data, now, self.durable, self.perms)
-        })?;
+        self.folder.write(&path, &data, now)?;
         Ok(true)
     }
 
     /// Releases the lock `name` if this holder holds it; returns whether it did. An
     /// expired lock file of this holder is removed too, but does not count.
     pub(crate) fn unlock(&self, name: &str) -> io::Result<bool> {
-        let _guard = self.guard(Hold::Exclusive)?;
+        let _guard = self.folder.guard(Hold::Exclusive)?;
         let now = self.clock.now();
-        let path = self.path_of(name);
+        let path = self.folder.path_of(name);
         let Some(record) = read_record(&path)?.filter(|r| r.name == name) else {
             return Ok(false);
         };
         if record.holder != self.holder {
             return Ok(false);
         }
-        sys::remove_if_there(&path)?;
+        self.folder.remove(&path)?;
         Ok(record.is_live(now))
     }
 
@@ -136,14 +126,14 @@ impl Locks {
     /// nobody.
     pub(crate) fn holder_of(&self, name: &str) -> io::Result<Option<bool>> {
         Ok(self
-            .live(&self.path_of(name), name, self.clock.now())?
+            .live(&self.folder.path_of(name), name, self.clock.now())?
             .map(|record| record.holder == self.holder))
     }
 
     /// Takes the shared guard and checks that no other holder locks `name`; the guard
     /// keeps it so until dropped. `Ok(None)` when another holder has the lock.
     pub(crate) fn write_guard(&self, name: &str) -> io::Result<Option<WriteGuard>> {
-        let guard = self.guard(Hold::Shared)?;
+        let guard = self.folder.guard(Hold::Shared)?;
         Ok(match self.holder_of(name)? {
             Some(false) => None,
             _ => Some(WriteGuard(guard)),
@@ -154,25 +144,20 @@ impl Locks {
     pub(crate) fn held(&self) -> io::Result<Vec<HeldLock>> {
         let now = self.clock.now();
         let mut held = Vec::new();
-        for shard in sys::read_dir_if_there(&self.dir)? {
-            if !shard.file_type()?.is_dir() {
-                continue;
-            }
-            for file in sys::read_dir_if_there(&shard.path())? {
-                let path = file.path();
-                let Some(record) = read_record(&path)? else {
-                    continue;
-                };
-                if !record.is_live(now) || path != self.path_of(&record.name) {
-                    continue;
-                }
+        self.folder.each_entry(|file| {
+            let path = file.path();
+            let Some(record) = read_record(&path)? else {
+                return Ok(());
+            };
+            if record.is_live(now) && self.folder.is_path_of(&path, &record.name) {
                 held.push(HeldLock {
                     mine: record.holder == self.holder,
-                    expires: from_unix_millis(record.expires_ms).unwrap_or(SystemTime::UNIX_EPOCH),
+                    expires: records::time_of_millis(record.expires_ms),
                     name: record.name,
                 });
             }
-        }
+            Ok(())
+        })?;
         held.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(held)
     }
@@ -181,32 +166,17 @@ impl Locks {
     fn live(&self, path: &Path, name: &str, now: SystemTime) -> io::Result<Option<LockRecord>> {
         Ok(read_record(path)?.filter(|record| record.name == name && record.is_live(now)))
     }
-
-    fn guard(&self, hold: Hold) -> io::Result<File> {
-        let path = self.dir.join("guard");
-        sys::in_dir(&self.dir, self.perms, || {
-            sys::guard(&path, hold, self.perms)
-        })
-    }
-
-    fn path_of(&self, name: &str) -> PathBuf {
-        let (shard, file) = ShardedLayout::split(name);
-        self.dir.join(shard).join(file)
-    }
 }
 
 /// Reads a lock file; `None` when it is missing, too big or malformed (a lock nobody
 /// can read holds nothing).
 fn read_record(path: &Path) -> io::Result<Option<LockRecord>> {
-    let file = match sys::open_read(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let data = sys::read_exact_or_eof(&file, 0, MAX_RECORD + 1)?;
-    if data.len() > MAX_RECORD {
+    let Some(file) = records::open(path)? else {
         return Ok(None);
-    }
+    };
+    let Capped::Whole(data) = records::read_capped(&file, MAX_RECORD)? else {
+        return Ok(None);
+    };
     Ok(serde_json::from_slice::<LockRecord>(&data)
         .ok()
         .filter(|record| record.version == LOCK_VERSION))

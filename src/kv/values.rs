@@ -16,7 +16,7 @@ use crate::error::{Cause, Error, Result};
 use crate::kv::named_lock::{HeldLock, Locks};
 use crate::origin::Fetched;
 use crate::store::meta::from_unix_millis;
-use crate::sys::blocking;
+use crate::sys::{blocking, blocking_io};
 
 /// How often [`Values::check_lock`] looks again while it waits, at most.
 const CHECK_EVERY: Duration = Duration::from_millis(20);
@@ -441,9 +441,10 @@ impl Values {
             ));
         }
         let (locks, name) = (self.locks.clone(), name.to_owned());
-        blocking(move || locks.lock(&name, ttl))
-            .await
-            .map_err(|e| Error::io("take a lock in", self.locks.dir(), e))
+        blocking_io("take a lock in", self.locks.dir(), move || {
+            locks.lock(&name, ttl)
+        })
+        .await
     }
 
     /// Releases the lock `name`; returns whether this holder held it.
@@ -461,9 +462,10 @@ impl Values {
     pub async fn unlock(&self, name: &str) -> Result<bool> {
         check_name(name)?;
         let (locks, name) = (self.locks.clone(), name.to_owned());
-        blocking(move || locks.unlock(&name))
-            .await
-            .map_err(|e| Error::io("release a lock in", self.locks.dir(), e))
+        blocking_io("release a lock in", self.locks.dir(), move || {
+            locks.unlock(&name)
+        })
+        .await
     }
 
     /// Whether the lock `name` is held, by anyone. When it is, waits up to `wait` for
@@ -547,7 +549,7 @@ impl Values {
             result
         })
         .await
-        .map_err(|_| Error::FillVanished {
+        .map_err(|_| Error::WriteVanished {
             key: key.to_owned(),
         })?
     }

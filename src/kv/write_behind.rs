@@ -14,7 +14,7 @@ use crate::cache::Cache;
 use crate::cache::{ReadKind, Reader};
 use crate::error::{Cause, Error, Result};
 use crate::origin::Fetched;
-use crate::storage::{Absent, Storage, StorageOrigin};
+use crate::storage::{Storage, StorageOrigin};
 
 /// How many events a subscriber may fall behind by before it misses some.
 const EVENTS_KEPT: usize = 256;
@@ -311,9 +311,7 @@ impl WriteBehind {
         let origin = Arc::new(StorageOrigin(Arc::clone(&shared.storage)));
         match shared.cache.get_through(key, origin, false).await {
             Ok(reader) => Ok(Some(reader)),
-            Err(Error::Origin { source, .. }) if source.downcast_ref::<Absent>().is_some() => {
-                Ok(None)
-            }
+            Err(e) if e.is_not_found() => Ok(None),
             // Storage failed, possibly for a fill another process led; ask it directly.
             Err(Error::Origin { .. }) => shared.get_direct(key).await,
             Err(e) => Err(e),

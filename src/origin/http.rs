@@ -292,6 +292,37 @@ async fn open(settings: Arc<Settings>, url: String, options: FetchOptions) -> Re
 impl Settings {
     /// Sends a `GET` for `url`, ranged from `offset` under `if_range` when `offset` is
     /// not 0, and conditional on `revalidate` (an ETag or a date) when given.
+    /// A `GET` of `url` with the origin's headers: from `offset` (under `If-Range`
+    /// when a validator is given), or conditional on `revalidate`.
+    fn request(
+        &self,
+        url: &str,
+        offset: u64,
+        if_range: Option<&str>,
+        revalidate: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self.client.get(url).headers(self.headers.clone());
+        if let Some(headers_for) = &self.headers_for {
+            request = request.headers(headers_for(url));
+        }
+        if offset > 0 {
+            request = request.header(header::RANGE, format!("bytes={offset}-"));
+            if let Some(validator) = if_range {
+                request = request.header(header::IF_RANGE, validator);
+            }
+        }
+        if let Some(validator) = revalidate {
+            let is_etag = validator.starts_with('"') || validator.starts_with("W/");
+            let name = if is_etag {
+                header::IF_NONE_MATCH
+            } else {
+                header::IF_MODIFIED_SINCE
+            };
+            request = request.header(name, validator);
+        }
+        request
+    }
+
     /// Retries connection failures, 429 and 5xx; returns a success or (when
     /// revalidating) a 304, and fails on any other status.
     async fn send(
@@ -303,25 +334,7 @@ impl Settings {
     ) -> Result<Response> {
         let mut attempt = 0;
         loop {
-            let mut request = self.client.get(url).headers(self.headers.clone());
-            if let Some(headers_for) = &self.headers_for {
-                request = request.headers(headers_for(url));
-            }
-            if offset > 0 {
-                request = request.header(header::RANGE, format!("bytes={offset}-"));
-                if let Some(validator) = if_range {
-                    request = request.header(header::IF_RANGE, validator);
-                }
-            }
-            if let Some(validator) = revalidate {
-                let is_etag = validator.starts_with('"') || validator.starts_with("W/");
-                let name = if is_etag {
-                    header::IF_NONE_MATCH
-                } else {
-                    header::IF_MODIFIED_SINCE
-                };
-                request = request.header(name, validator);
-            }
+            let request = self.request(url, offset, if_range, revalidate);
             let (failure, wait) = match tokio::time::timeout(self.idle_timeout, request.send())
                 .await
             {

@@ -1,5 +1,6 @@
-//! A stored entry as a read finds it: its blob and its metadata, opened together, and
-//! whether it may be served.
+//! A stored entry: as a read finds it (its blob and its metadata, opened together and
+//! paired) and judges it (servable, expired, damaged, extended), and as a listing
+//! describes it ([`Entry`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,6 +16,31 @@ use crate::sys::{self, FileId};
 
 /// The largest metadata file read; a key may be long, but not this long.
 pub(crate) const MAX_META: u64 = 4 << 20;
+
+/// A stored blob and what the cache knows of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Entry {
+    /// The key it is stored under.
+    pub key: String,
+    /// Its length in bytes.
+    pub size: u64,
+    /// When it was stored.
+    pub created: SystemTime,
+    /// When it was last read, to within a minute (hits refresh it at most that often);
+    /// when it was stored if it was never read.
+    pub last_read: SystemTime,
+    /// When it stops being served; never when `None`.
+    pub expires: Option<SystemTime>,
+    /// Its SHA-256, in hex.
+    pub sha256: String,
+    /// The origin's validator (ETag or Last-Modified), if it gave one.
+    pub validator: Option<String>,
+    /// The origin's media type, if it gave one.
+    pub content_type: Option<String>,
+    /// The path of the complete file.
+    pub path: PathBuf,
+}
 
 /// A blob found in the store, with what its metadata says.
 #[derive(Debug)]
@@ -95,11 +121,10 @@ impl MetaCache {
     /// such file. A file replaced between its `stat` and its open is looked at again.
     fn load(&self, path: &Path) -> io::Result<Option<(Option<Arc<EntryMeta>>, SystemTime)>> {
         for _ in 0..LOOKS {
-            let stat = match std::fs::symlink_metadata(path) {
-                Ok(stat) if stat.is_file() => stat,
-                Ok(_) => return Ok(Some((None, UNIX_EPOCH))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e),
+            let stat = match sys::stat(path)? {
+                Some(stat) if stat.is_file() => stat,
+                Some(_) => return Ok(Some((None, UNIX_EPOCH))),
+                None => return Ok(None),
             };
             let stamp = Stamp::of(&stat)?;
             if let Some(meta) = self.remembered(path, stamp) {
@@ -135,10 +160,8 @@ fn parse(path: &Path, stamp: Stamp) -> io::Result<Option<Option<Arc<EntryMeta>>>
     if stamp.len > MAX_META {
         return Ok(Some(None));
     }
-    let file = match sys::open_read(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(file) = sys::found(sys::open_read(path))? else {
+        return Ok(None);
     };
     if Stamp::of(&file.metadata()?)? != stamp {
         return Ok(None);
@@ -150,10 +173,8 @@ fn parse(path: &Path, stamp: Stamp) -> io::Result<Option<Option<Arc<EntryMeta>>>
 /// Reads the metadata file at `path` without following a symlink; `None` when it is
 /// missing, too large or not metadata of a known format.
 pub(crate) fn read_meta(path: &Path) -> io::Result<Option<EntryMeta>> {
-    let file = match sys::open_read(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(file) = sys::found(sys::open_read(path))? else {
+        return Ok(None);
     };
     let stat = file.metadata()?;
     if !stat.is_file() || stat.len() > MAX_META {
@@ -171,10 +192,8 @@ pub(crate) fn open(paths: &KeyPaths, metas: &MetaCache) -> io::Result<Option<Sto
     let mut look = 0;
     loop {
         look += 1;
-        let file = match sys::open_read(&paths.store) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(file) = sys::found(sys::open_read(&paths.store))? else {
+            return Ok(None);
         };
         let stat = file.metadata()?;
         crate::failpoint::failpoint!("entry::blob_opened");
@@ -319,4 +338,34 @@ impl Stored {
 /// the system's time can hold.
 pub(crate) fn expiry_time(meta: &EntryMeta) -> Option<SystemTime> {
     meta.expires_ms.and_then(meta::from_unix_millis)
+}
+
+/// The entry whose metadata file is at `meta_path`, if it is readable and the blob
+/// it describes is there.
+pub(crate) fn entry_of(meta_path: &Path) -> Option<Entry> {
+    entry_with_blob(meta_path).map(|(entry, _)| entry)
+}
+
+/// [`entry_of`], with the identity of the blob file.
+pub(crate) fn entry_with_blob(meta_path: &Path) -> Option<(Entry, BlobId)> {
+    let meta = read_meta(meta_path).ok().flatten()?;
+    let last_read = std::fs::symlink_metadata(meta_path).ok()?.modified().ok()?;
+    let path = meta_path.with_extension("");
+    let expires = expiry_time(&meta);
+    let blob = std::fs::symlink_metadata(&path).ok()?;
+    if !blob.is_file() || !meta.describes(BlobId::of(&blob)) {
+        return None;
+    }
+    let entry = Entry {
+        key: meta.key,
+        size: blob.len(),
+        created: crate::store::meta::from_unix_millis(meta.created_ms)?,
+        last_read,
+        expires,
+        sha256: meta.sha256,
+        validator: meta.validator,
+        content_type: meta.content_type,
+        path,
+    };
+    Some((entry, BlobId::of(&blob)))
 }

@@ -15,96 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::store::lock_info::LockInfo;
 use crate::sys::{self, FileId, Perms};
-
-/// What a leader publishes in its lock file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LockInfo {
-    /// The unique part of the leader's tmp file name.
-    pub(crate) tmp: String,
-    /// The length the origin promised.
-    pub(crate) len: LenInfo,
-    /// Set when the fill failed at the origin: the error, on one line. Followers in
-    /// other processes, which still hold the lock file open, report it.
-    pub(crate) failed: Option<String>,
-}
-
-/// The length part of [`LockInfo`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LenInfo {
-    /// The origin has not answered yet.
-    Pending,
-    /// The origin answered without a length.
-    Unknown,
-    /// The origin promised this many bytes.
-    Known(u64),
-}
-
-const MAGIC: &str = "readthrough-lock 1";
-
-/// The most of a lock file that is read; a failure message is cut to fit.
-const MAX_INFO: usize = 1024;
-const MAX_FAILURE: usize = 512;
-
-impl LockInfo {
-    fn encode(&self) -> String {
-        let len = match self.len {
-            LenInfo::Pending => "pending".to_owned(),
-            LenInfo::Unknown => "unknown".to_owned(),
-            LenInfo::Known(n) => n.to_string(),
-        };
-        let mut text = format!("{MAGIC}\ntmp {}\nlen {len}\n", self.tmp);
-        if let Some(failed) = &self.failed {
-            let mut line: String = failed
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
-            while line.len() > MAX_FAILURE {
-                line.pop();
-            }
-            text.push_str(&format!("failed {line}\n"));
-        }
-        text
-    }
-
-    /// Parses lock file contents; `None` for anything incomplete or malformed (a
-    /// leader may be half-way through writing it).
-    pub(crate) fn decode(data: &[u8]) -> Option<Self> {
-        let text = std::str::from_utf8(data).ok()?;
-        let mut lines = text.strip_suffix('\n')?.split('\n');
-        if lines.next()? != MAGIC {
-            return None;
-        }
-        let tmp = lines.next()?.strip_prefix("tmp ")?;
-        if !is_unique_part(tmp) {
-            return None;
-        }
-        let len = match lines.next()?.strip_prefix("len ")? {
-            "pending" => LenInfo::Pending,
-            "unknown" => LenInfo::Unknown,
-            n if n.bytes().all(|b| b.is_ascii_digit()) => LenInfo::Known(n.parse().ok()?),
-            _ => return None,
-        };
-        let failed = match lines.next() {
-            None => None,
-            Some(line) => Some(line.strip_prefix("failed ")?.to_owned()),
-        };
-        if lines.next().is_some() {
-            return None;
-        }
-        Some(LockInfo {
-            tmp: tmp.to_owned(),
-            len,
-            failed,
-        })
-    }
-}
-
-/// Whether `s` can be the unique part of a tmp file name: it must never let a lock
-/// file redirect a follower to a path outside the tmp directory.
-pub(crate) fn is_unique_part(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
-}
 
 /// How the cache locks: for real, or not at all where the file system's locks do
 /// nothing (then every process leads its own fill and only coalescing is lost).
@@ -225,10 +137,8 @@ pub(crate) enum LockState {
 
 /// Looks at an existing lock file without creating one or refreshing it.
 pub(crate) fn inspect(path: &Path, site: &LockSite) -> io::Result<LockState> {
-    let file = match sys::no_follow().read(true).write(true).open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockState::Missing),
-        Err(e) => return Err(e),
+    let Some(file) = sys::found(sys::no_follow().read(true).write(true).open(path))? else {
+        return Ok(LockState::Missing);
     };
     let busy = Busy::open(file, path)?;
     Ok(if busy.held_elsewhere(site.locking)? {
@@ -314,7 +224,7 @@ impl Busy {
 
     /// Whether the lock path still names this file.
     pub(crate) fn is_current(&self) -> io::Result<bool> {
-        Ok(FileId::of_path(&self.path)? == Some(self.id))
+        self.id.is_at(&self.path)
     }
 
     /// When the lock file was last written.
@@ -365,7 +275,7 @@ impl FillLock {
 
     /// Whether the lock path still names this lock (it was not broken as stale).
     pub(crate) fn is_current(&self) -> io::Result<bool> {
-        Ok(FileId::of_path(&self.path)? == Some(self.id))
+        self.id.is_at(&self.path)
     }
 
     /// The lock file, for a heartbeat that refreshes its time. A holder of the handle
@@ -398,7 +308,7 @@ impl Drop for FillLock {
 }
 
 fn read_info(file: &File) -> Option<LockInfo> {
-    let data = sys::read_exact_or_eof(file, 0, MAX_INFO).ok()?;
+    let data = sys::read_exact_or_eof(file, 0, LockInfo::MAX_LEN).ok()?;
     LockInfo::decode(&data)
 }
 
@@ -417,6 +327,7 @@ pub(crate) fn locks_exclude(dir: &Path) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::lock_info::LenInfo;
     use crate::store::names::BREAK_GUARD;
 
     fn site(dir: &Path) -> LockSite {
@@ -424,58 +335,6 @@ mod tests {
             locking: Locking::Flock,
             perms: Perms::OWNER,
             guard: dir.join(BREAK_GUARD),
-        }
-    }
-
-    #[test]
-    fn info_round_trips() {
-        for len in [
-            LenInfo::Pending,
-            LenInfo::Unknown,
-            LenInfo::Known(0),
-            LenInfo::Known(u64::MAX),
-        ] {
-            for failed in [
-                None,
-                Some("HTTP 500\nfrom\0 origin".to_owned()),
-                Some("é".repeat(600)),
-            ] {
-                let info = LockInfo {
-                    tmp: "abcXYZ09".into(),
-                    len,
-                    failed: failed.clone(),
-                };
-                let decoded = LockInfo::decode(info.encode().as_bytes()).unwrap();
-                assert_eq!((&decoded.tmp, decoded.len), (&info.tmp, info.len));
-                let Some(sent) = failed else {
-                    assert_eq!(decoded.failed, None);
-                    continue;
-                };
-                let got = decoded.failed.unwrap();
-                assert!(got.len() <= MAX_FAILURE && !got.contains('\n'), "{got:?}");
-                assert!(sent.replace(['\n', '\0'], " ").starts_with(&got));
-            }
-        }
-    }
-
-    #[test]
-    fn malformed_info_is_refused() {
-        let good = "readthrough-lock 1\ntmp abc\nlen 5\n";
-        assert!(LockInfo::decode(good.as_bytes()).is_some());
-        for bad in [
-            "",
-            "readthrough-lock 1\ntmp abc\nlen 5",
-            "readthrough-lock 2\ntmp abc\nlen 5\n",
-            "readthrough-lock 1\ntmp ../../etc/passwd\nlen 5\n",
-            "readthrough-lock 1\ntmp a/b\nlen 5\n",
-            "readthrough-lock 1\ntmp \nlen 5\n",
-            "readthrough-lock 1\ntmp abc\nlen -5\n",
-            "readthrough-lock 1\ntmp abc\nlen +5\n",
-            "readthrough-lock 1\ntmp abc\nlen 99999999999999999999999\n",
-            "readthrough-lock 1\ntmp abc\nlen 5\nextra\n",
-            "readthrough-lock 1\ntmp abc\nlen 5\nfailed x\nfailed y\n",
-        ] {
-            assert_eq!(LockInfo::decode(bad.as_bytes()), None, "{bad:?}");
         }
     }
 

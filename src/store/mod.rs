@@ -5,7 +5,7 @@
 //! - [`atomic`]: small files written atomically.
 //! - [`layout`]: keys to paths, checked to stay inside the directory.
 //! - [`meta`]: the metadata file beside each blob, bound to its blob.
-//! - [`lock`]: the per-key lock file protocol.
+//! - [`lock`]: the per-key lock file protocol; [`lock_info`]: what a leader writes in it.
 //! - [`entry`]: finding a stored entry and judging it (servable, expired, extended).
 //! - [`ledger`]: the bytes stored, for the size bound.
 //! - [`dir`]: creating and checking a cache directory.
@@ -17,6 +17,7 @@ pub(crate) mod entry;
 pub(crate) mod layout;
 pub(crate) mod ledger;
 pub(crate) mod lock;
+pub(crate) mod lock_info;
 pub(crate) mod meta;
 pub(crate) mod names;
 pub(crate) mod scan;

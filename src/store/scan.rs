@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
+use crate::store::entry::{Entry, entry_of, entry_with_blob, read_meta};
 use crate::store::ledger;
 use crate::store::lock::{self, LockSite, LockState};
 use crate::store::meta::{BlobId, EntryMeta};
@@ -18,31 +19,6 @@ use crate::store::names::{
     BREAK_GUARD, EVICTING, FRONT_END_DIRS, LEDGER, LOCK_SUFFIX, META_SUFFIX, TMP_SUFFIX,
 };
 use crate::sys::{self, FileId};
-
-/// A stored blob and what the cache knows of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Entry {
-    /// The key it is stored under.
-    pub key: String,
-    /// Its length in bytes.
-    pub size: u64,
-    /// When it was stored.
-    pub created: SystemTime,
-    /// When it was last read, to within a minute (hits refresh it at most that often);
-    /// when it was stored if it was never read.
-    pub last_read: SystemTime,
-    /// When it stops being served; never when `None`.
-    pub expires: Option<SystemTime>,
-    /// Its SHA-256, in hex.
-    pub sha256: String,
-    /// The origin's validator (ETag or Last-Modified), if it gave one.
-    pub validator: Option<String>,
-    /// The origin's media type, if it gave one.
-    pub content_type: Option<String>,
-    /// The path of the complete file.
-    pub path: PathBuf,
-}
 
 /// How a cache directory is doing. Made by [`Cache::status`](crate::Cache::status).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -147,10 +123,8 @@ struct Files {
 
 /// Sorts the files under `dir` into `files`, passing over the folder `skip`.
 fn walk(dir: &Path, skip: &[PathBuf], files: &mut Files) -> io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
+    let Some(entries) = sys::found(std::fs::read_dir(dir))? else {
+        return Ok(());
     };
     for entry in entries {
         let entry = entry?;
@@ -186,48 +160,11 @@ fn blob_of(meta: &Path) -> PathBuf {
     meta.with_extension("")
 }
 
-/// The metadata file at `path`, if it is readable.
-fn read_meta(path: &Path) -> Option<EntryMeta> {
-    crate::store::entry::read_meta(path).ok().flatten()
-}
-
-/// The entry whose metadata file is at `meta_path`, if it is readable and the blob
-/// it describes is there.
-pub(crate) fn entry_of(meta_path: &Path) -> Option<Entry> {
-    entry_with_blob(meta_path).map(|(entry, _)| entry)
-}
-
-/// [`entry_of`], with the identity of the blob file.
-fn entry_with_blob(meta_path: &Path) -> Option<(Entry, BlobId)> {
-    let meta = read_meta(meta_path)?;
-    let last_read = std::fs::symlink_metadata(meta_path).ok()?.modified().ok()?;
-    let path = blob_of(meta_path);
-    let expires = crate::store::entry::expiry_time(&meta);
-    let blob = std::fs::symlink_metadata(&path).ok()?;
-    if !blob.is_file() || !meta.describes(BlobId::of(&blob)) {
-        return None;
-    }
-    let entry = Entry {
-        key: meta.key,
-        size: blob.len(),
-        created: crate::store::meta::from_unix_millis(meta.created_ms)?,
-        last_read,
-        expires,
-        sha256: meta.sha256,
-        validator: meta.validator,
-        content_type: meta.content_type,
-        path,
-    };
-    Some((entry, BlobId::of(&blob)))
-}
-
 /// How long since `path` was modified; `None` when it is gone (another process may
 /// be pruning too).
 fn age(path: &Path) -> io::Result<Option<Duration>> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(meta) = sys::stat(path)? else {
+        return Ok(None);
     };
     Ok(Some(
         SystemTime::now()
@@ -238,11 +175,7 @@ fn age(path: &Path) -> io::Result<Option<Duration>> {
 
 /// The length of `path`, 0 when it is gone.
 fn len_of(path: &Path) -> io::Result<u64> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) => Ok(meta.len()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(e),
-    }
+    Ok(sys::stat(path)?.map_or(0, |meta| meta.len()))
 }
 
 /// The lock file that coordinates the fill a tmp file belongs to:
@@ -281,7 +214,7 @@ pub(crate) fn status(
     stale_after: Duration,
     locks: &LockSite,
 ) -> io::Result<CacheStatus> {
-    let files = scan(&base)?;
+    let files = scan(base)?;
     let mut status = CacheStatus::default();
     for entry in files.metas.iter().filter_map(|m| entry_of(m)) {
         status.entries += 1;
@@ -431,11 +364,9 @@ pub(crate) fn remove_entry(base: &Path, blob: &Path) -> io::Result<bool> {
 /// check and the removal are two steps: a publish in between is lost, as it would be
 /// to a removal an instant later.)
 pub(crate) fn remove_blob(base: &Path, blob: &Path, id: BlobId) -> io::Result<bool> {
-    match std::fs::symlink_metadata(blob) {
-        Ok(stat) if BlobId::of(&stat) == id => remove_entry(base, blob),
-        Ok(_) => Ok(false),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
+    match sys::stat(blob)? {
+        Some(stat) if BlobId::of(&stat) == id => remove_entry(base, blob),
+        _ => Ok(false),
     }
 }
 
@@ -465,26 +396,24 @@ pub(crate) fn verify(base: &Path) -> io::Result<VerifyReport> {
     }
     for meta_path in &files.metas {
         let blob = blob_of(meta_path);
-        let Some(meta) = read_meta(meta_path) else {
+        let Some(meta) = read_meta(meta_path).ok().flatten() else {
             if blob.exists() {
                 report.unverifiable.push(blob);
             }
             continue;
         };
-        let file = match sys::open_read(&blob) {
-            Ok(file) if file.metadata()?.is_file() => file,
+        let file = match sys::found(sys::open_read(&blob))? {
+            Some(file) if file.metadata()?.is_file() => file,
             // A directory or other odd file where a blob should be: no blob here.
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+            _ => continue,
         };
         report.checked += 1;
-        let Some(reason) = check(&file, &meta)? else {
+        let Some(reason) = fault_of(&file, &meta)? else {
             continue;
         };
         // A blob replaced while it was read is not corrupt: only remove the one read.
-        if FileId::of_path(&blob)? != Some(FileId::of_file(&file)?)
-            || read_meta(meta_path).as_ref() != Some(&meta)
+        if !FileId::of_file(&file)?.is_at(&blob)?
+            || read_meta(meta_path).ok().flatten().as_ref() != Some(&meta)
         {
             continue;
         }
@@ -500,7 +429,7 @@ pub(crate) fn verify(base: &Path) -> io::Result<VerifyReport> {
 }
 
 /// What is wrong with a blob's bytes, if anything.
-fn check(file: &std::fs::File, meta: &EntryMeta) -> io::Result<Option<String>> {
+fn fault_of(file: &std::fs::File, meta: &EntryMeta) -> io::Result<Option<String>> {
     let len = file.metadata()?.len();
     if len != meta.size {
         return Ok(Some(format!("{len} bytes where {} were stored", meta.size)));
