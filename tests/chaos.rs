@@ -5,13 +5,33 @@
 //! them (preferring processes that lead a fill), and prunes the cache to a byte budget
 //! and verifies it under them.
 //!
+//! Keys are rewritten with bodies of the same length. Now and then the origin moves a
+//! key to a new version (new bytes, new ETag); each version differs from the one
+//! before only in a few spans, one of them near the start, so a reader that mixed two
+//! versions would pass any check that skips some bytes. Half the children also `put`
+//! same-length bodies of their own (each with an ETag of its own) among their reads, so
+//! same-length puts race with hits, fills and `verify_on_read`.
+//!
+//! With file locks the run also plays schedules of two takeovers in a row: it picks a
+//! key whose fill has followers in other processes, SIGKILLs its leader, waits until
+//! the key's lock file (`v1/tmp/<ab>/<sha>.lock`) names a new tmp file and
+//! `/proc/locks` shows which child holds it, kills that one too (at once, or once it
+//! has written part of what the first leader had), and waits for a third leader. The
+//! followers of the first leader that are still reading see generations 1, 2 and 3.
+//! Each schedule may move the key to a new version right before either kill, so a
+//! takeover meets a body of the same length that differs. The schedules synchronise on
+//! those files, never on sleeps.
+//!
 //! At the end it checks the guarantees: no read got a wrong byte (each read's SHA-256
-//! is compared with the origin's), `verify` finds nothing corrupt and every stored
-//! blob is the origin's, no tmp or lock file is left once the staleness timeout has
-//! passed, every key still reads correctly (nothing is poisoned), no read hung, and the
-//! origin's fetches stay within what the faults explain. A second run does the same
-//! with file locks off in every process: duplicate fetches are allowed there, nothing
-//! else is.
+//! must be that of one whole version the origin served for the key, or one a child put),
+//! `verify` finds nothing corrupt and every stored blob is the version its metadata's
+//! ETag names, no tmp or lock file is left once the staleness timeout has passed, every
+//! key still reads as one of its versions (nothing is poisoned), no read hung, a
+//! changed body is reported only for keys that were rewritten, and the origin's fetches
+//! stay within what the faults explain. A second run does the same with file locks off
+//! in every process (and no takeover schedules): duplicate fetches are allowed there,
+//! nothing else is. Each run ends with one summary line: reads, kills, stops, double
+//! takeovers, version changes served and wrong bytes.
 //!
 //! The two runs take about 75 s together. `READTHROUGH_SOAK_SECS=N` makes the first
 //! run last N seconds (the second N/3) for a soak; `READTHROUGH_CHAOS_SEED` replays a
@@ -19,14 +39,15 @@
 //! reproducible).
 //!
 //! Each child is this test executable re-run with `--ignored --exact chaos_child`: it
-//! reads its job from the environment, reads keys until its stdin closes, and reports
-//! every read on stdout.
+//! reads its job from the environment, reads (and puts) keys until its stdin closes,
+//! and reports every read on stdout.
 
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -34,7 +55,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use readthrough::{Cache, Error, HttpOrigin, PrunePolicy};
+use readthrough::{Cache, Error, Fetched, HttpOrigin, PrunePolicy};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::TcpListener;
@@ -78,6 +99,16 @@ const FAULT_PERMILLE: u64 = 300;
 const HANG: Duration = Duration::from_secs(30);
 /// What marks a child's report lines on its stdout.
 const MARK: &str = "@@chaos ";
+/// The bodies of its own each key may be `put` with.
+const PUT_VARIANTS: u64 = 2;
+/// Operations of a putting child that are puts, per mille.
+const PUT_PERMILLE: u64 = 50;
+/// The longest between two new versions of random keys (the shortest is a third).
+const BUMP_EVERY: u64 = 3000;
+/// How long a takeover schedule waits for its next leader before giving up.
+const DOUBLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a schedule waits for a successor to write part of the body.
+const PARTIAL_WAIT: Duration = Duration::from_millis(500);
 
 /// One chaos run at a time: two at once would only fight over two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -192,6 +223,139 @@ fn key_of_url(url: &str) -> Option<usize> {
     k.parse().ok().filter(|&k| k < SIZES.len())
 }
 
+// ------------------------------------------------------------------ versions
+
+/// The ETag of the origin's version `n` (from 1) of key `k`.
+fn origin_etag(k: usize, n: u64) -> String {
+    format!("\"k{k}-v{n}\"")
+}
+
+/// The ETag of the body `j` children put for key `k`.
+fn put_etag(k: usize, j: u64) -> String {
+    format!("\"k{k}-p{j}\"")
+}
+
+/// The body `j` children put for key `k`: the first version, rewritten.
+fn put_body(k: usize, j: u64) -> Bytes {
+    rewrite(&key_body(k), 0x7075_7400_0000_0000 ^ ((k as u64) << 16) ^ j)
+}
+
+/// A body of the same length as `prev` that differs from it in two spans of up to
+/// 4 KiB: one in its first eighth, one anywhere. Every byte in a span changes.
+fn rewrite(prev: &[u8], seed: u64) -> Bytes {
+    let mut body = prev.to_vec();
+    let mut rng = Rng::new(seed);
+    let len = body.len() as u64;
+    if len > 0 {
+        for within in [len.div_ceil(8), len] {
+            let at = rng.below(within);
+            let span = rng.between(1, 4096).min(len - at);
+            for byte in &mut body[at as usize..(at + span) as usize] {
+                *byte ^= rng.between(1, 255) as u8;
+            }
+        }
+    }
+    Bytes::from(body)
+}
+
+/// Every body a key has had: the origin's versions and the bodies children put, each
+/// by its ETag and SHA-256. A read must return exactly one of them.
+struct Versions {
+    keys: Mutex<Vec<KeyVersions>>,
+}
+
+#[derive(Default)]
+struct KeyVersions {
+    /// ETag to SHA-256.
+    shas: BTreeMap<String, String>,
+    /// Whether the put bodies are among `shas`.
+    puts_known: bool,
+    /// New origin versions and puts started: a key never rewritten never changes.
+    rewrites: u64,
+}
+
+impl Versions {
+    fn new() -> Self {
+        let keys = (0..SIZES.len())
+            .map(|k| {
+                let mut versions = KeyVersions::default();
+                versions
+                    .shas
+                    .insert(origin_etag(k, 1), sha_hex(&key_body(k)));
+                versions
+            })
+            .collect();
+        Versions {
+            keys: Mutex::new(keys),
+        }
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, Vec<KeyVersions>> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a new version of key `k` (before anyone can see it).
+    fn add(&self, k: usize, etag: String, sha: String) {
+        let mut keys = self.keys();
+        keys[k].shas.insert(etag, sha);
+        keys[k].rewrites += 1;
+    }
+
+    /// Records that a child started a put of key `k`.
+    fn note_put(&self, k: usize) {
+        self.keys()[k].rewrites += 1;
+    }
+
+    /// Hashes the put bodies of key `k`, once: in a thread of their own from the start
+    /// (this takes seconds on a busy machine), or on demand when a read needs them
+    /// first. A read of a put body may be reported before the put itself, by another
+    /// child.
+    fn know_puts(&self, k: usize) {
+        if self.keys()[k].puts_known {
+            return;
+        }
+        let puts: Vec<(String, String)> = (0..PUT_VARIANTS)
+            .map(|j| (put_etag(k, j), sha_hex(&put_body(k, j))))
+            .collect();
+        let mut keys = self.keys();
+        keys[k].shas.extend(puts);
+        keys[k].puts_known = true;
+    }
+
+    /// Whether `sha` is the SHA-256 of a whole body key `k` has had.
+    fn accepts(&self, k: usize, sha: &str) -> bool {
+        let known = |keys: &[KeyVersions]| keys[k].shas.values().any(|s| s == sha);
+        if known(&self.keys()) {
+            return true;
+        }
+        self.know_puts(k);
+        known(&self.keys())
+    }
+
+    /// The SHA-256 of the body of key `k` that `etag` names.
+    fn sha_of(&self, k: usize, etag: &str) -> Option<String> {
+        self.know_puts(k);
+        self.keys()[k].shas.get(etag).cloned()
+    }
+
+    fn rewritten(&self, k: usize) -> bool {
+        self.keys()[k].rewrites > 0
+    }
+
+    /// How many bodies each key has had.
+    fn counts(&self) -> Vec<usize> {
+        self.keys().iter().map(|v| v.shas.len()).collect()
+    }
+}
+
+/// A new version of a key, made but not yet served.
+struct NewVersion {
+    k: usize,
+    n: u64,
+    body: Bytes,
+    sha: String,
+}
+
 // ------------------------------------------------------------------ the origin
 
 /// What the origin does to one answer.
@@ -240,15 +404,29 @@ struct OriginCounts {
     requests: u64,
     faults: BTreeMap<&'static str, u64>,
     keys: Vec<KeyCount>,
+    /// New versions made, and how many of them were then served (at least in part).
+    versions_made: u64,
+    versions_served: u64,
 }
 
 /// A loopback HTTP/1.1 origin serving `/k/<n>` with strong ETags and byte ranges,
-/// that picks a fault for each answer at random.
+/// that picks a fault for each answer at random, and serves each key's current
+/// version.
 struct ChaosOrigin {
-    blobs: Vec<(Bytes, String)>,
+    current: Mutex<Vec<Current>>,
+    versions: Arc<Versions>,
+    seed: u64,
     faults_on: AtomicBool,
     rng: Mutex<Rng>,
     counts: Mutex<OriginCounts>,
+}
+
+/// The version of a key the origin serves now.
+struct Current {
+    n: u64,
+    body: Bytes,
+    etag: String,
+    served: bool,
 }
 
 /// How to answer one request.
@@ -261,12 +439,22 @@ struct Answer {
 }
 
 impl ChaosOrigin {
-    async fn start(seed: u64) -> (Arc<ChaosOrigin>, String, tokio::task::JoinHandle<()>) {
-        let blobs = (0..SIZES.len())
-            .map(|k| (key_body(k), format!("\"k{k}-v1\"")))
+    async fn start(
+        seed: u64,
+        versions: Arc<Versions>,
+    ) -> (Arc<ChaosOrigin>, String, tokio::task::JoinHandle<()>) {
+        let current = (0..SIZES.len())
+            .map(|k| Current {
+                n: 1,
+                body: key_body(k),
+                etag: origin_etag(k, 1),
+                served: true,
+            })
             .collect();
         let origin = Arc::new(ChaosOrigin {
-            blobs,
+            current: Mutex::new(current),
+            versions,
+            seed,
             faults_on: AtomicBool::new(true),
             rng: Mutex::new(Rng::new(seed ^ 0x0123_4567_89AB_CDEF)),
             counts: Mutex::new(OriginCounts {
@@ -299,6 +487,48 @@ impl ChaosOrigin {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn current(&self) -> std::sync::MutexGuard<'_, Vec<Current>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the version of key `k` after `after` (or after the current one), without
+    /// serving it yet. Hashing a few MiB takes a while: done before the moment it is
+    /// needed.
+    fn next_version(&self, k: usize, after: Option<&NewVersion>) -> NewVersion {
+        let (n, prev) = match after {
+            Some(v) => (v.n, v.body.clone()),
+            None => {
+                let current = &self.current()[k];
+                (current.n, current.body.clone())
+            }
+        };
+        let n = n + 1;
+        let body = rewrite(&prev, self.seed ^ ((k as u64) << 40) ^ n);
+        let sha = sha_hex(&body);
+        NewVersion { k, n, body, sha }
+    }
+
+    /// Serves `version` from now on (recorded as a version first), unless a newer
+    /// one was installed meanwhile; returns whether it was.
+    fn install(&self, version: NewVersion) -> bool {
+        let NewVersion { k, n, body, sha } = version;
+        let etag = origin_etag(k, n);
+        let mut current = self.current();
+        if n <= current[k].n {
+            return false;
+        }
+        self.versions.add(k, etag.clone(), sha);
+        current[k] = Current {
+            n,
+            body,
+            etag,
+            served: false,
+        };
+        drop(current);
+        self.counts().versions_made += 1;
+        true
+    }
+
     async fn serve(self: Arc<Self>, stream: tokio::net::TcpStream) {
         let (reader, mut writer) = stream.into_split();
         let mut reader = AsyncBufReader::new(reader);
@@ -314,11 +544,15 @@ impl ChaosOrigin {
         let k = path
             .strip_prefix("/k/")
             .and_then(|k| k.parse::<usize>().ok())
-            .filter(|&k| k < self.blobs.len());
+            .filter(|&k| k < SIZES.len());
         let Some(k) = k else {
             return text(404, "Not Found");
         };
-        let (body, etag) = &self.blobs[k];
+        let (body, etag, n) = {
+            let current = &self.current()[k];
+            (current.body.clone(), current.etag.clone(), current.n)
+        };
+        let (body, etag) = (&body, &etag);
         let ranged = range_from.filter(|_| if_range.is_none_or(|v| v == etag));
         let fault = {
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
@@ -341,8 +575,19 @@ impl ChaosOrigin {
             (fault, cut)
         };
         let (fault, cut) = fault;
+        let sends_body = !matches!(fault, Some(Fault::Status | Fault::Reset | Fault::StallHead))
+            && ranged.is_none_or(|from| (from as usize) < body.len());
+        let first_serving = sends_body && {
+            let current = &mut self.current()[k];
+            let first = current.n == n && !current.served;
+            current.served |= current.n == n;
+            first
+        };
         let mut counts = self.counts();
         counts.requests += 1;
+        if first_serving {
+            counts.versions_served += 1;
+        }
         if let Some(fault) = fault {
             *counts.faults.entry(fault_name(fault)).or_default() += 1;
         }
@@ -509,10 +754,14 @@ async fn send(writer: &mut OwnedWriteHalf, answer: Answer) -> bool {
 #[derive(Debug, Default, Clone)]
 struct Task {
     key: Option<usize>,
-    /// How `get` served the read, once it has returned.
+    /// How `get` served the read, once it has returned (`Put` for a put).
     kind: Option<String>,
     /// When the read counts as hung (pushed back while the child is stopped).
     deadline: Option<Instant>,
+    /// The read was in flight when a takeover schedule killed its key's first leader.
+    watched: bool,
+    /// ... and still in flight after the second kill.
+    through: bool,
 }
 
 /// A running child process.
@@ -598,6 +847,55 @@ struct Totals {
     reclaims: HashMap<u64, u64>,
     /// Each child instance's final stats line.
     stats: Vec<String>,
+    /// Errors that report a changed body (`Changed`, `ObjectChanged`), by key.
+    changed: BTreeMap<usize, u64>,
+    puts_ok: u64,
+    put_errors: BTreeMap<String, u64>,
+    put_error_samples: BTreeMap<String, String>,
+    double: DoubleCounts,
+}
+
+/// What the schedules of two takeovers in a row did.
+#[derive(Default, Debug)]
+struct DoubleCounts {
+    /// First leaders killed.
+    started: u64,
+    /// Second leaders killed, once they had taken over: two takeovers in a row.
+    completed: u64,
+    /// Of those, killed once they had written part of what the first had.
+    partial: u64,
+    /// Third leaders seen taking over, with a follower of the first still reading.
+    third: u64,
+    /// Given up before the second kill: no follower of the first leader left, or no
+    /// takeover in time.
+    abandoned: u64,
+    /// Reads in flight at the first kill.
+    watched: u64,
+    /// Of those, reads in flight after the second kill (in other processes than the
+    /// two leaders): they saw generations 1, 2 and 3 of the fill. And how they ended:
+    /// a whole version, a changed body, another error.
+    through: u64,
+    through_ok: u64,
+    through_changed: u64,
+    through_failed: u64,
+    /// New versions served to a second or third leader (made right before a kill).
+    bumps: u64,
+}
+
+/// A schedule of two takeovers in a row, in progress.
+struct Double {
+    lock: PathBuf,
+    /// Whether the second leader has been killed.
+    second: bool,
+    /// The tmp file (unique part) of the leader killed last, and its size then.
+    tmp: String,
+    tmp_len: u64,
+    /// Kill the second leader once it has written part of what the first had.
+    partial: bool,
+    /// A version to serve right before the second kill.
+    bump: Option<NewVersion>,
+    /// When the last kill was.
+    since: Instant,
 }
 
 struct Fleet {
@@ -612,8 +910,14 @@ struct Fleet {
     next_instance: u64,
     lines_tx: mpsc::Sender<(u64, String)>,
     lines: mpsc::Receiver<(u64, String)>,
-    expected: Vec<String>,
+    origin: Arc<ChaosOrigin>,
+    versions: Arc<Versions>,
     totals: Totals,
+    /// The takeover schedule in progress, and when the next may start.
+    double: Option<Double>,
+    next_double: Instant,
+    /// Threads making new versions.
+    bumping: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Fleet {
@@ -630,6 +934,8 @@ impl Fleet {
         } else {
             String::new()
         };
+        // Half of them also put same-length bodies of their own.
+        let puts = slot % 4 < 2;
         let mut child = common::child_test("chaos_child")
             .env("CHAOS_DIR", &self.dir)
             .env("CHAOS_BASE", &self.base)
@@ -641,6 +947,7 @@ impl Fleet {
             .env("CHAOS_DURABLE", if durable { "1" } else { "0" })
             .env("CHAOS_VERIFY", if verify_on_read { "1" } else { "0" })
             .env("CHAOS_MAX_BYTES", max_bytes)
+            .env("CHAOS_PUTS", if puts { "1" } else { "0" })
             .env("CHAOS_END_MS", self.child_end_ms.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -694,28 +1001,35 @@ impl Fleet {
                     proc.ready = true;
                 }
             }
-            "B" | "K" => {
+            "B" | "K" | "P" => {
                 let (Some(t), Some(k)) = (num(), num()) else {
                     return;
                 };
+                let k = k as usize;
                 let kind = words.next().map(str::to_owned);
+                if what == "P" && k < SIZES.len() {
+                    self.versions.note_put(k);
+                }
                 if let Some(task) = self
                     .live(instance)
                     .and_then(|p| p.tasks.get_mut(t as usize))
                 {
-                    if what == "B" {
-                        *task = Task {
-                            key: Some(k as usize),
-                            kind: None,
-                            deadline: Some(now + HANG),
-                        };
-                    } else {
-                        task.kind = kind;
+                    match what {
+                        "K" => task.kind = kind,
+                        _ => {
+                            *task = Task {
+                                key: Some(k),
+                                kind: (what == "P").then(|| "Put".to_owned()),
+                                deadline: Some(now + HANG),
+                                ..Task::default()
+                            }
+                        }
                     }
                 }
             }
             "OK" => self.read_ok(instance, line),
             "ERR" => self.read_failed(instance, line),
+            "PUT" => self.put_done(instance, line),
             "STATS" => {
                 let reclaims = line
                     .split(' ')
@@ -729,9 +1043,11 @@ impl Fleet {
         }
     }
 
-    fn end_task(&mut self, instance: u64, task: usize) {
-        if let Some(task) = self.live(instance).and_then(|p| p.tasks.get_mut(task)) {
-            *task = Task::default();
+    /// Ends a task's read; returns whether it lived through two takeovers in a row.
+    fn end_task(&mut self, instance: u64, task: usize) -> bool {
+        match self.live(instance).and_then(|p| p.tasks.get_mut(task)) {
+            Some(task) => std::mem::take(task).through,
+            None => false,
         }
     }
 
@@ -748,19 +1064,22 @@ impl Fleet {
         };
         let (task, key): (usize, usize) = (task.parse().unwrap(), key.parse().unwrap());
         let n: u64 = n.parse().unwrap();
-        self.end_task(instance, task);
+        let through = self.end_task(instance, task);
         self.note_reclaims(instance, reclaims.parse().unwrap());
+        let whole = n == SIZES[key] as u64 && self.versions.accepts(key, sha);
         let totals = &mut self.totals;
         totals.reads_ok += 1;
         totals.bytes += n;
+        totals.double.through_ok += u64::from(through);
         *totals.kinds.entry(kind.to_owned()).or_default() += 1;
-        if sha != self.expected[key] || n != SIZES[key] as u64 {
+        if !whole {
             totals.wrong_reads += 1;
             totals.wrong_bytes += n;
             if totals.wrong_samples.len() < 10 {
                 totals.wrong_samples.push(format!(
-                    "child #{instance}: key {key} ({} bytes): got {n} bytes, sha256 {sha}",
-                    SIZES[key]
+                    "child #{instance}: key {key} ({} bytes): got {n} bytes, sha256 {sha}, not one of its {} bodies",
+                    SIZES[key],
+                    self.versions.counts()[key]
                 ));
             }
         }
@@ -779,15 +1098,45 @@ impl Fleet {
         let mut words = line.splitn(6, ' ');
         let _ = words.next();
         let task: usize = words.next().unwrap().parse().unwrap();
-        let _key = words.next();
+        let key: Option<usize> = words.next().and_then(|k| k.parse().ok());
         let class = words.next().unwrap_or("?").to_owned();
         let reclaims: u64 = words.next().unwrap_or("0").parse().unwrap_or(0);
         let message = words.next().unwrap_or_default().to_owned();
-        self.end_task(instance, task);
+        let through = self.end_task(instance, task);
         self.note_reclaims(instance, reclaims);
+        let changed = class.ends_with("Changed");
+        if let (true, Some(key)) = (changed, key) {
+            *self.totals.changed.entry(key).or_default() += 1;
+        }
+        if through {
+            let double = &mut self.totals.double;
+            match changed {
+                true => double.through_changed += 1,
+                false => double.through_failed += 1,
+            }
+        }
         self.totals.reads_failed += 1;
         *self.totals.errors.entry(class.clone()).or_default() += 1;
         self.totals.error_samples.entry(class).or_insert(message);
+    }
+
+    /// `PUT <task> <key> <variant> ok <bytes>` or `PUT <task> <key> <variant> err <class> <message>`
+    fn put_done(&mut self, instance: u64, line: &str) {
+        let words: Vec<&str> = line.splitn(7, ' ').collect();
+        let task: usize = words[1].parse().unwrap();
+        self.end_task(instance, task);
+        match words[4] {
+            "ok" => self.totals.puts_ok += 1,
+            _ => {
+                let class = words.get(5).copied().unwrap_or("?").to_owned();
+                let message = words.get(6).copied().unwrap_or_default().to_owned();
+                *self.totals.put_errors.entry(class.clone()).or_default() += 1;
+                self.totals
+                    .put_error_samples
+                    .entry(class)
+                    .or_insert(message);
+            }
+        }
     }
 
     /// Reads (and child starts) past their deadline.
@@ -812,6 +1161,26 @@ impl Fleet {
             }
         }
         hung
+    }
+
+    /// Moves a random key, often one being read or put, to a new version, made in a
+    /// thread of its own.
+    fn bump(&mut self, rng: &mut Rng) {
+        let busy: Vec<usize> = (self.slots.iter().flatten())
+            .flat_map(|p| &p.tasks)
+            .filter(|t| t.kind.as_deref() != Some("Hit"))
+            .filter_map(|t| t.key)
+            .filter(|&k| SIZES[k] > 0)
+            .collect();
+        let k = if !busy.is_empty() && rng.chance(500) {
+            busy[rng.below(busy.len() as u64) as usize]
+        } else {
+            rng.between(1, SIZES.len() as u64 - 1) as usize
+        };
+        let origin = Arc::clone(&self.origin);
+        self.bumping.push(std::thread::spawn(move || {
+            origin.install(origin.next_version(k, None));
+        }));
     }
 
     /// Kills or stops a child, or does nothing, at random.
@@ -845,12 +1214,7 @@ impl Fleet {
             .filter(|p| p.stopped.is_some())
             .count();
         if action < 45 {
-            let proc = self.slots[victim].take().unwrap();
-            proc.signal(libc::SIGKILL);
-            self.totals.kills += 1;
-            self.totals.interrupted += proc.in_flight();
-            drop(proc); // reaps it and joins its stdout reader
-            self.restart_at[victim] = Some(now + rng.millis(50, 400));
+            self.kill(victim, rng, now);
         } else if action < 90 && stopped < 2 {
             let proc = self.slots[victim].as_mut().unwrap();
             proc.signal(libc::SIGSTOP);
@@ -858,6 +1222,179 @@ impl Fleet {
             proc.resume_at = Some(now + rng.millis(300, 2500));
             self.totals.stops += 1;
             self.totals.interrupted += proc.in_flight();
+        }
+    }
+
+    /// SIGKILLs the child in `slot`, to restart it a little later.
+    fn kill(&mut self, slot: usize, rng: &mut Rng, now: Instant) {
+        let Some(proc) = self.slots[slot].take() else {
+            return;
+        };
+        proc.signal(libc::SIGKILL);
+        self.totals.kills += 1;
+        self.totals.interrupted += proc.in_flight();
+        drop(proc); // reaps it and joins its stdout reader
+        self.restart_at[slot] = Some(now + rng.millis(50, 400));
+    }
+
+    /// The lock file of key `k`: `v1/tmp/<ab>/<sha>.lock`, for the SHA-256 of its URL.
+    fn lock_path(&self, k: usize) -> PathBuf {
+        let sha = sha_hex(format!("{}/{}", self.base, key_name(k)).as_bytes());
+        let name = format!("{sha}.lock");
+        self.dir.join("v1").join("tmp").join(&sha[..2]).join(name)
+    }
+
+    /// Starts a schedule of two takeovers in a row when one is due and a fill fits,
+    /// or moves the one in progress on.
+    fn double_step(&mut self, rng: &mut Rng, now: Instant) {
+        match self.double.take() {
+            Some(double) => {
+                self.double = self.double_next(double, rng, now);
+                if self.double.is_none() {
+                    self.next_double = now + rng.millis(300, 1500);
+                }
+            }
+            None if now >= self.next_double => self.double = self.double_start(rng, now),
+            None => {}
+        }
+    }
+
+    /// Kills the leader of a fill that running children in other processes follow.
+    fn double_start(&mut self, rng: &mut Rng, now: Instant) -> Option<Double> {
+        let running = |p: &&Proc| p.ready && p.stopped.is_none();
+        let mut fits = Vec::new();
+        for (slot, proc) in self.slots.iter().enumerate() {
+            let Some(leader) = proc.as_ref().filter(running) else {
+                continue;
+            };
+            for task in &leader.tasks {
+                let (Some(k), Some("Led")) = (task.key, task.kind.as_deref()) else {
+                    continue;
+                };
+                let followers = (self.slots.iter().flatten().filter(running))
+                    .filter(|p| p.instance != leader.instance)
+                    .filter(|p| {
+                        (p.tasks.iter())
+                            .any(|t| t.key == Some(k) && t.kind.as_deref() == Some("Followed"))
+                    })
+                    .count();
+                if followers > 0 {
+                    fits.push((slot, k, followers));
+                }
+            }
+        }
+        // Prefer fills followed from two other processes or more: one may take the
+        // fill over and still leave a follower to see the third leader.
+        let widely: Vec<(usize, usize, usize)> =
+            fits.iter().copied().filter(|f| f.2 >= 2).collect();
+        let fits = if widely.is_empty() { fits } else { widely };
+        if fits.is_empty() || (fits[0].2 < 2 && !rng.chance(250)) {
+            return None;
+        }
+        let (slot, k, _) = fits[rng.below(fits.len() as u64) as usize];
+        // A new version may come right before either kill (or both, or neither).
+        let plan = rng.below(4);
+        let first = (plan & 1 == 1 && SIZES[k] > 0).then(|| self.origin.next_version(k, None));
+        let second =
+            (plan & 2 == 2 && SIZES[k] > 0).then(|| self.origin.next_version(k, first.as_ref()));
+        // Making versions takes a moment: the leader must still hold the lock.
+        let lock = self.lock_path(k);
+        let pid = self.slots[slot].as_ref()?.pid();
+        let seen = lock_seen(&lock).filter(|seen| flock_holders(seen.ino).contains(&pid));
+        let Some(seen) = seen else {
+            self.next_double = now + Duration::from_millis(100);
+            return None;
+        };
+        let tmp_len = tmp_size(&lock, &seen.tmp);
+        if let Some(version) = first {
+            self.totals.double.bumps += u64::from(self.origin.install(version));
+        }
+        let leader = self.slots[slot].as_ref()?.instance;
+        for proc in self.slots.iter_mut().flatten() {
+            if proc.instance == leader {
+                continue;
+            }
+            for task in &mut proc.tasks {
+                if task.key == Some(k) && !matches!(task.kind.as_deref(), Some("Hit" | "Put")) {
+                    task.watched = true;
+                    self.totals.double.watched += 1;
+                }
+            }
+        }
+        self.kill(slot, rng, now);
+        self.totals.double.started += 1;
+        Some(Double {
+            lock,
+            second: false,
+            tmp: seen.tmp,
+            tmp_len,
+            partial: tmp_len > 0 && rng.chance(500),
+            bump: second,
+            since: now,
+        })
+    }
+
+    /// Once another child has taken the fill over (the lock file names a new tmp file
+    /// and `/proc/locks` shows the child holding it): kills that second leader, or,
+    /// after the second kill, sees the third leader.
+    fn double_next(&mut self, mut double: Double, rng: &mut Rng, now: Instant) -> Option<Double> {
+        let watching = (self.slots.iter().flatten())
+            .flat_map(|p| &p.tasks)
+            .any(|t| t.watched);
+        if !watching || now > double.since + DOUBLE_TIMEOUT {
+            // After the second kill the followers ending is the schedule's end (a third
+            // leader may fill a small body between two looks).
+            self.totals.double.abandoned += u64::from(!double.second);
+            self.unwatch();
+            return None;
+        }
+        let Some(seen) = lock_seen(&double.lock).filter(|seen| seen.tmp != double.tmp) else {
+            return Some(double);
+        };
+        let holders = flock_holders(seen.ino);
+        let holder = (0..self.slots.len()).find(|&slot| {
+            self.slots[slot]
+                .as_ref()
+                .is_some_and(|p| holders.contains(&p.pid()))
+        });
+        let Some(slot) = holder else {
+            return Some(double);
+        };
+        if double.second {
+            self.totals.double.third += 1;
+            self.unwatch();
+            return None;
+        }
+        let written = tmp_size(&double.lock, &seen.tmp);
+        if double.partial {
+            if written == 0 && now < double.since + PARTIAL_WAIT {
+                return Some(double);
+            }
+            if written > 0 && written < double.tmp_len {
+                self.totals.double.partial += 1;
+            }
+        }
+        if let Some(version) = double.bump.take() {
+            self.totals.double.bumps += u64::from(self.origin.install(version));
+        }
+        self.kill(slot, rng, now);
+        self.totals.double.completed += 1;
+        // The followers left have seen two leaders die; the next one is the third.
+        for task in self.slots.iter_mut().flatten().flat_map(|p| &mut p.tasks) {
+            task.through = task.watched;
+            self.totals.double.through += u64::from(task.watched);
+        }
+        double.second = true;
+        double.tmp = seen.tmp;
+        double.tmp_len = written;
+        double.since = now;
+        Some(double)
+    }
+
+    /// Ends the watch of the first leader's followers.
+    fn unwatch(&mut self) {
+        for task in self.slots.iter_mut().flatten().flat_map(|p| &mut p.tasks) {
+            task.watched = false;
         }
     }
 
@@ -893,6 +1430,13 @@ impl Fleet {
     /// and waits for them, failing on any read that hangs.
     async fn wind_down(&mut self) {
         let now = Instant::now();
+        if let Some(double) = self.double.take() {
+            self.totals.double.abandoned += u64::from(!double.second);
+            self.unwatch();
+        }
+        for bump in self.bumping.drain(..) {
+            bump.join().unwrap();
+        }
         for slot in 0..self.slots.len() {
             self.restart_at[slot] = None;
             if let Some(proc) = &mut self.slots[slot] {
@@ -932,6 +1476,57 @@ impl Fleet {
         }
         self.drain();
     }
+}
+
+/// What a key's lock file says now: which file it is, and the tmp file it names.
+struct LockSeen {
+    ino: u64,
+    tmp: String,
+}
+
+/// Reads the lock file at `lock` (`readthrough-lock 1\ntmp <unique>\nlen <n>\n`);
+/// `None` when there is none, or it is half-written.
+fn lock_seen(lock: &Path) -> Option<LockSeen> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(lock).ok()?;
+    let ino = file.metadata().ok()?.ino();
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != "readthrough-lock 1" {
+        return None;
+    }
+    let tmp = lines.next()?.strip_prefix("tmp ")?;
+    let complete = lines.next()?.starts_with("len ");
+    complete.then(|| LockSeen {
+        ino,
+        tmp: tmp.to_owned(),
+    })
+}
+
+/// The size of the tmp file `<sha>.<unique>.part` beside the lock file `lock`.
+fn tmp_size(lock: &Path, unique: &str) -> u64 {
+    let name = lock.file_name().unwrap_or_default().to_string_lossy();
+    let stem = name.strip_suffix(".lock").unwrap_or(&name);
+    let tmp = lock.with_file_name(format!("{stem}.{unique}.part"));
+    std::fs::metadata(tmp).map_or(0, |m| m.len())
+}
+
+/// The processes holding an exclusive `flock` on the file with inode `ino`, as
+/// `/proc/locks` lists them (`1: FLOCK  ADVISORY  WRITE <pid> <maj>:<min>:<ino> 0 EOF`).
+fn flock_holders(ino: u64) -> Vec<i32> {
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [_, "FLOCK", _, "WRITE", pid, file, ..] = fields[..] else {
+                return None;
+            };
+            let inode: u64 = file.rsplit(':').next()?.parse().ok()?;
+            (inode == ino).then(|| pid.parse().ok()).flatten()
+        })
+        .collect()
 }
 
 // ------------------------------------------------------------------ maintenance
@@ -993,8 +1588,12 @@ async fn chaos(config: Config, seed: u64) {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let cache_dir = dir.path().join("cache");
-    let (origin, base, server) = ChaosOrigin::start(seed).await;
-    let expected: Vec<String> = (0..SIZES.len()).map(|k| sha_hex(&key_body(k))).collect();
+    let versions = Arc::new(Versions::new());
+    let hashing_puts = {
+        let versions = Arc::clone(&versions);
+        std::thread::spawn(move || (0..SIZES.len()).for_each(|k| versions.know_puts(k)))
+    };
+    let (origin, base, server) = ChaosOrigin::start(seed, Arc::clone(&versions)).await;
     let cache = Cache::builder(&cache_dir)
         .stale_after(STALE)
         .durable(false)
@@ -1021,8 +1620,12 @@ async fn chaos(config: Config, seed: u64) {
         next_instance: 0,
         lines_tx,
         lines,
-        expected: expected.clone(),
+        origin: Arc::clone(&origin),
+        versions: Arc::clone(&versions),
         totals: Totals::default(),
+        double: None,
+        next_double: Instant::now() + Duration::from_secs(1),
+        bumping: Vec::new(),
     };
     for slot in 0..CHILDREN {
         fleet.spawn(slot);
@@ -1031,6 +1634,7 @@ async fn chaos(config: Config, seed: u64) {
     let mut rng = Rng::new(seed);
     let end = Instant::now() + Duration::from_secs(config.secs);
     let mut next_action = Instant::now() + Duration::from_secs(1);
+    let mut next_bump = Instant::now() + Duration::from_secs(1);
     while Instant::now() < end {
         fleet.drain();
         let now = Instant::now();
@@ -1039,20 +1643,37 @@ async fn chaos(config: Config, seed: u64) {
             fleet.fail(format!("hung: {hung:#?}"));
         }
         fleet.tend(now);
-        if now >= next_action {
+        if config.file_locks {
+            fleet.double_step(&mut rng, now);
+        }
+        // No random kill or stop while a takeover schedule runs: it would take the
+        // followers it watches away.
+        if now >= next_action && fleet.double.is_none() {
             fleet.act(&mut rng, now);
             next_action = now + rng.millis(150, 600);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if now >= next_bump && fleet.double.is_none() {
+            fleet.bump(&mut rng);
+            next_bump = now + rng.millis(BUMP_EVERY / 3, BUMP_EVERY);
+        }
+        // A schedule looks often, to catch its next leader early in its fill.
+        let pause = if fleet.double.is_some() { 2 } else { 20 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
     fleet.wind_down().await;
+    hashing_puts.join().unwrap();
     stop_upkeep.store(true, Ordering::SeqCst);
     let upkeep = upkeep.await.unwrap();
     let counts = {
         let counts = origin.counts();
-        (counts.requests, counts.faults.clone(), counts.keys.clone())
+        (
+            counts.requests,
+            counts.faults.clone(),
+            counts.keys.clone(),
+            (counts.versions_made, counts.versions_served),
+        )
     };
-    let (requests, faults, keys) = counts;
+    let (requests, faults, keys, (versions_made, versions_served)) = counts;
     origin.faults_on.store(false, Ordering::SeqCst);
 
     // Once the staleness timeout has passed with no process running, one prune
@@ -1066,7 +1687,8 @@ async fn chaos(config: Config, seed: u64) {
         .filter(|f| !f.ends_with("/break.lock"))
         .collect();
 
-    // Nothing is poisoned: with the faults off, every key reads right.
+    // Nothing is poisoned: with the faults off, every key reads as one whole body it
+    // has had.
     let reader_cache = Cache::builder(&cache_dir)
         .origin(http_origin())
         .stale_after(STALE)
@@ -1076,11 +1698,11 @@ async fn chaos(config: Config, seed: u64) {
         .await
         .unwrap();
     let mut poisoned = Vec::new();
-    for (k, want) in expected.iter().enumerate() {
+    for (k, &size) in SIZES.iter().enumerate() {
         let url = format!("{base}/{}", key_name(k));
         match reader_cache.get(&url).await {
             Ok(reader) => match reader.bytes().await {
-                Ok(body) if sha_hex(&body) == *want => {}
+                Ok(body) if body.len() == size && versions.accepts(k, &sha_hex(&body)) => {}
                 Ok(body) => poisoned.push(format!("key {k}: {} wrong bytes", body.len())),
                 Err(e) => poisoned.push(format!("key {k}: {e}")),
             },
@@ -1089,8 +1711,8 @@ async fn chaos(config: Config, seed: u64) {
     }
     server.abort();
 
-    // verify finds nothing corrupt, and every stored blob (now every key) is the
-    // origin's body for its key.
+    // verify finds nothing corrupt, and every stored blob (now every key) is the body
+    // its metadata's ETag names: a version the origin served, or a body a child put.
     let verify = cache.verify().await.unwrap();
     let mut stored_wrong = Vec::new();
     let entries = cache.entries().await.unwrap();
@@ -1100,10 +1722,14 @@ async fn chaos(config: Config, seed: u64) {
             continue;
         };
         let on_disk = sha_hex(&std::fs::read(&entry.path).unwrap());
-        if entry.sha256 != expected[k] || on_disk != expected[k] {
+        let named = (entry.validator.as_deref()).and_then(|etag| versions.sha_of(k, etag));
+        if entry.sha256 != on_disk
+            || named.as_deref() != Some(on_disk.as_str())
+            || entry.size != SIZES[k] as u64
+        {
             stored_wrong.push(format!(
-                "key {k}: metadata says {}, the file hashes to {on_disk}",
-                entry.sha256
+                "key {k}: metadata says {} bytes, sha256 {}, ETag {:?} (the body of {named:?}); the file hashes to {on_disk}",
+                entry.size, entry.sha256, entry.validator
             ));
         }
     }
@@ -1130,11 +1756,18 @@ async fn chaos(config: Config, seed: u64) {
         .sum();
     let label = config.label;
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    let double = &totals.double;
     println!(
-        "chaos[{label}]: {:.1} s, seed {seed}, {CHILDREN} processes x {TASKS} readers, {} keys ({:.1} MiB)",
+        "chaos[{label}]: {:.1} s, seed {seed}, {CHILDREN} processes x {TASKS} readers, {} keys ({:.1} MiB): {} reads, {} kills, {} stops, {} double takeovers, {versions_served} version changes served, {} puts, {} wrong bytes",
         started.elapsed().as_secs_f64(),
         SIZES.len(),
         mib(SIZES.iter().sum::<usize>() as u64),
+        totals.reads_ok + totals.reads_failed,
+        totals.kills,
+        totals.stops,
+        double.completed,
+        totals.puts_ok + totals.put_errors.values().sum::<u64>(),
+        totals.wrong_bytes,
     );
     println!(
         "  reads: {} succeeded ({:.1} MiB), {} failed; by kind: {:?}",
@@ -1149,6 +1782,30 @@ async fn chaos(config: Config, seed: u64) {
     );
     println!(
         "  origin: {requests} requests, {faults_injected} faults injected {faults:?}; {range_gets} ranged resumes"
+    );
+    println!(
+        "  rewrites: {versions_made} new origin versions ({versions_served} served), bodies per key (versions and put bodies) {:?}; {} puts stored, put errors {:?}; changed bodies reported, by key: {:?}",
+        versions.counts(),
+        totals.puts_ok,
+        totals.put_errors,
+        totals.changed
+    );
+    for (class, sample) in &totals.put_error_samples {
+        println!("    put {class}: {sample}");
+    }
+    println!(
+        "  double takeovers: {} first leaders killed, {} second leaders killed after taking over ({} part-way through what the first had written), {} third leaders seen, {} given up before the second kill; {} reads in flight at the first kill, {} still reading after the second, of which {} got a whole version, {} a changed body, {} another error; {} new versions right before a kill",
+        double.started,
+        double.completed,
+        double.partial,
+        double.third,
+        double.abandoned,
+        double.watched,
+        double.through,
+        double.through_ok,
+        double.through_changed,
+        double.through_failed,
+        double.bumps
     );
     println!(
         "  processes: {} kills, {} stops, {} restarts, {} fill reads in flight at a kill or stop, {} stale reclaims",
@@ -1213,17 +1870,37 @@ async fn chaos(config: Config, seed: u64) {
         "tmp or lock files left behind: {leftovers:#?}"
     );
     assert!(upkeep.errors.is_empty(), "{:#?}", upkeep.errors);
-    // With the same body on every fetch of a key, a takeover never finds different
-    // bytes and no stored blob is ever corrupt: these errors would mean a wrong byte
-    // reached a file.
-    for class in ["Changed", "Corrupt", "DigestMismatch"] {
+    // No stored blob is ever corrupt, not even under same-length puts: these errors
+    // would mean a wrong byte reached a file, or a blob met another's metadata.
+    for class in ["Corrupt", "DigestMismatch"] {
         assert!(
-            !totals.errors.contains_key(class),
-            "{class} errors: {:?}",
-            totals.error_samples.get(class)
+            !totals.errors.contains_key(class) && !totals.put_errors.contains_key(class),
+            "{class} errors: {:?} {:?}",
+            totals.error_samples.get(class),
+            totals.put_error_samples.get(class)
         );
     }
+    // A body that changed under a reader is reported only for keys that changed.
+    let unchanged: Vec<_> = (totals.changed.keys())
+        .filter(|&&k| !versions.rewritten(k))
+        .collect();
+    assert!(
+        unchanged.is_empty(),
+        "changed bodies reported for keys never rewritten: {unchanged:?} ({:?})",
+        totals.changed
+    );
+    // The rewrites and schedules ran: new versions were served, children put, and with
+    // file locks fills were taken over twice in a row.
+    assert!(
+        versions_served > 0 && totals.puts_ok > 0,
+        "{versions_served} new versions served, {} puts stored",
+        totals.puts_ok
+    );
     if config.file_locks {
+        assert!(
+            double.completed > 0,
+            "no schedule of two takeovers in a row got to its second kill: {double:?}"
+        );
         assert!(
             fills <= explained,
             "{fills} origin fetches, but faults explain only {explained}"
@@ -1261,6 +1938,7 @@ fn chaos_child() {
     let end_ms: u64 = env("CHAOS_END_MS").parse().unwrap();
     let verify_on_read = env("CHAOS_VERIFY") == "1";
     let max_bytes: Option<u64> = env("CHAOS_MAX_BYTES").parse().ok();
+    let puts = env("CHAOS_PUTS") == "1";
     let stop = Arc::new(AtomicBool::new(false));
     let stdin_stop = Arc::clone(&stop);
     std::thread::spawn(move || {
@@ -1290,7 +1968,8 @@ fn chaos_child() {
             .map(|task| {
                 let (cache, base, stop) = (cache.clone(), base.clone(), Arc::clone(&stop));
                 let rng = Rng::new(seed.wrapping_add(task as u64 * 7919));
-                tokio::spawn(read_loop(cache, base, task, rng, stop, end_ms))
+                let job = Job { base, task, puts };
+                tokio::spawn(read_loop(cache, job, rng, stop, end_ms))
             })
             .collect();
         for reader in readers {
@@ -1318,14 +1997,16 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-async fn read_loop(
-    cache: Cache,
+/// What one reader task of a child does.
+struct Job {
     base: String,
     task: usize,
-    mut rng: Rng,
-    stop: Arc<AtomicBool>,
-    end_ms: u64,
-) {
+    /// Whether some of its operations are puts.
+    puts: bool,
+}
+
+async fn read_loop(cache: Cache, job: Job, mut rng: Rng, stop: Arc<AtomicBool>, end_ms: u64) {
+    let Job { base, task, puts } = job;
     let past_end = || {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
         now.as_millis() as u64 > end_ms
@@ -1337,6 +2018,24 @@ async fn read_loop(
             rng.below(SIZES.len() as u64) as usize
         };
         let url = format!("{base}/{}", key_name(k));
+        if puts && rng.chance(PUT_PERMILLE) {
+            // A body of the key's length, with an ETag of its own.
+            let j = rng.below(PUT_VARIANTS);
+            let body = Fetched::from(put_body(k, j)).with_validator(put_etag(k, j));
+            say(&format!("P {task} {k} {j}"));
+            match cache.put(&url, body).await {
+                Ok(n) => say(&format!("PUT {task} {k} {j} ok {n}")),
+                Err(e) => {
+                    let message = e.to_string().replace(['\n', '\r'], " ");
+                    say(&format!(
+                        "PUT {task} {k} {j} err {} {message}",
+                        error_class(&e)
+                    ));
+                }
+            }
+            tokio::time::sleep(rng.millis(0, 20)).await;
+            continue;
+        }
         say(&format!("B {task} {k}"));
         let result = read_one(&cache, &url, task, k).await;
         let reclaims = cache.stats().stale_reclaims;
