@@ -333,3 +333,43 @@ async fn many_readers_of_one_fill_share_one_file_descriptor() {
     }
     assert_eq!(leader.bytes().await.unwrap(), data);
 }
+
+/// Without working file locks every cache leads its own fill, and a fill that ends
+/// removes the lock file they all opened. Another cache's fill still running must
+/// still store its body: nothing was reclaimed. Before this was fixed the slower put
+/// failed with `Error::Reclaimed` (found by the chaos run without file locks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_file_locks_a_put_overtaken_by_another_is_still_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        readthrough::Cache::builder(dir.path())
+            .file_locks(false)
+            .durable(false)
+            .build()
+    };
+    let (slow_cache, fast_cache) = (open().await.unwrap(), open().await.unwrap());
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = Arc::clone(&release);
+    let body = futures::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from("slow")) })
+        .chain(futures::stream::once(async move {
+            let _ = gate.acquire().await;
+            Ok(bytes::Bytes::from(" body"))
+        }));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let slow = tokio::spawn({
+        let started = Arc::clone(&started);
+        async move {
+            let body = body.inspect(move |_| started.notify_one());
+            slow_cache
+                .put("k", readthrough::Fetched::from_stream(body))
+                .await
+        }
+    });
+    started.notified().await;
+    let fast = fast_cache.put("k", readthrough::Fetched::from(b"fast".to_vec()));
+    assert_eq!(fast.await.unwrap(), 4);
+    release.add_permits(1);
+    assert_eq!(slow.await.unwrap().unwrap(), 9, "stored, not reclaimed");
+    let stored = common::stored(&fast_cache, "k").await.unwrap();
+    assert_eq!(stored, "slow body", "the last publish wins");
+}

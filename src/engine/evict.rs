@@ -16,7 +16,7 @@ use crate::store::scan;
 /// After a publish brought the total to `total`: starts an eviction in the
 /// background if that is over the bound and none runs in this process.
 pub(super) fn after_publish(inner: &Arc<Engine>, total: u64) {
-    let Some(max) = inner.max_bytes else {
+    let Some(max) = inner.settings.max_bytes else {
         return;
     };
     if total <= max || inner.evicting.swap(true, Ordering::AcqRel) {

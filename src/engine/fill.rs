@@ -117,7 +117,7 @@ async fn run(inner: &Arc<Engine>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> 
     loop {
         let lock_path = paths.lock.clone();
         let tmp_dir = paths.tmp_dir.clone();
-        let (locks, perms) = (inner.locks.clone(), inner.folder.perms);
+        let (locks, perms) = (inner.settings.locks.clone(), inner.settings.folder.perms);
         let attempt = blocking_io("lock", &paths.lock, move || {
             sys::in_dir(&tmp_dir, perms, || lock::try_lead(&lock_path, &locks))
         })
@@ -188,7 +188,7 @@ async fn recheck(inner: &Arc<Engine>, fill: &Fill, paths: &KeyPaths) -> Result<R
     let Some(stored) = found else {
         return Ok(Recheck::Expired(None));
     };
-    Ok(match stored.standing(inner.folder.clock.now()) {
+    Ok(match stored.standing(inner.settings.folder.clock.now()) {
         Standing::Fresh => Recheck::Fresh(stored),
         Standing::Expired {
             validator: Some(validator),
@@ -214,7 +214,7 @@ async fn lead(
     add(&inner.counters.fills_led, 1);
     tracing::debug!(key = %fill.key, "leading a fill");
     crate::failpoint::failpoint!("fill::lead");
-    let heartbeat = Heartbeat::start(&lock, inner.stale_after);
+    let heartbeat = Heartbeat::start(&lock, inner.settings.stale_after);
     let tmp = create_tmp(inner, paths, &lock, stale_tmp)?;
     let unique = unique_part(paths, tmp.path());
     let write_info = |len, failed| {
@@ -283,22 +283,22 @@ fn create_tmp(
     // process may be writing the one the lock file names, so it is left alone.
     let crashed = lock
         .previous_info()
-        .filter(|_| inner.locks.locking == Locking::Flock);
+        .filter(|_| inner.settings.locks.locking == Locking::Flock);
     for unique in crashed.map(|info| info.tmp).into_iter().chain(stale_tmp) {
         let _ = std::fs::remove_file(paths.tmp_file(&unique));
     }
-    let tmp = sys::in_dir(&paths.tmp_dir, inner.folder.perms, || {
+    let tmp = sys::in_dir(&paths.tmp_dir, inner.settings.folder.perms, || {
         tempfile::Builder::new()
             .prefix(&paths.tmp_prefix)
             .suffix(TMP_SUFFIX)
             .rand_bytes(16)
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(
-                inner.folder.perms.file,
+                inner.settings.folder.perms.file,
             ))
             .tempfile_in(&paths.tmp_dir)
     })
     .map_err(|e| Error::io("create a tmp file in", &paths.tmp_dir, e))?;
-    inner.folder.perms.fix(tmp.as_file());
+    inner.settings.folder.perms.fix(tmp.as_file());
     Ok(tmp)
 }
 
@@ -365,11 +365,17 @@ impl Leading<'_> {
             });
         }
         let ttl = match fetched.expiry {
-            Expiry::Default => inner.default_ttl,
+            Expiry::Default => inner.settings.default_ttl,
             Expiry::Never => None,
             Expiry::After(ttl) => Some(ttl),
         };
-        let mut meta = EntryMeta::new(&fill.key, len, digest, inner.folder.clock.now(), ttl);
+        let mut meta = EntryMeta::new(
+            &fill.key,
+            len,
+            digest,
+            inner.settings.folder.clock.now(),
+            ttl,
+        );
         meta.validator = fetched.validator;
         meta.content_type = fetched.content_type;
         Ok(Filled::Body(source, meta))
@@ -433,7 +439,7 @@ impl Leading<'_> {
                 actual: written,
             });
         }
-        if inner.folder.durable {
+        if inner.settings.folder.durable {
             let file = Arc::clone(source);
             blocking(move || {
                 crate::failpoint::failpoint!("fill::sync");

@@ -185,7 +185,7 @@ fn look_now(
         }
     }
     // A leader whose origin failed records why before it lets go of the lock.
-    watch.busy = match watch.busy.try_claim(&inner.locks)? {
+    watch.busy = match watch.busy.try_claim(&inner.settings.locks)? {
         Take::Taken(lock) => return Ok(failed_or(lock.previous_info(), Seen::Free(lock))),
         Take::Gone(old) => return Ok(failed_or(old.info(), Seen::Gone)),
         Take::Held(busy) => busy,
@@ -195,10 +195,10 @@ fn look_now(
         return Ok(failed_or(watch.busy.info(), Seen::Gone));
     }
     let beat = Beat::of(&watch.busy, paths)?;
-    if watch.stillness(beat) > inner.stale_after {
+    if watch.stillness(beat) > inner.settings.stale_after {
         let stale_tmp = watch.busy.info().map(|info| info.tmp);
         let still = |busy: &Busy| Ok(Beat::of(busy, paths)? == beat);
-        match watch.busy.break_stale(&inner.locks, still)? {
+        match watch.busy.break_stale(&inner.settings.locks, still)? {
             Attempt::Led(lock) => {
                 tracing::warn!(lock = %paths.lock.display(), "reclaimed a fill that made no progress");
                 add(&inner.counters.stale_reclaims, 1);

@@ -6,6 +6,9 @@ use std::time::{Duration, SystemTime};
 use crate::engine::progress::Source;
 use crate::store::lock::FillLock;
 
+/// The longest pause between two beats.
+const MAX_PERIOD: Duration = Duration::from_secs(1);
+
 /// Keeps a leader's files fresh for as long as it holds the lock, in a task of its
 /// own, so that waiters in other processes can tell a live leader from a hung one
 /// however long a single step takes (a slow origin, a write held up by the kernel, the
@@ -29,8 +32,10 @@ impl Heartbeat {
             lock: Some(lock.file()),
             tmp: None,
         }));
-        // Half the staleness timeout, within bounds a timer can hold.
-        let period = (stale_after / 2).clamp(Duration::from_millis(1), Duration::from_secs(3600));
+        // Half the staleness timeout, and at least every second: processes on one
+        // directory may be built with different timeouts, and a waiter whose timeout
+        // is two seconds or more then never takes this live leader for a hung one.
+        let period = (stale_after / 2).clamp(Duration::from_millis(1), MAX_PERIOD);
         let beating = Arc::clone(&files);
         let task = tokio::spawn(async move {
             let mut interval =

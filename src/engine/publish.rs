@@ -37,10 +37,10 @@ pub(super) async fn publish(
     meta: EntryMeta,
 ) -> Result<u64> {
     let (durable, base, now, perms) = (
-        inner.folder.durable,
+        inner.settings.folder.durable,
         inner.base().to_owned(),
-        inner.folder.clock.now(),
-        inner.folder.perms,
+        inner.settings.folder.clock.now(),
+        inner.settings.folder.perms,
     );
     let key = meta.key.clone();
     let store = paths.store.clone();
@@ -52,7 +52,7 @@ pub(super) async fn publish(
         let meta = meta.bound_to(BlobId::of(&source.file.metadata()?));
         let store_dir = paths.store.parent().expect("store path has a parent");
         let meta_tmp = meta.prepare(&paths.tmp_dir, durable, now, perms)?;
-        if !lock.is_current()? {
+        if !lock.may_publish()? {
             return Ok(None);
         }
         let replaced = std::fs::symlink_metadata(&paths.store).map_or(0, |old| old.len());
@@ -108,19 +108,23 @@ pub(super) async fn refresh(
     let mut meta = meta.bound_to(stored.blob);
     let ttl_ms = meta
         .ttl_ms
-        .or(inner.default_ttl.map(crate::store::meta::millis));
-    let now = inner.folder.clock.now();
+        .or(inner.settings.default_ttl.map(crate::store::meta::millis));
+    let now = inner.settings.folder.clock.now();
     meta.expires_ms = ttl_ms.map(|ttl| crate::store::meta::unix_millis(now).saturating_add(ttl));
-    let (paths_owned, durable, perms) = (paths.clone(), inner.folder.durable, inner.folder.perms);
+    let (paths_owned, durable, perms) = (
+        paths.clone(),
+        inner.settings.folder.durable,
+        inner.settings.folder.perms,
+    );
     let key = meta.key.clone();
     let written = blocking(move || {
         let (heartbeat, lock) = held;
         let written = (|| {
-            if !lock.is_current()? {
+            if !lock.may_publish()? {
                 return Ok(false);
             }
             let tmp = meta.prepare(&paths_owned.tmp_dir, durable, now, perms)?;
-            if !lock.is_current()? {
+            if !lock.may_publish()? {
                 return Ok(false);
             }
             tmp.persist(&paths_owned.meta).map_err(|e| e.error)?;

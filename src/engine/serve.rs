@@ -40,7 +40,7 @@ impl Engine {
         extend: bool,
     ) -> Result<Reader> {
         let paths = self.paths(key)?;
-        let origin = origin.or_else(|| self.origin.clone());
+        let origin = origin.or_else(|| self.settings.origin.clone());
         if let Some((stored, stale)) = self.servable(key, &paths, extend)? {
             if stale && let Some(origin) = origin {
                 // Served at once; one fill refreshes it in the background.
@@ -92,9 +92,13 @@ impl Engine {
             return Ok(paths.store);
         }
         add(&self.counters.misses, 1);
-        let origin = self.origin.clone().ok_or_else(|| Error::NoOrigin {
-            key: key.to_owned(),
-        })?;
+        let origin = self
+            .settings
+            .origin
+            .clone()
+            .ok_or_else(|| Error::NoOrigin {
+                key: key.to_owned(),
+            })?;
         let (state, _, _) = self.join_or_start(key, &paths, origin);
         stored_end(wait_final(state, key).await?).map(|_| paths.store)
     }
@@ -116,11 +120,11 @@ impl Engine {
         extend: bool,
     ) -> Result<Option<(Stored, bool)>> {
         let serving = Serving {
-            now: self.folder.clock.now(),
-            serve_stale: self.serve_stale,
+            now: self.settings.folder.clock.now(),
+            serve_stale: self.settings.serve_stale,
             extend,
         };
-        let found = entry::servable(key, paths, &self.metas, &self.locks, &serving)
+        let found = entry::servable(key, paths, &self.metas, &self.settings.locks, &serving)
             .map_err(|e| Error::io("open", &paths.store, e))?;
         if found.is_some() {
             add(&self.counters.hits, 1);
@@ -135,7 +139,7 @@ impl Engine {
             .meta
             .as_ref()
             .map(|m| m.sha256.clone())
-            .filter(|_| self.verify_on_read);
+            .filter(|_| self.settings.verify_on_read);
         Reader::stored(self, key, paths, stored, digest)
     }
 }

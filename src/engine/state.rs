@@ -37,15 +37,7 @@ pub(crate) struct Settings {
 /// live fill in this process, and a fill leaves it before it publishes its end, so the
 /// read after a finished fill opens the store.
 pub(crate) struct Engine {
-    pub(super) folder: Folder,
-    pub(super) layout: Box<dyn Layout>,
-    pub(super) origin: Option<Arc<dyn Origin>>,
-    pub(super) stale_after: Duration,
-    pub(super) locks: LockSite,
-    pub(super) default_ttl: Option<Duration>,
-    pub(super) max_bytes: Option<u64>,
-    pub(super) verify_on_read: bool,
-    pub(super) serve_stale: bool,
+    pub(super) settings: Settings,
     /// Parsed metadata, so a hit reads its metadata file only when it changed.
     pub(super) metas: MetaCache,
     pub(super) counters: Counters,
@@ -58,15 +50,7 @@ pub(crate) struct Engine {
 impl Engine {
     pub(crate) fn new(settings: Settings) -> Self {
         Engine {
-            folder: settings.folder,
-            layout: settings.layout,
-            origin: settings.origin,
-            stale_after: settings.stale_after,
-            locks: settings.locks,
-            default_ttl: settings.default_ttl,
-            max_bytes: settings.max_bytes,
-            verify_on_read: settings.verify_on_read,
-            serve_stale: settings.serve_stale,
+            settings,
             metas: MetaCache::default(),
             counters: Counters::default(),
             fills: Mutex::default(),
@@ -76,24 +60,24 @@ impl Engine {
 
     /// The cache directory, its format folder and how files are written there.
     pub(crate) fn folder(&self) -> &Folder {
-        &self.folder
+        &self.settings.folder
     }
 
     /// The format folder.
     pub(crate) fn base(&self) -> &Path {
-        &self.folder.base
+        &self.settings.folder.base
     }
 
     pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
-        &self.folder.clock
+        &self.settings.folder.clock
     }
 
     pub(crate) fn stale_after(&self) -> Duration {
-        self.stale_after
+        self.settings.stale_after
     }
 
     pub(crate) fn locks(&self) -> &LockSite {
-        &self.locks
+        &self.settings.locks
     }
 
     /// A snapshot of the counters.
@@ -112,7 +96,11 @@ impl Engine {
                 reason: "a key must not be empty",
             });
         }
-        KeyPaths::resolve(self.layout.as_ref(), &self.folder.base, key)
+        KeyPaths::resolve(
+            self.settings.layout.as_ref(),
+            &self.settings.folder.base,
+            key,
+        )
     }
 
     /// Removes a fill from the map of running fills, if it is still the one there.
@@ -130,10 +118,10 @@ impl Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("dir", &self.folder.root)
-            .field("stale_after", &self.stale_after)
-            .field("durable", &self.folder.durable)
-            .field("locking", &self.locks.locking)
+            .field("dir", &self.settings.folder.root)
+            .field("stale_after", &self.settings.stale_after)
+            .field("durable", &self.settings.folder.durable)
+            .field("locking", &self.settings.locks.locking)
             .finish_non_exhaustive()
     }
 }

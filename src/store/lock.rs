@@ -278,6 +278,14 @@ impl FillLock {
         self.id.is_at(&self.path)
     }
 
+    /// Whether this holder may still publish: its lock was not broken as stale.
+    /// Without working locks nothing is ever reclaimed (every process leads its own
+    /// fill, and the lock file is only where they meet), so that is always so, even
+    /// when another process removed the file.
+    pub(crate) fn may_publish(&self) -> io::Result<bool> {
+        Ok(self.site.locking == Locking::Disabled || self.is_current()?)
+    }
+
     /// The lock file, for a heartbeat that refreshes its time. A holder of the handle
     /// holds the lock: drop it before the lock.
     pub(crate) fn file(&self) -> Arc<File> {

@@ -475,14 +475,15 @@ mod tests {
     use super::*;
     use crate::{Cache, Fetched};
 
+    async fn cache() -> (tempfile::TempDir, Cache) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::builder(dir.path()).durable(false).build().await;
+        (dir, cache.unwrap())
+    }
+
     #[tokio::test]
     async fn eviction_keeps_an_entry_published_again_since_the_scan() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::builder(dir.path())
-            .durable(false)
-            .build()
-            .await
-            .unwrap();
+        let (dir, cache) = cache().await;
         for key in ["a", "b"] {
             cache.put(key, Fetched::from(vec![1; 100])).await.unwrap();
         }
@@ -498,12 +499,7 @@ mod tests {
 
     #[tokio::test]
     async fn metadata_behind_a_symlink_is_not_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::builder(dir.path())
-            .durable(false)
-            .build()
-            .await
-            .unwrap();
+        let (dir, cache) = cache().await;
         cache.put("a", Fetched::from(vec![1; 10])).await.unwrap();
         let meta = meta_of(&cache.path("a").await.unwrap());
         let elsewhere = dir.path().join("planted");
