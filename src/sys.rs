@@ -56,8 +56,20 @@ pub(crate) fn open_read(path: &Path) -> io::Result<File> {
 /// Reads up to `len` bytes at `offset`; fewer only at end of file.
 pub(crate) fn read_exact_or_eof(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0; len];
+    let filled = read_exact_or_eof_into(file, offset, &mut buf)?;
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// Fills `buf` from `offset`; returns how many bytes it read, fewer only at end of
+/// file.
+pub(crate) fn read_exact_or_eof_into(
+    file: &File,
+    offset: u64,
+    buf: &mut [u8],
+) -> io::Result<usize> {
     let mut filled = 0;
-    while filled < len {
+    while filled < buf.len() {
         match file.read_at(&mut buf[filled..], offset + filled as u64) {
             Ok(0) => break,
             Ok(n) => filled += n,
@@ -65,8 +77,7 @@ pub(crate) fn read_exact_or_eof(file: &File, offset: u64, len: usize) -> io::Res
             Err(e) => return Err(e),
         }
     }
-    buf.truncate(filled);
-    Ok(buf)
+    Ok(filled)
 }
 
 /// Whether `preadv2(RWF_NOWAIT)` works here; cleared the first time the kernel or

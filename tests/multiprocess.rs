@@ -33,6 +33,8 @@ struct Job {
     /// Fail the body half-way, once the file `release` exists in `dir`.
     fail: bool,
     file_locks: bool,
+    /// Serve a validator and honour ranges under it, so a takeover can resume.
+    resumable: bool,
 }
 
 impl Job {
@@ -45,6 +47,7 @@ impl Job {
             changing: false,
             fail: false,
             file_locks: true,
+            resumable: false,
         }
     }
     fn cache_dir(&self) -> PathBuf {
@@ -54,7 +57,15 @@ impl Job {
         self.dir.join("fetches.log")
     }
     fn fetches(&self) -> usize {
-        std::fs::read_to_string(self.fetch_log()).map_or(0, |s| s.lines().count())
+        self.fetched_from().len()
+    }
+    /// The offset each origin fetch started at, in order.
+    fn fetched_from(&self) -> Vec<u64> {
+        std::fs::read_to_string(self.fetch_log())
+            .unwrap_or_default()
+            .lines()
+            .map(|line| line.split(' ').nth(1).unwrap().parse().unwrap())
+            .collect()
     }
 }
 
@@ -75,6 +86,7 @@ impl Proc {
             .env("RT_CHANGING", if job.changing { "1" } else { "0" })
             .env("RT_FAIL", if job.fail { "1" } else { "0" })
             .env("RT_LOCKS", if job.file_locks { "1" } else { "0" })
+            .env("RT_RESUMABLE", if job.resumable { "1" } else { "0" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -267,6 +279,57 @@ fn a_killed_leader_is_taken_over_and_every_follower_completes() {
     assert_eq!(next.result(), format!("DONE Hit {want}"));
 }
 
+/// Issue 17: a process that takes over a killed leader's fill keeps the prefix the
+/// dead leader wrote and asks the origin only for the rest (a range under the same
+/// validator), so the origin sends about half the blob again, not all of it; the
+/// followers carry on and every one of them gets the whole body.
+#[test]
+fn a_leader_killed_half_way_is_resumed_not_fetched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job {
+        delay_ms: 10,
+        resumable: true,
+        ..Job::new(dir.path())
+    };
+    let leader = leader(&job);
+    let followers = followers(&job, 2);
+    let half = (LEN / 2) as u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !tmp_parts(&job)
+        .iter()
+        .any(|part| std::fs::metadata(part).is_ok_and(|meta| meta.len() >= half))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader got half-way"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    leader.signal(libc::SIGKILL);
+    drop(leader);
+    let want = expected(&job, 0);
+    for follower in followers {
+        let result = follower.result();
+        assert!(
+            result.starts_with("DONE") && result.ends_with(&want),
+            "{result}"
+        );
+    }
+    let from = job.fetched_from();
+    assert_eq!(
+        from.len(),
+        2,
+        "the dead leader's fetch and one takeover: {from:?}"
+    );
+    assert!(
+        from[1] >= half,
+        "the takeover asked only for the rest, from {} of {LEN}",
+        from[1]
+    );
+    assert_store_holds(&job, 0);
+    assert!(tmp_parts(&job).is_empty(), "{:?}", tmp_parts(&job));
+}
+
 #[test]
 fn a_stopped_leader_is_reclaimed_after_the_staleness_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -397,6 +460,67 @@ fn without_file_locks_processes_fetch_for_themselves_but_never_mix_bytes() {
     assert!(tmp_parts(&job).is_empty());
 }
 
+/// A child's origin: version 0 of each key's body (or a new version on each fetch),
+/// in paced chunks, logging `<pid> <offset>` for each fetch. When `resumable`, it
+/// gives a validator and answers a ranged fetch under it with the rest of the body.
+struct ChildOrigin {
+    dir: PathBuf,
+    delay: Duration,
+    changing: bool,
+    fail: bool,
+    resumable: bool,
+}
+
+impl readthrough::Origin for ChildOrigin {
+    fn fetch(
+        &self,
+        key: &str,
+        options: readthrough::FetchOptions,
+    ) -> futures::future::BoxFuture<'static, Result<readthrough::Fetched, readthrough::BoxError>>
+    {
+        let (log, release) = (self.dir.join("fetches.log"), self.dir.join("release"));
+        let (delay, changing, fail, resumable) =
+            (self.delay, self.changing, self.fail, self.resumable);
+        let key = key.to_owned();
+        Box::pin(async move {
+            let before = std::fs::read_to_string(&log).map_or(0, |s| s.lines().count());
+            let version = if changing { before as u64 } else { 0 };
+            let etag = format!("\"v{version}\"");
+            let resume =
+                resumable && options.offset > 0 && options.if_validator == Some(etag.clone());
+            let offset = if resume { options.offset } else { 0 };
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)?;
+            writeln!(file, "{} {offset}", std::process::id())?;
+            let body = common::body_of(&key, version, LEN);
+            let mut chunks = common::chunked(body[offset as usize..].to_vec(), CHUNK);
+            if fail {
+                chunks.truncate(chunks.len() / 2);
+                chunks.push(Err("the origin broke mid-body".into()));
+            }
+            let body = futures::stream::iter(chunks).then(move |chunk| {
+                let release = release.clone();
+                async move {
+                    tokio::time::sleep(delay).await;
+                    while chunk.is_err() && !release.exists() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    chunk
+                }
+            });
+            let mut fetched = readthrough::Fetched::from_stream(body)
+                .with_len(LEN as u64)
+                .with_offset(offset);
+            if resumable {
+                fetched = fetched.with_validator(etag);
+            }
+            Ok(fetched)
+        })
+    }
+}
+
 /// The child process's side. Not a test of its own: the tests above run it.
 #[test]
 #[ignore = "run by the multi-process tests as a child"]
@@ -413,37 +537,13 @@ fn child_process() {
     runtime.block_on(async move {
         let log = dir.join("fetches.log");
         let release = dir.join("release");
-        let origin = readthrough::origin_fn(move |key: String| {
-            let log = log.clone();
-            let release = release.clone();
-            async move {
-                let before = std::fs::read_to_string(&log).map_or(0, |s| s.lines().count());
-                let mut file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log)?;
-                writeln!(file, "{}", std::process::id())?;
-                let version = if changing { before as u64 } else { 0 };
-                let mut chunks = common::chunked(common::body_of(&key, version, LEN), CHUNK);
-                if fail {
-                    chunks.truncate(chunks.len() / 2);
-                    chunks.push(Err("the origin broke mid-body".into()));
-                }
-                let body = futures::stream::iter(chunks).then(move |chunk| {
-                    let release = release.clone();
-                    async move {
-                        tokio::time::sleep(delay).await;
-                        while chunk.is_err() && !release.exists() {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        chunk
-                    }
-                });
-                Ok::<_, std::io::Error>(
-                    readthrough::Fetched::from_stream(body).with_len(LEN as u64),
-                )
-            }
-        });
+        let origin = ChildOrigin {
+            dir: dir.clone(),
+            delay,
+            changing,
+            fail,
+            resumable: env("RT_RESUMABLE") == "1",
+        };
         let cache = readthrough::Cache::builder(dir.join("cache"))
             .origin(origin)
             .stale_after(stale)

@@ -249,17 +249,26 @@ async fn finding_7_a_follower_reports_a_failure_recorded_in_a_removed_lock() {
     let b = follower.get(KEY).await.unwrap();
     assert_eq!(b.kind(), readthrough::ReadKind::Followed);
     let a = tokio::spawn(a.bytes());
-    let b = tokio::spawn(b.bytes());
+    let done = events.clone();
+    let b = tokio::spawn(async move {
+        let body = b.bytes().await;
+        done.hit("follower done");
+        body
+    });
+    // A look that starts once the leader is held in the window decides; so does one
+    // that started just before it and ends the follower's read.
+    let looks = events.clone();
+    fail::cfg_callback("follow::look", move || {
+        if looks.0.0.lock().unwrap().contains_key("unlinked") {
+            looks.hit("look in the window");
+        }
+    })
+    .unwrap();
     origin.release.add_permits(10);
     events
-        .wait_async("the leader to remove its lock", |c| {
-            c.contains_key("unlinked")
+        .wait_async("the follower to look in the window", |c| {
+            c.contains_key("look in the window") || c.contains_key("follower done")
         })
-        .await;
-    let looks = events.clone();
-    fail::cfg_callback("follow::look", move || looks.hit("look")).unwrap();
-    events
-        .wait_async("the follower to look", |c| c.contains_key("look"))
         .await;
     open(&gate);
     let a = a.await.unwrap().unwrap_err();

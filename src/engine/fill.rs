@@ -17,9 +17,10 @@ use crate::engine::follow::{self, Followed};
 use crate::engine::heartbeat::Heartbeat;
 use crate::engine::progress::{Fill, FillState, Role, Source};
 use crate::engine::publish;
+use crate::engine::resume::Prefix;
 use crate::engine::state::{Engine, wait_final};
 use crate::error::{Error, Result};
-use crate::origin::{Expiry, FetchOptions, Origin, guarded_fetch, guarded_next};
+use crate::origin::{Expiry, FetchOptions, Fetched, Origin, guarded_fetch, guarded_next};
 use crate::stats::add;
 use crate::store::entry::{self, Standing, Stored};
 use crate::store::layout::KeyPaths;
@@ -201,7 +202,9 @@ async fn recheck(inner: &Arc<Engine>, fill: &Fill, paths: &KeyPaths) -> Result<R
     })
 }
 
-/// Leads a fill while holding the key's lock.
+/// Leads a fill while holding the key's lock: resumes a dead leader's prefix when
+/// the origin still serves its version, else fetches from the first byte (or asks
+/// the origin to confirm the expired copy `current`).
 async fn lead(
     inner: &Arc<Engine>,
     fill: &Fill,
@@ -215,48 +218,58 @@ async fn lead(
     tracing::debug!(key = %fill.key, "leading a fill");
     crate::failpoint::failpoint!("fill::lead");
     let heartbeat = Heartbeat::start(&lock, inner.settings.stale_after);
-    let tmp = create_tmp(inner, paths, &lock, stale_tmp)?;
-    let unique = unique_part(paths, tmp.path());
-    let write_info = |len, failed| {
-        let info = LockInfo {
-            tmp: unique.clone(),
-            len,
-            failed,
-        };
-        lock.write_info(&info)
-            .map_err(|e| Error::io("write", &paths.lock, e))
+    // Without real locks another process may be writing the tmp file the lock file
+    // names, so it is neither resumed nor removed.
+    let dead = lock
+        .previous_info()
+        .filter(|_| inner.settings.locks.locking == Locking::Flock);
+    let prefix = dead
+        .clone()
+        .filter(|_| current.is_none())
+        .and_then(|info| Prefix::of_dead(paths, info));
+    let keep = prefix.as_ref().map(|p| p.unique.as_str());
+    let fresh = create_tmp(inner, paths, dead, stale_tmp, keep)?;
+    let announce = Announce { lock: &lock, paths };
+    let fresh_unique = unique_part(paths, fresh.path());
+    announce.info(&fresh_unique, LenInfo::Pending, None, None)?;
+    let options = match (&current, &prefix) {
+        (Some((validator, _)), _) => FetchOptions {
+            revalidate: Some(validator.clone()),
+            ..FetchOptions::default()
+        },
+        (None, Some(prefix)) => prefix.options(),
+        (None, None) => FetchOptions::default(),
     };
-    write_info(LenInfo::Pending, None)?;
-    let (file, tmp_path) = tmp.into_parts();
-    let revalidate = current.as_ref().map(|(validator, _)| validator.clone());
+    let fetched = guarded_fetch(fill.origin.as_ref(), &fill.key, options).await;
+    let fetched = announce.failure(&fresh_unique, fetched)?;
+    if fetched.not_modified {
+        let Some((_, stored)) = current else {
+            return Err(Error::origin(
+                &fill.key,
+                "origin answered not-modified to a plain fetch".into(),
+            ));
+        };
+        return Ok(publish::refresh(inner, paths, (heartbeat, lock), stored, generation).await);
+    }
+    let tmp = match prefix {
+        Some(prefix) if prefix.continued_by(&fetched) => Tmp::resumed(&fill.key, prefix).await?,
+        other => {
+            other.map(Prefix::discard);
+            Tmp::fresh(fresh, fresh_unique)
+        }
+    };
+    let unique = tmp.unique.clone();
     let leading = Leading {
         inner,
         fill,
-        tmp_path: &tmp_path,
         heartbeat: &heartbeat,
     };
     let filled = leading
-        .fill_tmp(file, generation, revalidate, |len| write_info(len, None))
+        .fill_tmp(tmp, fetched, generation, |len, validator| {
+            announce.info(&unique, len, validator, None)
+        })
         .await;
-    let (source, meta) = match filled {
-        Ok(Filled::Body(source, meta)) => (source, meta),
-        Ok(Filled::NotModified) => {
-            let Some((_, stored)) = current else {
-                return Err(Error::origin(
-                    &fill.key,
-                    "origin answered not-modified to a plain fetch".into(),
-                ));
-            };
-            return Ok(publish::refresh(inner, paths, (heartbeat, lock), stored, generation).await);
-        }
-        Err(error) => {
-            if !error.is_local_disk() {
-                // Followers in other processes report this instead of fetching again.
-                let _ = write_info(LenInfo::Unknown, Some(error.to_string()));
-            }
-            return Err(error);
-        }
-    };
+    let (source, meta, tmp_path) = announce.failure(&unique, filled)?;
     let len = meta.size;
     let stored = publish::publish(inner, paths, (heartbeat, lock), (tmp_path, &source), meta).await;
     if let Ok(total) = &stored {
@@ -271,90 +284,148 @@ async fn lead(
     })
 }
 
+/// Writes what followers in other processes read into the leader's lock file.
+struct Announce<'a> {
+    lock: &'a FillLock,
+    paths: &'a KeyPaths,
+}
+
+impl Announce<'_> {
+    fn info(
+        &self,
+        unique: &str,
+        len: LenInfo,
+        validator: Option<String>,
+        failed: Option<String>,
+    ) -> Result<()> {
+        let info = LockInfo {
+            tmp: unique.to_owned(),
+            len,
+            validator,
+            failed,
+        };
+        self.lock
+            .write_info(&info)
+            .map_err(|e| Error::io("write", &self.paths.lock, e))
+    }
+
+    /// `result`, after recording its error (unless the local disk caused it), so
+    /// followers in other processes report that error instead of fetching again.
+    fn failure<T>(&self, unique: &str, result: Result<T>) -> Result<T> {
+        if let Err(error) = &result
+            && !error.is_local_disk()
+        {
+            let _ = self.info(unique, LenInfo::Unknown, None, Some(error.to_string()));
+        }
+        result
+    }
+}
+
 /// Removes the tmp files of a crashed or reclaimed leader (`stale_tmp`, and the one
-/// the lock file names), and creates this leader's own, uniquely named tmp file.
+/// the `dead` leader's lock file names, unless it is `keep`, being resumed), and
+/// creates this leader's own, uniquely named tmp file.
 fn create_tmp(
     inner: &Engine,
     paths: &KeyPaths,
-    lock: &FillLock,
+    dead: Option<LockInfo>,
     stale_tmp: Option<String>,
+    keep: Option<&str>,
 ) -> Result<tempfile::NamedTempFile> {
-    // The tmp files of a crashed or reclaimed leader. Without real locks another
-    // process may be writing the one the lock file names, so it is left alone.
-    let crashed = lock
-        .previous_info()
-        .filter(|_| inner.settings.locks.locking == Locking::Flock);
-    for unique in crashed.map(|info| info.tmp).into_iter().chain(stale_tmp) {
-        let _ = std::fs::remove_file(paths.tmp_file(&unique));
+    for unique in dead.map(|info| info.tmp).into_iter().chain(stale_tmp) {
+        if Some(unique.as_str()) != keep {
+            let _ = std::fs::remove_file(paths.tmp_file(&unique));
+        }
     }
-    let tmp = sys::in_dir(&paths.tmp_dir, inner.settings.folder.perms, || {
+    let perms = inner.settings.folder.perms;
+    let tmp = sys::in_dir(&paths.tmp_dir, perms, || {
         tempfile::Builder::new()
             .prefix(&paths.tmp_prefix)
             .suffix(TMP_SUFFIX)
             .rand_bytes(16)
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(
-                inner.settings.folder.perms.file,
-            ))
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(perms.file))
             .tempfile_in(&paths.tmp_dir)
     })
     .map_err(|e| Error::io("create a tmp file in", &paths.tmp_dir, e))?;
-    inner.settings.folder.perms.fix(tmp.as_file());
+    perms.fix(tmp.as_file());
     Ok(tmp)
 }
 
-/// What filling a tmp file gave.
-enum Filled {
-    /// The body, in the tmp file as a fill source, and the entry's metadata.
-    Body(Arc<Source>, EntryMeta),
-    /// The origin confirmed the expired copy.
-    NotModified,
+/// The tmp file a leader writes: a fresh one, or a dead leader's whose first `start`
+/// bytes (hashed into `hasher`) it resumes after.
+struct Tmp {
+    unique: String,
+    file: std::fs::File,
+    path: TempPath,
+    start: u64,
+    hasher: Sha256,
 }
 
-/// What a leader works with while it fills the tmp file at `tmp_path`: its fill and
-/// the heartbeat that keeps its files fresh.
+impl Tmp {
+    fn fresh(tmp: tempfile::NamedTempFile, unique: String) -> Self {
+        let (file, path) = tmp.into_parts();
+        Tmp {
+            unique,
+            file,
+            path,
+            start: 0,
+            hasher: Sha256::new(),
+        }
+    }
+
+    async fn resumed(key: &str, prefix: Prefix) -> Result<Self> {
+        tracing::debug!(%key, from = prefix.len, "resuming a dead leader's fill");
+        let (unique, start) = (prefix.unique.clone(), prefix.len);
+        let (file, path, hasher) = prefix.adopt().await?;
+        Ok(Tmp {
+            unique,
+            file,
+            path,
+            start,
+            hasher,
+        })
+    }
+}
+
+/// What a leader works with while it fills its tmp file: its fill and the heartbeat
+/// that keeps its files fresh.
 struct Leading<'a> {
     inner: &'a Engine,
     fill: &'a Fill,
-    tmp_path: &'a TempPath,
     heartbeat: &'a Heartbeat,
 }
 
 impl Leading<'_> {
-    /// Fetches the body into the tmp file `file` (or asks the origin to confirm the copy
-    /// whose validator is `revalidate`) and checks it. `announce_len` tells followers in
-    /// other processes the promised length.
+    /// Writes the origin's answer `fetched` into `tmp` and checks it; returns the body
+    /// as a fill source, the entry's metadata and the tmp file's path. `announce`
+    /// tells followers in other processes the promised length and the validator.
     async fn fill_tmp(
         &self,
-        file: std::fs::File,
+        tmp: Tmp,
+        fetched: Fetched,
         generation: u64,
-        revalidate: Option<String>,
-        announce_len: impl Fn(LenInfo) -> Result<()>,
-    ) -> Result<Filled> {
+        announce: impl Fn(LenInfo, Option<String>) -> Result<()>,
+    ) -> Result<(Arc<Source>, EntryMeta, TempPath)> {
         let (inner, fill) = (self.inner, self.fill);
-        let options = FetchOptions {
-            revalidate,
-            ..FetchOptions::default()
-        };
-        let fetched = guarded_fetch(fill.origin.as_ref(), &fill.key, options).await?;
-        if fetched.not_modified {
-            return Ok(Filled::NotModified);
-        }
-        if fetched.offset != 0 {
+        if fetched.offset != tmp.start {
             return Err(Error::origin(
                 &fill.key,
                 "origin sent a range that was not asked for".into(),
             ));
         }
-        announce_len(fetched.len.map_or(LenInfo::Unknown, LenInfo::Known))?;
+        let len = fetched.len.map_or(LenInfo::Unknown, LenInfo::Known);
+        announce(len, fetched.validator.clone())?;
         let source = Arc::new(Source {
-            file,
+            file: tmp.file,
             generation,
             len: fetched.len,
             validator: fetched.validator.clone(),
         });
         self.heartbeat.beat_tmp(Arc::clone(&source));
-        fill.progress(&source, 0, Role::Leader);
-        let (len, digest) = self.copy_body(&source, fetched.body, fetched.len).await?;
+        fill.progress(&source, tmp.start, Role::Leader);
+        let written = (tmp.start, tmp.hasher);
+        let (len, digest) = self
+            .copy_body(&source, &tmp.path, written, fetched.body, fetched.len)
+            .await?;
         if let Some(expected) = fetched.sha256
             && expected != digest
         {
@@ -369,30 +440,26 @@ impl Leading<'_> {
             Expiry::Never => None,
             Expiry::After(ttl) => Some(ttl),
         };
-        let mut meta = EntryMeta::new(
-            &fill.key,
-            len,
-            digest,
-            inner.settings.folder.clock.now(),
-            ttl,
-        );
+        let now = inner.settings.folder.clock.now();
+        let mut meta = EntryMeta::new(&fill.key, len, digest, now, ttl);
         meta.validator = fetched.validator;
         meta.content_type = fetched.content_type;
-        Ok(Filled::Body(source, meta))
+        Ok((source, meta, tmp.path))
     }
 
-    /// Copies the origin's body into the tmp file, publishing progress; returns the
-    /// length and SHA-256 of what it wrote.
+    /// Copies the origin's body into the tmp file after the `written` bytes already
+    /// there (and in the hasher), publishing progress; returns the length and SHA-256
+    /// of the whole.
     async fn copy_body(
         &self,
         source: &Arc<Source>,
+        tmp_path: &TempPath,
+        (mut written, mut hasher): (u64, Sha256),
         mut body: futures::stream::BoxStream<'static, Result<Bytes, crate::BoxError>>,
         promised: Option<u64>,
     ) -> Result<(u64, [u8; 32])> {
-        let (inner, fill, tmp_path) = (self.inner, self.fill, self.tmp_path);
+        let (inner, fill) = (self.inner, self.fill);
         let key = &fill.key;
-        let mut hasher = Sha256::new();
-        let mut written = 0u64;
         loop {
             let Batch {
                 chunks: batch,

@@ -9,6 +9,7 @@
 //! - [`fill`]: starting fills, the task behind each, and leading one.
 //! - [`publish`]: the end of a leader's fill: into the store, or a revalidation.
 //! - [`heartbeat`]: the leader's sign of life.
+//! - [`resume`]: taking over a dead leader's fill where it stopped.
 //! - [`follow`]: following another process's fill, and taking over.
 //! - [`evict`]: eviction after a publish takes the store over its bound.
 //! - [`reader`]: [`Reader`], and hits; [`fill_reader`]: readers of a fill in progress
@@ -22,6 +23,7 @@ mod heartbeat;
 mod progress;
 mod publish;
 mod reader;
+mod resume;
 mod serve;
 mod state;
 

@@ -357,6 +357,7 @@ mod tests {
         let info = LockInfo {
             tmp: "x1".into(),
             len: LenInfo::Known(3),
+            validator: None,
             failed: None,
         };
         lock.write_info(&info).unwrap();
@@ -488,6 +489,7 @@ mod tests {
         let info = LockInfo {
             tmp: "t1".into(),
             len: LenInfo::Pending,
+            validator: None,
             failed: None,
         };
         lock.write_info(&info).unwrap();

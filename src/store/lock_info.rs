@@ -1,7 +1,18 @@
 //! What a leader writes into its lock file for followers in other processes: the
-//! unique part of its tmp file's name, the length the origin promised, and, when the
-//! fill failed at the origin, the error. A small line format, parsed strictly: a
-//! follower never lets a lock file point it outside the tmp folder.
+//! unique part of its tmp file's name, the length the origin promised, the origin's
+//! validator (so a leader that takes over a dead fill can resume it under the same
+//! version), and, when the fill failed at the origin, the error. A small line format,
+//! parsed strictly: a follower never lets a lock file point it outside the tmp folder.
+//!
+//! ```text
+//! readthrough-lock 2
+//! tmp <unique part>
+//! len <bytes> | pending | unknown
+//! validator <ETag or Last-Modified>     (when the origin gave one)
+//! failed <error on one line>            (when the fill failed)
+//! ```
+//!
+//! Version 1 (no validator line) is still read.
 
 /// What a leader publishes in its lock file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,6 +21,8 @@ pub(crate) struct LockInfo {
     pub(crate) tmp: String,
     /// The length the origin promised.
     pub(crate) len: LenInfo,
+    /// The origin's validator of the body being written, once it answered.
+    pub(crate) validator: Option<String>,
     /// Set when the fill failed at the origin: the error, on one line. Followers in
     /// other processes, which still hold the lock file open, report it.
     pub(crate) failed: Option<String>,
@@ -26,7 +39,9 @@ pub(crate) enum LenInfo {
     Known(u64),
 }
 
-const MAGIC: &str = "readthrough-lock 1";
+const MAGIC: &str = "readthrough-lock 2";
+/// The first version, without a validator line.
+const MAGIC_V1: &str = "readthrough-lock 1";
 
 /// The longest failure message kept; a longer one is cut.
 const MAX_FAILURE: usize = 512;
@@ -42,6 +57,9 @@ impl LockInfo {
             LenInfo::Known(n) => n.to_string(),
         };
         let mut text = format!("{MAGIC}\ntmp {}\nlen {len}\n", self.tmp);
+        if let Some(validator) = self.validator.as_deref().filter(|v| is_one_line(v)) {
+            text.push_str(&format!("validator {validator}\n"));
+        }
         if let Some(failed) = &self.failed {
             let mut line: String = failed
                 .chars()
@@ -60,7 +78,8 @@ impl LockInfo {
     pub(crate) fn decode(data: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(data).ok()?;
         let mut lines = text.strip_suffix('\n')?.split('\n');
-        if lines.next()? != MAGIC {
+        let version = lines.next()?;
+        if version != MAGIC && version != MAGIC_V1 {
             return None;
         }
         let tmp = lines.next()?.strip_prefix("tmp ")?;
@@ -73,7 +92,16 @@ impl LockInfo {
             n if n.bytes().all(|b| b.is_ascii_digit()) => LenInfo::Known(n.parse().ok()?),
             _ => return None,
         };
-        let failed = match lines.next() {
+        let mut next = lines.next();
+        let mut validator = None;
+        if version == MAGIC
+            && let Some(line) = next
+            && let Some(value) = line.strip_prefix("validator ")
+        {
+            validator = Some(value.to_owned());
+            next = lines.next();
+        }
+        let failed = match next {
             None => None,
             Some(line) => Some(line.strip_prefix("failed ")?.to_owned()),
         };
@@ -83,9 +111,16 @@ impl LockInfo {
         Some(LockInfo {
             tmp: tmp.to_owned(),
             len,
+            validator,
             failed,
         })
     }
+}
+
+/// Whether `s` can stand on a line of its own: a validator that cannot is not
+/// recorded (and its fill not resumed).
+fn is_one_line(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(char::is_control)
 }
 
 /// Whether `s` can be the unique part of a tmp file name: it must never let a lock
@@ -114,10 +149,12 @@ mod tests {
                 let info = LockInfo {
                     tmp: "abcXYZ09".into(),
                     len,
+                    validator: Some("W/\"e 1\"".into()),
                     failed: failed.clone(),
                 };
                 let decoded = LockInfo::decode(info.encode().as_bytes()).unwrap();
                 assert_eq!((&decoded.tmp, decoded.len), (&info.tmp, info.len));
+                assert_eq!(decoded.validator, info.validator);
                 let Some(sent) = failed else {
                     assert_eq!(decoded.failed, None);
                     continue;
@@ -132,11 +169,25 @@ mod tests {
     #[test]
     fn malformed_info_is_refused() {
         let good = "readthrough-lock 1\ntmp abc\nlen 5\n";
-        assert!(LockInfo::decode(good.as_bytes()).is_some());
+        assert!(
+            LockInfo::decode(good.as_bytes()).is_some(),
+            "version 1 is read"
+        );
+        let v2 = "readthrough-lock 2\ntmp abc\nlen 5\nvalidator \"x\"\nfailed boom\n";
+        let decoded = LockInfo::decode(v2.as_bytes()).unwrap();
+        assert_eq!(decoded.validator.as_deref(), Some("\"x\""));
+        assert_eq!(decoded.failed.as_deref(), Some("boom"));
+        let multi_line = LockInfo {
+            tmp: "abc".into(),
+            len: LenInfo::Known(5),
+            validator: Some("a\nfailed forged".into()),
+            failed: None,
+        };
+        let decoded = LockInfo::decode(multi_line.encode().as_bytes()).unwrap();
+        assert_eq!((decoded.validator, decoded.failed), (None, None));
         for bad in [
             "",
             "readthrough-lock 1\ntmp abc\nlen 5",
-            "readthrough-lock 2\ntmp abc\nlen 5\n",
             "readthrough-lock 1\ntmp ../../etc/passwd\nlen 5\n",
             "readthrough-lock 1\ntmp a/b\nlen 5\n",
             "readthrough-lock 1\ntmp \nlen 5\n",
@@ -145,6 +196,9 @@ mod tests {
             "readthrough-lock 1\ntmp abc\nlen 99999999999999999999999\n",
             "readthrough-lock 1\ntmp abc\nlen 5\nextra\n",
             "readthrough-lock 1\ntmp abc\nlen 5\nfailed x\nfailed y\n",
+            "readthrough-lock 1\ntmp abc\nlen 5\nvalidator \"x\"\n",
+            "readthrough-lock 2\ntmp abc\nlen 5\nvalidator a\nvalidator b\n",
+            "readthrough-lock 3\ntmp abc\nlen 5\n",
         ] {
             assert_eq!(LockInfo::decode(bad.as_bytes()), None, "{bad:?}");
         }
