@@ -535,8 +535,6 @@ fn child_process() {
     let locks = env("RT_LOCKS") == "1";
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
-        let log = dir.join("fetches.log");
-        let release = dir.join("release");
         let origin = ChildOrigin {
             dir: dir.clone(),
             delay,

@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 use tokio::sync::watch;
 
-use crate::engine::evict;
 use crate::engine::follow::{self, Followed};
 use crate::engine::heartbeat::Heartbeat;
 use crate::engine::progress::{Fill, FillState, Role, Source};
@@ -232,14 +231,7 @@ async fn lead(
     let announce = Announce { lock: &lock, paths };
     let fresh_unique = unique_part(paths, fresh.path());
     announce.info(&fresh_unique, LenInfo::Pending, None, None)?;
-    let options = match (&current, &prefix) {
-        (Some((validator, _)), _) => FetchOptions {
-            revalidate: Some(validator.clone()),
-            ..FetchOptions::default()
-        },
-        (None, Some(prefix)) => prefix.options(),
-        (None, None) => FetchOptions::default(),
-    };
+    let options = fetch_options(current.as_ref(), prefix.as_ref());
     let fetched = guarded_fetch(fill.origin.as_ref(), &fill.key, options).await;
     let fetched = announce.failure(&fresh_unique, fetched)?;
     if fetched.not_modified {
@@ -254,7 +246,9 @@ async fn lead(
     let tmp = match prefix {
         Some(prefix) if prefix.continued_by(&fetched) => Tmp::resumed(&fill.key, prefix).await?,
         other => {
-            other.map(Prefix::discard);
+            if let Some(prefix) = other {
+                prefix.discard();
+            }
             Tmp::fresh(fresh, fresh_unique)
         }
     };
@@ -270,18 +264,20 @@ async fn lead(
         })
         .await;
     let (source, meta, tmp_path) = announce.failure(&unique, filled)?;
-    let len = meta.size;
-    let stored = publish::publish(inner, paths, (heartbeat, lock), (tmp_path, &source), meta).await;
-    if let Ok(total) = &stored {
-        evict::after_publish(inner, *total);
+    Ok(publish::complete(inner, paths, (heartbeat, lock), (tmp_path, source), meta).await)
+}
+
+/// What to ask the origin for: to confirm the expired copy `current`, the rest of a
+/// dead leader's `prefix`, or the whole body.
+fn fetch_options(current: Option<&(String, Stored)>, prefix: Option<&Prefix>) -> FetchOptions {
+    match (current, prefix) {
+        (Some((validator, _)), _) => FetchOptions {
+            revalidate: Some(validator.clone()),
+            ..FetchOptions::default()
+        },
+        (None, Some(prefix)) => prefix.options(),
+        (None, None) => FetchOptions::default(),
     }
-    let stored = stored.map(drop);
-    Ok(FillState::Complete {
-        source,
-        len,
-        role: Role::Leader,
-        stored,
-    })
 }
 
 /// Writes what followers in other processes read into the leader's lock file.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tempfile::TempPath;
 
+use crate::engine::evict;
 use crate::engine::heartbeat::Heartbeat;
 use crate::engine::progress::{FillState, Role, Source};
 use crate::engine::state::Engine;
@@ -18,6 +19,29 @@ use crate::store::lock::FillLock;
 use crate::store::meta::{BlobId, EntryMeta};
 use crate::sys::{self, blocking};
 
+/// The end of a leader's fill whose complete, checked body is in `source` (the tmp
+/// file at `tmp_path`): published (and an eviction started if that takes the store
+/// over its bound), or, if it could not be, still readable through its handle.
+pub(super) async fn complete(
+    inner: &Arc<Engine>,
+    paths: &KeyPaths,
+    held: (Heartbeat, FillLock),
+    (tmp_path, source): (TempPath, Arc<Source>),
+    meta: EntryMeta,
+) -> FillState {
+    let len = meta.size;
+    let stored = publish(inner, paths, held, (tmp_path, &source), meta).await;
+    if let Ok(total) = &stored {
+        evict::after_publish(inner, *total);
+    }
+    FillState::Complete {
+        source,
+        len,
+        role: Role::Leader,
+        stored: stored.map(drop),
+    }
+}
+
 /// Moves a complete, checked tmp file into the store, adds it to the ledger and
 /// releases the lock; returns the ledger's new total.
 ///
@@ -29,7 +53,7 @@ use crate::sys::{self, blocking};
 /// again, never served. A leader whose lock was broken while it hung does not
 /// publish; a local disk failure is logged. Either way the body stays readable
 /// through the tmp file's open handle.
-pub(super) async fn publish(
+async fn publish(
     inner: &Engine,
     paths: &KeyPaths,
     held: (Heartbeat, FillLock),
