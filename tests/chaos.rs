@@ -14,10 +14,11 @@
 //!
 //! With file locks the run also plays schedules of two takeovers in a row: it picks a
 //! key whose fill has followers in other processes, SIGKILLs its leader, waits until
-//! the key's lock file (`v1/tmp/<ab>/<sha>.lock`) names a new tmp file and
-//! `/proc/locks` shows which child holds it, kills that one too (at once, or once it
-//! has written part of what the first leader had), and waits for a third leader. The
-//! followers of the first leader that are still reading see generations 1, 2 and 3.
+//! `/proc/locks` shows a live child holding the key's lock file
+//! (`v1/tmp/<ab>/<sha>.lock`), having taken the fill over (resuming the dead leader's
+//! tmp file, or starting a new one when the version changed), kills that one too (at
+//! once, or once it has written some bytes), and waits for a third leader. The
+//! followers of the first leader that are still reading see two takeovers in a row.
 //! Each schedule may move the key to a new version right before either kill, so a
 //! takeover meets a body of the same length that differs. The schedules synchronise on
 //! those files, never on sleeps.
@@ -1334,9 +1335,9 @@ impl Fleet {
         })
     }
 
-    /// Once another child has taken the fill over (the lock file names a new tmp file
-    /// and `/proc/locks` shows the child holding it): kills that second leader, or,
-    /// after the second kill, sees the third leader.
+    /// Once another child has taken the fill over (`/proc/locks` shows a live child
+    /// holding the key's lock): kills that second leader, or, after the second kill,
+    /// sees the third leader.
     fn double_next(&mut self, mut double: Double, rng: &mut Rng, now: Instant) -> Option<Double> {
         let watching = (self.slots.iter().flatten())
             .flat_map(|p| &p.tasks)
@@ -1348,7 +1349,9 @@ impl Fleet {
             self.unwatch();
             return None;
         }
-        let Some(seen) = lock_seen(&double.lock).filter(|seen| seen.tmp != double.tmp) else {
+        // The killed leader was reaped, so a live child holding the lock's flock is the
+        // next leader, whether it resumed the dead one's tmp file or started a new one.
+        let Some(seen) = lock_seen(&double.lock) else {
             return Some(double);
         };
         let holders = flock_holders(seen.ino);
