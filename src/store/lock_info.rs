@@ -1,7 +1,8 @@
 //! What a leader writes into its lock file for followers in other processes: the
 //! unique part of its tmp file's name, the length the origin promised, and, when the
-//! fill failed at the origin, the error. A small line format, parsed strictly: a
-//! follower never lets a lock file point it outside the tmp folder.
+//! fill failed at the origin, the error and whether it was a "not found". A small line
+//! format, parsed strictly: a follower never lets a lock file point it outside the tmp
+//! folder.
 
 /// What a leader publishes in its lock file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,9 +11,29 @@ pub(crate) struct LockInfo {
     pub(crate) tmp: String,
     /// The length the origin promised.
     pub(crate) len: LenInfo,
-    /// Set when the fill failed at the origin: the error, on one line. Followers in
-    /// other processes, which still hold the lock file open, report it.
-    pub(crate) failed: Option<String>,
+    /// Set when the fill failed at the origin. Followers in other processes, which
+    /// still hold the lock file open, report it.
+    pub(crate) failed: Option<Failure>,
+}
+
+/// A failure at the origin, as a leader records it for its followers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    /// The error, on one line.
+    pub(crate) message: String,
+    /// What kind of failure it was, so that a follower's error has the same kind.
+    pub(crate) kind: FailureKind,
+}
+
+/// The kind of a recorded [`Failure`]: the one the error's callers tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// The origin has nothing under the key. Recorded as a `kind not-found` line
+    /// before the `failed` line.
+    NotFound,
+    /// Anything else: no `kind` line (lock files written before kinds were recorded
+    /// read as this).
+    Other,
 }
 
 /// The length part of [`LockInfo`].
@@ -43,7 +64,11 @@ impl LockInfo {
         };
         let mut text = format!("{MAGIC}\ntmp {}\nlen {len}\n", self.tmp);
         if let Some(failed) = &self.failed {
+            if failed.kind == FailureKind::NotFound {
+                text.push_str("kind not-found\n");
+            }
             let mut line: String = failed
+                .message
                 .chars()
                 .map(|c| if c.is_control() { ' ' } else { c })
                 .collect();
@@ -73,9 +98,12 @@ impl LockInfo {
             n if n.bytes().all(|b| b.is_ascii_digit()) => LenInfo::Known(n.parse().ok()?),
             _ => return None,
         };
+        // A `kind` line only ever comes before a `failed` line: written in one go,
+        // a half-written file never reads as a failure without its kind.
         let failed = match lines.next() {
             None => None,
-            Some(line) => Some(line.strip_prefix("failed ")?.to_owned()),
+            Some("kind not-found") => Some(failure(lines.next()?, FailureKind::NotFound)?),
+            Some(line) => Some(failure(line, FailureKind::Other)?),
         };
         if lines.next().is_some() {
             return None;
@@ -86,6 +114,12 @@ impl LockInfo {
             failed,
         })
     }
+}
+
+/// The failure a `failed <message>` line records.
+fn failure(line: &str, kind: FailureKind) -> Option<Failure> {
+    let message = line.strip_prefix("failed ")?.to_owned();
+    Some(Failure { message, kind })
 }
 
 /// Whether `s` can be the unique part of a tmp file name: it must never let a lock
@@ -111,22 +145,39 @@ mod tests {
                 Some("HTTP 500\nfrom\0 origin".to_owned()),
                 Some("é".repeat(600)),
             ] {
-                let info = LockInfo {
-                    tmp: "abcXYZ09".into(),
-                    len,
-                    failed: failed.clone(),
-                };
-                let decoded = LockInfo::decode(info.encode().as_bytes()).unwrap();
-                assert_eq!((&decoded.tmp, decoded.len), (&info.tmp, info.len));
-                let Some(sent) = failed else {
-                    assert_eq!(decoded.failed, None);
-                    continue;
-                };
-                let got = decoded.failed.unwrap();
-                assert!(got.len() <= MAX_FAILURE && !got.contains('\n'), "{got:?}");
-                assert!(sent.replace(['\n', '\0'], " ").starts_with(&got));
+                for kind in [FailureKind::NotFound, FailureKind::Other] {
+                    let info = LockInfo {
+                        tmp: "abcXYZ09".into(),
+                        len,
+                        failed: failed.clone().map(|message| Failure { message, kind }),
+                    };
+                    let decoded = LockInfo::decode(info.encode().as_bytes()).unwrap();
+                    assert_eq!((&decoded.tmp, decoded.len), (&info.tmp, info.len));
+                    let Some(sent) = &failed else {
+                        assert_eq!(decoded.failed, None);
+                        continue;
+                    };
+                    let got = decoded.failed.unwrap();
+                    assert_eq!(got.kind, kind);
+                    let got = got.message;
+                    assert!(got.len() <= MAX_FAILURE && !got.contains('\n'), "{got:?}");
+                    assert!(sent.replace(['\n', '\0'], " ").starts_with(&got));
+                }
             }
         }
+    }
+
+    #[test]
+    fn a_failure_without_a_kind_line_reads_as_other() {
+        // As written before kinds were recorded.
+        let old = "readthrough-lock 1\ntmp abc\nlen unknown\nfailed HTTP 404 from x\n";
+        let failed = LockInfo::decode(old.as_bytes()).unwrap().failed.unwrap();
+        assert_eq!(failed.kind, FailureKind::Other);
+        assert_eq!(failed.message, "HTTP 404 from x");
+        let new = "readthrough-lock 1\ntmp abc\nlen unknown\nkind not-found\nfailed gone\n";
+        let failed = LockInfo::decode(new.as_bytes()).unwrap().failed.unwrap();
+        assert_eq!(failed.kind, FailureKind::NotFound);
+        assert_eq!(failed.message, "gone");
     }
 
     #[test]
@@ -145,6 +196,12 @@ mod tests {
             "readthrough-lock 1\ntmp abc\nlen 99999999999999999999999\n",
             "readthrough-lock 1\ntmp abc\nlen 5\nextra\n",
             "readthrough-lock 1\ntmp abc\nlen 5\nfailed x\nfailed y\n",
+            // A kind comes only before a failure, once, and only a known one.
+            "readthrough-lock 1\ntmp abc\nlen 5\nkind not-found\n",
+            "readthrough-lock 1\ntmp abc\nlen 5\nfailed x\nkind not-found\n",
+            "readthrough-lock 1\ntmp abc\nlen 5\nkind not-found\nkind not-found\nfailed x\n",
+            "readthrough-lock 1\ntmp abc\nlen 5\nkind gone\nfailed x\n",
+            "readthrough-lock 1\ntmp abc\nlen 5\nkind \nfailed x\n",
         ] {
             assert_eq!(LockInfo::decode(bad.as_bytes()), None, "{bad:?}");
         }
