@@ -69,8 +69,8 @@ impl Cache {
     /// refuses fails here.
     ///
     /// # Errors
-    /// [`Error::InvalidKey`] for an empty key, [`Error::NoOrigin`] when the cache has no
-    /// origin, the origin's error ([`Error::Origin`]) when it refuses, and local I/O
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey) for an empty key, [`Error::NoOrigin`](crate::Error::NoOrigin) when the cache has no
+    /// origin, the origin's error ([`Error::Origin`](crate::Error::Origin)) when it refuses, and local I/O
     /// errors. Errors later in the body come through the reader.
     ///
     /// # Cancellation
@@ -165,7 +165,7 @@ impl Cache {
     /// Reads `key` only if it is stored: `None` on a miss, and no fetch.
     ///
     /// # Errors
-    /// [`Error::InvalidKey`], and local I/O errors other than the blob's absence.
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey), and local I/O errors other than the blob's absence.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
@@ -182,7 +182,7 @@ impl Cache {
     /// `None` when nothing is stored.
     ///
     /// # Errors
-    /// [`Error::InvalidKey`], and local I/O errors.
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey), and local I/O errors.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
@@ -231,7 +231,7 @@ impl Cache {
     /// streaming it finish undisturbed.
     ///
     /// # Errors
-    /// [`Error::InvalidKey`], and local I/O errors.
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey), and local I/O errors.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
@@ -254,7 +254,7 @@ impl Cache {
     /// Whether a complete blob of `key` is stored.
     ///
     /// # Errors
-    /// [`Error::InvalidKey`], and local I/O errors other than the blob's absence.
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey), and local I/O errors other than the blob's absence.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
@@ -308,7 +308,7 @@ impl Cache {
     /// is for readiness probes and for programs that want to know before a request.
     ///
     /// # Errors
-    /// [`Error::BadDirectory`], naming the folder and what could not be done there.
+    /// [`Error::BadDirectory`](crate::Error::BadDirectory), naming the folder and what could not be done there.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {

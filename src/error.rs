@@ -147,10 +147,17 @@ pub enum Error {
     /// The object changed while its download was resuming (the server answered a
     /// range request with a whole new object). The fill fails rather than mix two
     /// versions; the next read fetches the new one.
-    #[error("{url} changed while its download was resuming")]
+    #[error(
+        "{url} changed while its download was resuming: it was {validator}{}",
+        now.as_ref().map(|now| format!(", now {now}")).unwrap_or_default()
+    )]
     ObjectChanged {
         /// The URL requested.
         url: String,
+        /// The validator (ETag or `Last-Modified`) the download started with.
+        validator: String,
+        /// The one the origin has now, when its answer said.
+        now: Option<String>,
     },
 
     /// A URL is not of a form the cache can fetch.
@@ -287,7 +294,8 @@ impl Error {
 
     /// Whether the origin (or the storage behind a [`WriteBehind`](crate::WriteBehind))
     /// has nothing under the key: an origin error of kind
-    /// [`NotFound`](io::ErrorKind::NotFound), or HTTP 404 or 410. It is what the
+    /// [`NotFound`](io::ErrorKind::NotFound), HTTP 404 or 410, or an object store's
+    /// "not found"; also when a leader in another process recorded such a failure. It is what the
     /// conversion to [`io::Error`] gives the kind `NotFound` for, among origin errors.
     ///
     /// ```
@@ -364,18 +372,11 @@ impl<E: ?Sized + std::fmt::Display> std::fmt::Display for Cause<E> {
 
 impl From<Error> for io::Error {
     /// Keeps the kind of an I/O cause, also inside an origin's error, and makes an
-    /// HTTP 404 or 410 `NotFound`.
+    /// HTTP 404 or 410 and an object store's "not found" `NotFound`.
     fn from(err: Error) -> Self {
         let kind = match &err {
             Error::Io { source, .. } | Error::BadDirectory { source, .. } => source.kind(),
-            Error::Origin { source, .. } => match source.downcast_ref::<io::Error>() {
-                Some(cause) => cause.kind(),
-                None => source
-                    .downcast_ref::<Error>()
-                    .map_or(io::ErrorKind::Other, |inner| {
-                        io::Error::from(inner.clone()).kind()
-                    }),
-            },
+            Error::Origin { source, .. } => origin_kind(&**source),
             #[cfg(feature = "http")]
             Error::HttpStatus {
                 status: 404 | 410, ..
@@ -393,4 +394,25 @@ impl From<Error> for io::Error {
         };
         io::Error::new(kind, err)
     }
+}
+
+/// The kind of an origin's error: that of an I/O error or of this crate's error inside,
+/// and an object store's "not found" and "permission denied".
+fn origin_kind(source: &(dyn std::error::Error + Send + Sync + 'static)) -> io::ErrorKind {
+    if let Some(cause) = source.downcast_ref::<io::Error>() {
+        return cause.kind();
+    }
+    if let Some(inner) = source.downcast_ref::<Error>() {
+        return io::Error::from(inner.clone()).kind();
+    }
+    #[cfg(feature = "object-store")]
+    if let Some(store) = source.downcast_ref::<object_store::Error>() {
+        return match store {
+            object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => io::ErrorKind::PermissionDenied,
+            _ => io::ErrorKind::Other,
+        };
+    }
+    io::ErrorKind::Other
 }

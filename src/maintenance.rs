@@ -13,7 +13,7 @@ impl Cache {
     /// read or parsed are skipped.
     ///
     /// # Errors
-    /// [`Error::Io`] when the cache directory cannot be walked.
+    /// [`Error::Io`](crate::Error::Io) when the cache directory cannot be walked.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
@@ -35,7 +35,7 @@ impl Cache {
     /// Counts entries, bytes, fills in progress and abandoned tmp files.
     ///
     /// # Errors
-    /// [`Error::Io`] when the cache directory cannot be walked.
+    /// [`Error::Io`](crate::Error::Io) when the cache directory cannot be walked.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
@@ -63,7 +63,7 @@ impl Cache {
     /// readers of a removed blob finish reading it undisturbed.
     ///
     /// # Errors
-    /// [`Error::Io`] when the cache directory cannot be walked or a file cannot be
+    /// [`Error::Io`](crate::Error::Io) when the cache directory cannot be walked or a file cannot be
     /// removed.
     ///
     /// ```
@@ -91,7 +91,7 @@ impl Cache {
     /// Corrupt entries are removed (the next read fetches them again) and reported.
     ///
     /// # Errors
-    /// [`Error::Io`] when the cache directory cannot be walked.
+    /// [`Error::Io`](crate::Error::Io) when the cache directory cannot be walked.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {

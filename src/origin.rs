@@ -361,11 +361,18 @@ pub(crate) async fn guarded_fetch(
     }
 }
 
-/// An origin's error as [`Error::Origin`](crate::Error::Origin) for `key`, unless it
-/// already is one (the crate's own origins make them).
+/// An origin's error as [`Error::Origin`](crate::Error::Origin) for `key`. One that
+/// already is one (the crate's own origins make them) keeps its cause and names `key`,
+/// the cache's key, rather than what the origin was asked for (an object path).
 fn origin_error(key: &str, error: BoxError) -> crate::Error {
     match error.downcast::<crate::Error>() {
-        Ok(error) if matches!(*error, crate::Error::Origin { .. }) => *error,
+        Ok(error) if matches!(*error, crate::Error::Origin { .. }) => match *error {
+            crate::Error::Origin { source, .. } => crate::Error::Origin {
+                key: key.to_owned(),
+                source,
+            },
+            other => other,
+        },
         Ok(error) => crate::Error::origin(key, error),
         Err(error) => crate::Error::origin(key, error),
     }

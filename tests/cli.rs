@@ -614,6 +614,68 @@ async fn get_failures_exit_1_with_one_line() {
     assert_eq!(server.count("/missing"), 2, "a 404 is not retried");
 }
 
+/// Asserts the error line of a run that failed on `url`: exit status 1, exactly one
+/// line on stderr, naming `url` exactly as given exactly once, and saying each of
+/// `causes`. Returns the line.
+#[track_caller]
+fn assert_error_line<'a>(out: &'a Out, url: &str, causes: &[&str]) -> &'a str {
+    out.code(1);
+    let line = out.one_error_line();
+    assert_eq!(line.matches(url).count(), 1, "names {url} once: {line}");
+    assert!(
+        line.starts_with(&format!("readthrough: {url}: ")),
+        "the URL first: {line}"
+    );
+    for cause in causes {
+        assert!(line.contains(cause), "says {cause:?}: {line}");
+    }
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_lines_name_the_url_once_with_the_cause() {
+    let server = Server::start().await;
+    server.route("/broken", Behaviour::body(&b"x"[..]).status(500));
+    // The object changes while the first answer is being sent: the answer breaks
+    // off half-way, and the resume finds a new ETag. Set again before each run.
+    let changing = || {
+        server.route(
+            "/changing",
+            Behaviour::body(common::body(32, 1 << 20))
+                .etag("\"old\"")
+                .chunk(64 * 1024)
+                .drop_after(1 << 19)
+                .then(Behaviour::body(common::body(33, 1 << 20)).etag("\"new\"")),
+        );
+    };
+    let dead = format!("http://127.0.0.1:{}/x.bin", dead_port());
+    let cases = [
+        (server.url("/missing"), vec!["HTTP 404"]),
+        (server.url("/broken"), vec!["HTTP 500"]),
+        (
+            server.url("/changing"),
+            vec!["changed while resuming", "\"old\"", "\"new\""],
+        ),
+        (dead, vec!["connection refused"]),
+    ];
+    let sb = Sandbox::new();
+    for (url, causes) in &cases {
+        changing();
+        let out = sb.run(&["get", url]).await;
+        let line = assert_error_line(&out, url, causes);
+        eprintln!("{line}");
+        changing();
+        let out = sb.run(&["warm", "-q", url]).await;
+        assert_error_line(&out, url, causes);
+    }
+    assert_eq!(
+        server.count("/changing"),
+        4,
+        "two runs of one answer and one resume"
+    );
+    assert!(sb.ls().await.is_empty(), "nothing cached");
+}
+
 // 6. usage errors -----------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -207,21 +207,41 @@ fn free_port() -> io::Result<u16> {
 
 /// One HTTP/1.1 request with an empty body on its own connection; the status code.
 fn http(port: u16, method: &str, path: &str) -> io::Result<u16> {
+    request(port, method, path, &[], b"").map(|(status, _)| status)
+}
+
+/// One HTTP/1.1 request with `headers` and `body` on its own connection; the status
+/// code and the answer's body.
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<(u16, String)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     conn.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(
-        conn,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(body)?;
     let mut answer = Vec::new();
     conn.read_to_end(&mut answer)?;
     let answer = String::from_utf8_lossy(&answer);
-    answer
+    let status = answer
         .strip_prefix("HTTP/1.")
         .and_then(|rest| rest.get(2..5))
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP answer"))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP answer"))?;
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_owned()))
 }
 
 /// The moto server for one test, or `None` after printing why the test is skipped.
@@ -503,4 +523,112 @@ fn s3_urls_without_scheme_bucket_or_key_are_refused() {
             other => panic!("{url:?} parsed as {other:?}"),
         }
     }
+}
+
+// The CLI's error lines for S3 -------------------------------------------------------
+
+/// `readthrough get URL` on a fresh cache, with moto as the S3 endpoint and these
+/// credentials.
+#[cfg(feature = "cli")]
+fn cli_get(moto: &Moto, url: &str, key_id: &str, secret: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_readthrough"))
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .args(["get", url])
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env("AWS_ACCESS_KEY_ID", key_id)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run readthrough")
+}
+
+/// Asserts exit status 1 and exactly one line on stderr, naming `url` exactly as
+/// given exactly once, and saying each of `causes`.
+#[cfg(feature = "cli")]
+#[track_caller]
+fn assert_error_line(out: &std::process::Output, url: &str, causes: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit status: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {stderr:?}");
+    let line = lines[0];
+    assert!(line.starts_with(&format!("readthrough: {url}: ")), "{line}");
+    assert_eq!(line.matches(url).count(), 1, "names {url} once: {line}");
+    assert!(!line.contains('<'), "no XML: {line}");
+    for cause in causes {
+        assert!(line.contains(cause), "says {cause:?}: {line}");
+    }
+    eprintln!("{line}");
+}
+
+#[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_object_is_one_line_with_its_code_and_not_found() {
+    let Some(moto) = moto() else { return };
+    let url = format!("s3://{BUCKET}/missing-key");
+    let out = cli_get(&moto, &url, "testing", "testing");
+    assert_error_line(&out, &url, &["NoSuchKey", "HTTP 404"]);
+
+    // Through the library: a "not found", naming the cache's key.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path(), moto.store()).await;
+    let err = cache
+        .get("missing-key")
+        .await
+        .expect_err("a missing object");
+    assert!(err.is_not_found(), "{err:?}");
+    assert_eq!(io::Error::from(err).kind(), io::ErrorKind::NotFound);
+}
+
+#[cfg(feature = "cli")]
+#[test]
+fn a_refused_object_is_one_line_with_its_code() {
+    let Some(moto) = moto() else { return };
+    let put = request(
+        moto.port,
+        "PUT",
+        &format!("/{BUCKET}/secret"),
+        &[],
+        b"hidden",
+    );
+    assert_eq!(put.unwrap().0, 200);
+    // An IAM user with no policy: once moto checks requests, it may do nothing. The
+    // IAM calls go unsigned; moto routes them by the service the header names.
+    let iam = [
+        (
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0",
+        ),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let form = |action: &str| format!("Action={action}&UserName=nobody&Version=2010-05-08");
+    let (status, _) = request(moto.port, "POST", "/", &iam, form("CreateUser").as_bytes()).unwrap();
+    assert_eq!(status, 200);
+    let (status, answer) = request(
+        moto.port,
+        "POST",
+        "/",
+        &iam,
+        form("CreateAccessKey").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let field = |name: &str| {
+        let open = format!("<{name}>");
+        let start = answer.find(&open).expect(name) + open.len();
+        answer[start..start + answer[start..].find('<').unwrap()].to_owned()
+    };
+    let (key_id, secret) = (field("AccessKeyId"), field("SecretAccessKey"));
+    let text = [("Content-Type", "text/plain")];
+    let (status, answer) = request(moto.port, "POST", "/moto-api/reset-auth", &text, b"0").unwrap();
+    assert_eq!(status, 200, "moto checks requests from now on: {answer}");
+
+    let url = format!("s3://{BUCKET}/secret");
+    let out = cli_get(&moto, &url, &key_id, &secret);
+    assert_error_line(&out, &url, &["AccessDenied", "HTTP 403"]);
 }

@@ -3,6 +3,7 @@
 //! when that one dies or hangs.
 
 use std::collections::HashMap;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Weak};
 
@@ -18,13 +19,13 @@ use crate::engine::progress::{Fill, FillState, Role, Source};
 use crate::engine::publish;
 use crate::engine::resume::Prefix;
 use crate::engine::state::{Engine, wait_final};
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::origin::{Expiry, FetchOptions, Fetched, Origin, guarded_fetch, guarded_next};
 use crate::stats::add;
 use crate::store::entry::{self, Standing, Stored};
 use crate::store::layout::KeyPaths;
 use crate::store::lock::{self, Attempt, FillLock, Locking};
-use crate::store::lock_info::{LenInfo, LockInfo};
+use crate::store::lock_info::{Failure, FailureKind, LenInfo, LockInfo};
 use crate::store::meta::EntryMeta;
 use crate::store::names::TMP_SUFFIX;
 use crate::sys::{self, blocking, blocking_io};
@@ -147,11 +148,7 @@ async fn run(inner: &Arc<Engine>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> 
                     }
                     Followed::TookOver { lock, stale_tmp } => (lock, stale_tmp),
                     Followed::Restart => continue,
-                    Followed::Failed(message) => {
-                        let reported =
-                            format!("{message} (reported by the process that led the fill)");
-                        return Err(Error::origin(&fill.key, reported.into()));
-                    }
+                    Followed::Failed(failure) => return Err(reported(&fill.key, failure)),
                 }
             }
         };
@@ -166,6 +163,32 @@ async fn run(inner: &Arc<Engine>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> 
             }
         }
         return lead(inner, fill, paths, lock, stale_tmp, generation, current).await;
+    }
+}
+
+/// The error a follower reports for the failure its leader recorded, of the same kind.
+fn reported(key: &str, failure: Failure) -> Error {
+    let message = format!(
+        "{} (reported by the process that led the fill)",
+        failure.message
+    );
+    let cause: BoxError = match failure.kind {
+        FailureKind::NotFound => Box::new(io::Error::new(io::ErrorKind::NotFound, message)),
+        FailureKind::Other => message.into(),
+    };
+    Error::origin(key, cause)
+}
+
+/// The failure a leader records for `error`, with its kind.
+fn recorded(error: &Error) -> Failure {
+    let kind = if error.is_not_found() {
+        FailureKind::NotFound
+    } else {
+        FailureKind::Other
+    };
+    Failure {
+        message: error.to_string(),
+        kind,
     }
 }
 
@@ -292,7 +315,7 @@ impl Announce<'_> {
         unique: &str,
         len: LenInfo,
         validator: Option<String>,
-        failed: Option<String>,
+        failed: Option<Failure>,
     ) -> Result<()> {
         let info = LockInfo {
             tmp: unique.to_owned(),
@@ -311,7 +334,7 @@ impl Announce<'_> {
         if let Err(error) = &result
             && !error.is_local_disk()
         {
-            let _ = self.info(unique, LenInfo::Unknown, None, Some(error.to_string()));
+            let _ = self.info(unique, LenInfo::Unknown, None, Some(recorded(error)));
         }
         result
     }

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::stats::add;
 use crate::store::layout::KeyPaths;
 use crate::store::lock::{Attempt, Busy, FillLock, Take};
-use crate::store::lock_info::{LenInfo, LockInfo};
+use crate::store::lock_info::{Failure, LenInfo, LockInfo};
 use crate::sys::{self, FileId, blocking_io};
 
 /// The first pause between looks at another process's fill; it doubles up to
@@ -33,7 +33,7 @@ pub(super) enum Followed {
     /// The lock file went away or was replaced: look again from the start.
     Restart,
     /// The leader's origin failed; this is the error it recorded.
-    Failed(String),
+    Failed(Failure),
 }
 
 /// Follows the fill behind `busy`: tails its tmp file, publishing its progress to this
@@ -61,7 +61,7 @@ pub(super) async fn follow(
                 return Ok(Followed::TookOver { lock, stale_tmp });
             }
             Seen::Gone => return Ok(Followed::Restart),
-            Seen::Failed(message) => return Ok(Followed::Failed(message)),
+            Seen::Failed(failure) => return Ok(Followed::Failed(failure)),
             Seen::Waiting { watch: w, grew } => {
                 watch = w;
                 if let Some((_, source)) = &watch.tmp {
@@ -150,7 +150,7 @@ enum Seen {
         stale_tmp: Option<String>,
     },
     Gone,
-    Failed(String),
+    Failed(Failure),
 }
 
 /// One look at the other process's fill, on a blocking thread.
@@ -267,7 +267,7 @@ fn tail_tmp(paths: &KeyPaths, watch: &mut Watch, next_generation: u64) -> io::Re
 /// The failure a lock file records, if any; else `otherwise`.
 fn failed_or(info: Option<LockInfo>, otherwise: Seen) -> Seen {
     match info.and_then(|info| info.failed) {
-        Some(message) => Seen::Failed(message),
+        Some(failure) => Seen::Failed(failure),
         None => otherwise,
     }
 }

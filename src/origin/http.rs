@@ -446,12 +446,15 @@ async fn resume(
     validator: &str,
 ) -> Result<BoxStream<'static, Result<Bytes>>> {
     let response = settings.send(url, offset, Some(validator), None).await?;
+    let now = validator_of(response.headers());
     let changed = || Error::ObjectChanged {
         url: url.to_owned(),
+        validator: validator.to_owned(),
+        now: now.clone(),
     };
     if offset == 0 {
         // Nothing arrived before the break: the whole body again, if it is the same.
-        return match validator_of(response.headers()) {
+        return match &now {
             Some(now) if now == validator => Ok(body_stream(response, url)),
             _ => Err(changed()),
         };

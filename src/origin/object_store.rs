@@ -159,12 +159,17 @@ async fn resume(
     let location = Path::parse(&key).map_err(|e| store_error(&key, e))?;
     let options = GetOptions {
         range: Some(GetRange::Offset(from)),
-        if_match: Some(etag),
+        if_match: Some(etag.clone()),
         ..GetOptions::default()
     };
     match store.get_opts(&location, options).await {
         Ok(result) => Ok(body_stream(result, &key)),
-        Err(object_store::Error::Precondition { .. }) => Err(Error::ObjectChanged { url: key }),
+        // The store does not say what the ETag is now.
+        Err(object_store::Error::Precondition { .. }) => Err(Error::ObjectChanged {
+            url: key,
+            validator: etag,
+            now: None,
+        }),
         Err(e) => Err(store_error(&key, e)),
     }
 }

@@ -1,7 +1,8 @@
 //! What a leader writes into its lock file for followers in other processes: the
 //! unique part of its tmp file's name, the length the origin promised, the origin's
 //! validator (so a leader that takes over a dead fill can resume it under the same
-//! version), and, when the fill failed at the origin, the error. A small line format,
+//! version), and, when the fill failed at the origin, the error and whether it was a
+//! "not found". A small line format,
 //! parsed strictly: a follower never lets a lock file point it outside the tmp folder.
 //!
 //! ```text
@@ -9,6 +10,7 @@
 //! tmp <unique part>
 //! len <bytes> | pending | unknown
 //! validator <ETag or Last-Modified>     (when the origin gave one)
+//! kind not-found                        (before `failed`, when it was one)
 //! failed <error on one line>            (when the fill failed)
 //! ```
 //!
@@ -23,9 +25,29 @@ pub(crate) struct LockInfo {
     pub(crate) len: LenInfo,
     /// The origin's validator of the body being written, once it answered.
     pub(crate) validator: Option<String>,
-    /// Set when the fill failed at the origin: the error, on one line. Followers in
-    /// other processes, which still hold the lock file open, report it.
-    pub(crate) failed: Option<String>,
+    /// Set when the fill failed at the origin. Followers in other processes, which
+    /// still hold the lock file open, report it.
+    pub(crate) failed: Option<Failure>,
+}
+
+/// A failure at the origin, as a leader records it for its followers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    /// The error, on one line.
+    pub(crate) message: String,
+    /// What kind of failure it was, so that a follower's error has the same kind.
+    pub(crate) kind: FailureKind,
+}
+
+/// The kind of a recorded [`Failure`]: the one the error's callers tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// The origin has nothing under the key. Recorded as a `kind not-found` line
+    /// before the `failed` line.
+    NotFound,
+    /// Anything else: no `kind` line (lock files written before kinds were recorded
+    /// read as this).
+    Other,
 }
 
 /// The length part of [`LockInfo`].
@@ -61,7 +83,11 @@ impl LockInfo {
             text.push_str(&format!("validator {validator}\n"));
         }
         if let Some(failed) = &self.failed {
+            if failed.kind == FailureKind::NotFound {
+                text.push_str("kind not-found\n");
+            }
             let mut line: String = failed
+                .message
                 .chars()
                 .map(|c| if c.is_control() { ' ' } else { c })
                 .collect();
@@ -101,9 +127,12 @@ impl LockInfo {
             validator = Some(value.to_owned());
             next = lines.next();
         }
+        // A `kind` line only ever comes before a `failed` line: written in one go,
+        // a half-written file never reads as a failure without its kind.
         let failed = match next {
             None => None,
-            Some(line) => Some(line.strip_prefix("failed ")?.to_owned()),
+            Some("kind not-found") => Some(failure(lines.next()?, FailureKind::NotFound)?),
+            Some(line) => Some(failure(line, FailureKind::Other)?),
         };
         if lines.next().is_some() {
             return None;
@@ -121,6 +150,12 @@ impl LockInfo {
 /// recorded (and its fill not resumed).
 fn is_one_line(s: &str) -> bool {
     !s.is_empty() && !s.chars().any(char::is_control)
+}
+
+/// The failure a `failed <message>` line records.
+fn failure(line: &str, kind: FailureKind) -> Option<Failure> {
+    let message = line.strip_prefix("failed ")?.to_owned();
+    Some(Failure { message, kind })
 }
 
 /// Whether `s` can be the unique part of a tmp file name: it must never let a lock
@@ -146,24 +181,41 @@ mod tests {
                 Some("HTTP 500\nfrom\0 origin".to_owned()),
                 Some("é".repeat(600)),
             ] {
-                let info = LockInfo {
-                    tmp: "abcXYZ09".into(),
-                    len,
-                    validator: Some("W/\"e 1\"".into()),
-                    failed: failed.clone(),
-                };
-                let decoded = LockInfo::decode(info.encode().as_bytes()).unwrap();
-                assert_eq!((&decoded.tmp, decoded.len), (&info.tmp, info.len));
-                assert_eq!(decoded.validator, info.validator);
-                let Some(sent) = failed else {
-                    assert_eq!(decoded.failed, None);
-                    continue;
-                };
-                let got = decoded.failed.unwrap();
-                assert!(got.len() <= MAX_FAILURE && !got.contains('\n'), "{got:?}");
-                assert!(sent.replace(['\n', '\0'], " ").starts_with(&got));
+                for kind in [FailureKind::NotFound, FailureKind::Other] {
+                    let info = LockInfo {
+                        tmp: "abcXYZ09".into(),
+                        len,
+                        validator: Some("W/\"e 1\"".into()),
+                        failed: failed.clone().map(|message| Failure { message, kind }),
+                    };
+                    let decoded = LockInfo::decode(info.encode().as_bytes()).unwrap();
+                    assert_eq!((&decoded.tmp, decoded.len), (&info.tmp, info.len));
+                    assert_eq!(decoded.validator, info.validator);
+                    let Some(sent) = &failed else {
+                        assert_eq!(decoded.failed, None);
+                        continue;
+                    };
+                    let got = decoded.failed.unwrap();
+                    assert_eq!(got.kind, kind);
+                    let got = got.message;
+                    assert!(got.len() <= MAX_FAILURE && !got.contains('\n'), "{got:?}");
+                    assert!(sent.replace(['\n', '\0'], " ").starts_with(&got));
+                }
             }
         }
+    }
+
+    #[test]
+    fn a_failure_without_a_kind_line_reads_as_other() {
+        // As written before kinds were recorded.
+        let old = "readthrough-lock 1\ntmp abc\nlen unknown\nfailed HTTP 404 from x\n";
+        let failed = LockInfo::decode(old.as_bytes()).unwrap().failed.unwrap();
+        assert_eq!(failed.kind, FailureKind::Other);
+        assert_eq!(failed.message, "HTTP 404 from x");
+        let new = "readthrough-lock 1\ntmp abc\nlen unknown\nkind not-found\nfailed gone\n";
+        let failed = LockInfo::decode(new.as_bytes()).unwrap().failed.unwrap();
+        assert_eq!(failed.kind, FailureKind::NotFound);
+        assert_eq!(failed.message, "gone");
     }
 
     #[test]
@@ -176,7 +228,7 @@ mod tests {
         let v2 = "readthrough-lock 2\ntmp abc\nlen 5\nvalidator \"x\"\nfailed boom\n";
         let decoded = LockInfo::decode(v2.as_bytes()).unwrap();
         assert_eq!(decoded.validator.as_deref(), Some("\"x\""));
-        assert_eq!(decoded.failed.as_deref(), Some("boom"));
+        assert_eq!(decoded.failed.map(|f| f.message).as_deref(), Some("boom"));
         let multi_line = LockInfo {
             tmp: "abc".into(),
             len: LenInfo::Known(5),
@@ -199,6 +251,12 @@ mod tests {
             "readthrough-lock 1\ntmp abc\nlen 5\nvalidator \"x\"\n",
             "readthrough-lock 2\ntmp abc\nlen 5\nvalidator a\nvalidator b\n",
             "readthrough-lock 3\ntmp abc\nlen 5\n",
+            // A kind comes only before a failure, once, and only a known one.
+            "readthrough-lock 1\ntmp abc\nlen 5\nkind not-found\n",
+            "readthrough-lock 1\ntmp abc\nlen 5\nfailed x\nkind not-found\n",
+            "readthrough-lock 1\ntmp abc\nlen 5\nkind not-found\nkind not-found\nfailed x\n",
+            "readthrough-lock 1\ntmp abc\nlen 5\nkind gone\nfailed x\n",
+            "readthrough-lock 1\ntmp abc\nlen 5\nkind \nfailed x\n",
         ] {
             assert_eq!(LockInfo::decode(bad.as_bytes()), None, "{bad:?}");
         }

@@ -59,6 +59,9 @@ pub struct Behaviour {
     /// Answer `304` when `If-None-Match` matches the ETag (weak comparison) or, with
     /// no `If-None-Match`, `If-Modified-Since` equals `last_modified` (default true).
     pub if_none_match: bool,
+    /// Once a response has been cut by `drop_after`, the route answers with this
+    /// behaviour instead: the object changed while the client was reading it.
+    pub then: Option<Box<Behaviour>>,
 }
 
 /// Generates builder setters: `Option<String>` fields take `impl Into<String>`,
@@ -108,7 +111,14 @@ impl Behaviour {
             ranges: true,
             chunked: false,
             if_none_match: true,
+            then: None,
         }
+    }
+
+    /// After the first cut by `drop_after`, answer as `next` (see [`Behaviour::then`]).
+    pub fn then(mut self, next: Behaviour) -> Self {
+        self.then = Some(Box::new(next));
+        self
     }
 
     setters! {
@@ -418,6 +428,7 @@ fn plan(state: &Mutex<State>, request: Request) -> Reply {
         route.drops += 1;
         cuts.push((n, Cut::Close));
     }
+    let next = b.then.clone().filter(|_| route.drops > 0);
     if let Some(n) = b
         .stall_after
         .filter(|&n| n < len && route.stalls < b.stall_times && !head)
@@ -427,6 +438,14 @@ fn plan(state: &Mutex<State>, request: Request) -> Reply {
     }
     let cut = cuts.into_iter().min_by_key(|&(n, _)| n);
     let (chunked, chunk, delay, body) = (b.chunked, b.chunk, b.delay, Some(body));
+    if let Some(next) = next {
+        *route = Route {
+            behaviour: *next,
+            hits: 0,
+            drops: 0,
+            stalls: 0,
+        };
+    }
     Reply {
         status,
         headers,

@@ -2,6 +2,7 @@
 //!
 //! A thin layer over the library: every command is one or two library calls.
 
+mod report;
 mod warm;
 
 use std::io::{IsTerminal, Write};
@@ -136,26 +137,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("readthrough: {}", one_line(&e));
+            eprintln!("readthrough: {}", report::line(&e));
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its causes on one line, leaving out causes the message before
-/// already says (the library's errors include their source in their message).
-pub(crate) fn one_line(error: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            if !line.is_empty() {
-                line.push_str(": ");
-            }
-            line.push_str(&text);
-        }
-    }
-    line
 }
 
 /// The cache directory: the flag, else `READTHROUGH_DIR`, else the platform's.
@@ -187,8 +172,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Get { url, output } => get(&cache, url, output.as_deref()).await?,
         Command::Warm(args) => return warm::run(&cache, args, cli.quiet).await,
         Command::Path { url } => {
-            UrlOrigin::check(url)?;
-            println!("{}", cache.path(url).await?.display());
+            UrlOrigin::check(url).map_err(|e| report::about(url, e))?;
+            let path = cache.path(url).await.map_err(|e| report::about(url, e))?;
+            println!("{}", path.display());
         }
         Command::Ls { json } => ls(&cache, *json).await?,
         Command::Stat { json } => stat(&cache, *json).await?,
@@ -219,13 +205,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 /// Streams a body to stdout or a file as it arrives. A reader that closes stdout
 /// early (`| head`) ends it quietly; the fill it led is then abandoned.
 async fn get(cache: &Cache, url: &str, output: Option<&Path>) -> Result<()> {
-    UrlOrigin::check(url)?;
+    UrlOrigin::check(url).map_err(|e| report::about(url, e))?;
     let Some(path) = output else {
-        let mut reader = cache.get(url).await?;
+        let mut reader = cache.get(url).await.map_err(|e| report::about(url, e))?;
         return match copy(&mut reader, tokio::io::stdout()).await {
             Err(Copy::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
             Err(Copy::Write(e)) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
-            Err(Copy::Read(e)) => Err(anyhow::Error::new(e).context(url.to_owned())),
+            Err(Copy::Read(e)) => Err(report::about(url, e)),
             Ok(()) => Ok(()),
         };
     };
@@ -234,12 +220,12 @@ async fn get(cache: &Cache, url: &str, output: Option<&Path>) -> Result<()> {
         .with_context(|| format!("cannot create {}", path.display()))?;
     let copied = match cache.get(url).await {
         Ok(mut reader) => copy(&mut reader, file).await.map_err(|e| match e {
-            Copy::Read(e) => anyhow::Error::new(e).context(url.to_owned()),
+            Copy::Read(e) => report::about(url, e),
             Copy::Write(e) => {
                 anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
             }
         }),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(report::about(url, e)),
     };
     if copied.is_err() {
         let _ = tokio::fs::remove_file(path).await;

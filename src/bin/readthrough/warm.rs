@@ -61,7 +61,7 @@ pub(crate) async fn run(cache: &Cache, args: &Args, quiet: bool) -> Result<ExitC
             Ok(Warmed::Fetched(n)) => (fetched, bytes) = (fetched + 1, bytes + n),
             Ok(Warmed::Cached) => cached += 1,
             Err(e) => {
-                let error = crate::one_line(&e);
+                let error = crate::report::cause(&e, &url);
                 eprintln!("readthrough: {url}: {error}");
                 failures.push(json!({"url": url, "error": error}));
             }
