@@ -148,7 +148,7 @@ pub use cache::{Cache, GetOptions, ReadKind, Reader};
 pub use clock::{Clock, SystemClock};
 pub use error::{BoxError, Cause, Error, Result};
 pub use kv::idempotency::{IdempotencyRecord, IdempotencyStore};
-pub use kv::named_lock::HeldLock;
+pub use kv::named_lock::{HeldLock, LockHolder};
 pub use kv::values::{Loaded, Values};
 pub use kv::write_behind::{StorageEvent, WriteBehind};
 #[cfg(feature = "object-store")]

@@ -60,7 +60,10 @@ impl Cache {
     /// then expired entries, then the entries `policy` names: those stored longer ago
     /// than its age, then the least recently read until the stored bytes fit its
     /// budget. A fill in progress is never touched;
-    /// readers of a removed blob finish reading it undisturbed.
+    /// readers of a removed blob finish reading it undisturbed. Last it removes the
+    /// files of expired [named locks](crate::Values::lock), taking turns with the
+    /// locks' takers so that no lock being taken is removed
+    /// ([`PruneReport::named_locks_removed`]).
     ///
     /// # Errors
     /// [`Error::Io`](crate::Error::Io) when the cache directory cannot be walked or a file cannot be

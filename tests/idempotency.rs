@@ -43,7 +43,8 @@ async fn open_with(dir: &Path, clock: &ManualClock, durable: bool) -> (Cache, Id
     (cache, records)
 }
 
-/// A time the store keeps exactly: whole milliseconds.
+/// A time `ahead` of the clock, in whole milliseconds (as the tests of other things
+/// than the times' precision were written).
 fn millis_from(clock: &ManualClock, ahead: Duration) -> SystemTime {
     let at = readthrough::Clock::now(clock) + ahead;
     let ms = at.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
@@ -222,6 +223,37 @@ async fn expired_records_are_absent_reinsertable_and_pruned() {
     clock.advance(2 * HOUR);
     assert_eq!(records.prune().await.unwrap(), 2);
     assert!(record_files(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn expiry_times_round_trip_exactly_and_are_judged_to_the_nanosecond() {
+    let (dir, clock, _cache, records) = setup(false).await;
+    // The peers' case: 100,123,000 ns past the second came back as 100,000,000.
+    let at = UNIX_EPOCH + Duration::new(4_102_444_800, 100_123_000);
+    records.insert("a", "x", "f", at).await.unwrap();
+    assert_eq!(records.lookup("a").await.unwrap().unwrap().expires_at, at);
+    let later = at + Duration::from_nanos(7);
+    records.update("a", "y", later).await.unwrap();
+    assert_eq!(
+        records.lookup("a").await.unwrap().unwrap().expires_at,
+        later
+    );
+    // The store reopened reads the same time.
+    let (_, reopened) = open(dir.path(), &clock).await;
+    assert_eq!(
+        reopened.lookup("a").await.unwrap().unwrap().expires_at,
+        later
+    );
+
+    // Expiry is judged on the whole time, not its millisecond.
+    let now = readthrough::Clock::now(&clock);
+    let soon = now + Duration::from_nanos(1_500);
+    records.insert("b", "x", "f", soon).await.unwrap();
+    clock.advance(Duration::from_nanos(1_499));
+    assert!(records.lookup("b").await.unwrap().is_some());
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(records.lookup("b").await.unwrap(), None);
+    assert_eq!(records.prune().await.unwrap(), 1);
 }
 
 #[tokio::test]

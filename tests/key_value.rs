@@ -13,7 +13,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::ManualClock;
-use readthrough::{Cache, Clock, Error, GetOptions, Values};
+use readthrough::{Cache, Clock, Error, GetOptions, LockHolder, PrunePolicy, Values};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -141,8 +141,32 @@ async fn save_says_whether_the_key_was_new_and_no_ttl_never_expires() {
     clock.advance(Duration::from_secs(10 * 365 * 24 * 3600));
     let loaded = values.load("k").await.unwrap().unwrap();
     assert_eq!(loaded.expires, None);
-    assert!(values.save("k", "1", Some(Duration::ZERO)).await.is_err());
-    assert_eq!(text(&values, "k").await.as_deref(), Some("2"));
+}
+
+#[tokio::test]
+async fn a_save_whose_ttl_has_passed_is_accepted_and_never_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let values = values_with(dir.path(), &clock).await;
+    values.save("k", "old", None).await.unwrap();
+    let saved = values.save("k", "new", Some(Duration::ZERO)).await.unwrap();
+    assert!(!saved, "k held a live value");
+    assert!(values.load("k").await.unwrap().is_none());
+    assert!(values.keys("").await.unwrap().is_empty());
+    assert!(
+        values
+            .save("k", "again", Some(Duration::ZERO))
+            .await
+            .unwrap()
+    );
+    assert!(values.load("k").await.unwrap().is_none());
+    // It is a write like any other: refused while another holder locks the key.
+    values.save("k", "kept", None).await.unwrap();
+    let other = Values::new(values.cache());
+    assert!(other.lock("k", None).await.unwrap());
+    let refused = values.save("k", "x", Some(Duration::ZERO)).await;
+    assert!(matches!(refused, Err(Error::Locked { .. })), "{refused:?}");
+    assert_eq!(text(&values, "k").await.as_deref(), Some("kept"));
 }
 
 #[tokio::test]
@@ -249,10 +273,19 @@ async fn locks_are_exclusive_not_reentrant_and_guard_their_key() {
     let b = Values::new(a.cache());
     a.save("doc", "v1", None).await.unwrap();
 
+    clock.advance(Duration::from_nanos(123_457)); // off the millisecond
+    let taken_at = clock.now();
     assert!(a.lock("doc", MINUTE).await.unwrap());
     assert!(!a.lock("doc", MINUTE).await.unwrap(), "not re-entrant");
     assert!(!b.lock("doc", MINUTE).await.unwrap());
     assert!(!b.unlock("doc").await.unwrap(), "b does not hold it");
+    assert_eq!(a.lock_holder("doc").await.unwrap(), LockHolder::Me);
+    assert_eq!(b.lock_holder("doc").await.unwrap(), LockHolder::Other);
+    assert!(
+        a.check_lock("doc", Duration::ZERO).await.unwrap(),
+        "a has it"
+    );
+    assert!(!b.check_lock("doc", Duration::ZERO).await.unwrap());
 
     // Only the holder may write or remove the key.
     let refused = b.save("doc", "v2", None).await.unwrap_err();
@@ -272,7 +305,7 @@ async fn locks_are_exclusive_not_reentrant_and_guard_their_key() {
     let held = b.locks().await.unwrap();
     assert_eq!(held.len(), 1);
     assert_eq!((held[0].name.as_str(), held[0].mine), ("doc", false));
-    assert_eq!(held[0].expires, to_millis(clock.now()) + MINUTE);
+    assert_eq!(held[0].expires, taken_at + MINUTE, "to the nanosecond");
     assert!(a.locks().await.unwrap()[0].mine);
     // Lock files are not the store's: maintenance does not see them.
     let report = a.cache().verify().await.unwrap();
@@ -287,7 +320,8 @@ async fn locks_are_exclusive_not_reentrant_and_guard_their_key() {
 
     // A lock ends with its TTL, whoever held it.
     clock.advance(MINUTE);
-    assert!(!a.check_lock("doc", Duration::ZERO).await.unwrap());
+    assert!(a.check_lock("doc", Duration::ZERO).await.unwrap(), "free");
+    assert_eq!(b.lock_holder("doc").await.unwrap(), LockHolder::Nobody);
     assert!(a.locks().await.unwrap().is_empty());
     assert!(a.lock("doc", MINUTE).await.unwrap());
     assert!(!b.unlock("doc").await.unwrap(), "b's lock had expired");
@@ -311,6 +345,83 @@ async fn bad_lock_arguments_are_refused_by_name() {
     );
     let held = values.locks().await.unwrap();
     assert!(held[0].expires > SystemTime::now() + Duration::from_secs(100 * 365 * 24 * 3600));
+}
+
+#[tokio::test]
+async fn a_lock_without_a_ttl_lasts_its_holders_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let a = values_with(dir.path(), &clock).await;
+    assert_eq!(a.default_lock_ttl(), Values::DEFAULT_LOCK_TTL);
+    let b = Values::new(a.cache())
+        .with_default_lock_ttl(Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(b.default_lock_ttl(), Duration::from_secs(5));
+    let now = clock.now();
+    assert!(a.lock("a", None).await.unwrap());
+    assert!(b.lock("b", None).await.unwrap());
+    assert!(b.lock("given", Some(MINUTE)).await.unwrap());
+    let held = a.locks().await.unwrap();
+    let expiries: Vec<_> = held.iter().map(|l| (l.name.as_str(), l.expires)).collect();
+    assert_eq!(
+        expiries,
+        [
+            ("a", now + Values::DEFAULT_LOCK_TTL),
+            ("b", now + Duration::from_secs(5)),
+            ("given", now + MINUTE)
+        ]
+    );
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(a.lock_holder("b").await.unwrap(), LockHolder::Nobody);
+    assert_eq!(b.lock_holder("a").await.unwrap(), LockHolder::Other);
+    let zero = Values::new(a.cache()).with_default_lock_ttl(Duration::ZERO);
+    assert!(matches!(zero, Err(Error::InvalidSetting(_))));
+    assert!(matches!(
+        a.lock("", None).await,
+        Err(Error::InvalidKey { .. })
+    ));
+}
+
+/// The named-lock files on disk (the guard is not one).
+fn lock_files(dir: &Path) -> usize {
+    let files = common::files_under(&dir.join("v1/named-locks"));
+    files.iter().filter(|f| !f.ends_with("/guard")).count()
+}
+
+#[tokio::test]
+async fn prune_removes_expired_lock_files_taking_turns_with_the_takers() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let values = values_with(dir.path(), &clock).await;
+    let prune = || async {
+        let report = values.cache().prune(&PrunePolicy::default()).await;
+        report.unwrap().named_locks_removed
+    };
+    assert_eq!(prune().await, 0, "no locks yet");
+    assert!(values.lock("old", MINUTE).await.unwrap());
+    assert!(values.lock("live", 10 * MINUTE).await.unwrap());
+    assert!(values.lock("released", 10 * MINUTE).await.unwrap());
+    assert!(values.unlock("released").await.unwrap());
+    values.save("old", "a value", None).await.unwrap();
+    clock.advance(MINUTE);
+    assert_eq!(lock_files(dir.path()), 2);
+
+    // While the guard is held (as a lock is being taken), nothing is removed.
+    let guard = std::fs::File::open(dir.path().join("v1/named-locks/guard")).unwrap();
+    guard.lock().unwrap();
+    assert_eq!(prune().await, 0);
+    assert_eq!(lock_files(dir.path()), 2);
+    drop(guard);
+
+    assert_eq!(prune().await, 1);
+    assert_eq!(lock_files(dir.path()), 1);
+    assert_eq!(values.lock_holder("live").await.unwrap(), LockHolder::Me);
+    assert_eq!(text(&values, "old").await.as_deref(), Some("a value"));
+    assert_eq!(prune().await, 0);
+    clock.advance(10 * MINUTE);
+    assert_eq!(prune().await, 1);
+    assert_eq!(lock_files(dir.path()), 0);
+    assert!(values.lock("live", MINUTE).await.unwrap(), "taken again");
 }
 
 /// Starts `b.check_lock(name, 600 s)` and returns it once it is seen waiting: it
@@ -342,18 +453,22 @@ async fn check_lock_waits_for_the_lock_to_be_released() {
     let dir = tempfile::tempdir().unwrap();
     let a = Values::new(&Cache::builder(dir.path()).build().await.unwrap());
     let b = Values::new(a.cache());
-    assert!(!b.check_lock("job", Duration::ZERO).await.unwrap());
+    assert!(b.check_lock("job", Duration::ZERO).await.unwrap(), "free");
     assert!(a.lock("job", Duration::from_secs(600)).await.unwrap());
-    assert!(b.check_lock("job", Duration::ZERO).await.unwrap());
+    assert!(!b.check_lock("job", Duration::ZERO).await.unwrap());
     assert!(
-        b.check_lock("job", Duration::from_millis(30))
+        !b.check_lock("job", Duration::from_millis(30))
             .await
             .unwrap()
+    );
+    assert!(
+        a.check_lock("job", Duration::ZERO).await.unwrap(),
+        "a's own"
     );
 
     let waiter = waiting_check(b, "job").await;
     assert!(a.unlock("job").await.unwrap());
-    assert!(!outcome(waiter).await);
+    assert!(outcome(waiter).await, "obtainable once released");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,7 +480,7 @@ async fn check_lock_sees_a_lock_expire_while_it_waits() {
     assert!(a.lock("job", MINUTE).await.unwrap());
     let waiter = waiting_check(b, "job").await;
     clock.advance(MINUTE);
-    assert!(!outcome(waiter).await);
+    assert!(outcome(waiter).await, "obtainable once expired");
 }
 
 #[tokio::test]
@@ -442,7 +557,11 @@ async fn a_lock_is_shared_by_processes_and_outlives_a_dead_holder_until_its_ttl(
     let clock = ManualClock::new();
     let values = values_with(dir.path(), &clock).await;
     assert!(!values.lock("shared", MINUTE).await.unwrap());
-    assert!(values.check_lock("shared", Duration::ZERO).await.unwrap());
+    assert!(!values.check_lock("shared", Duration::ZERO).await.unwrap());
+    assert_eq!(
+        values.lock_holder("shared").await.unwrap(),
+        LockHolder::Other
+    );
     let held = values.locks().await.unwrap();
     assert_eq!((held[0].name.as_str(), held[0].mine), ("shared", false));
     assert!(matches!(

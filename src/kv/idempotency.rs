@@ -12,13 +12,16 @@
 //! `<dir>/v1/records/ab/<sha256(id) in hex>` holds one record: a line of JSON,
 //!
 //! ```text
-//! {"version":1,"id":"…","fingerprint":"…","expires_at_ms":1700000000000,"len":5}
+//! {"version":1,"id":"…","fingerprint":"…","expires_at_ms":1700000000100,"expires_at_frac_ns":123456,"len":5}
 //! ```
 //!
 //! then the `len` bytes of data. A file whose header does not parse, is of another
 //! version, names another id than its file name is for, or whose data is not `len`
 //! bytes long is not served (a warning is logged) and [`IdempotencyStore::prune`]
-//! removes it. Expiry times are milliseconds since the Unix epoch.
+//! removes it. An expiry is kept exactly: milliseconds since the Unix epoch, and the
+//! nanoseconds past that millisecond (`expires_at_frac_ns`, added within version 1:
+//! older builds ignore it and read the expiry to the millisecond, and a record they
+//! wrote, without it, reads to the millisecond).
 //!
 //! # Concurrency
 //!
@@ -41,8 +44,7 @@ use bytes::Bytes;
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::kv::records::{RecordFolder, time_of_millis};
-use crate::store::meta::unix_millis;
+use crate::kv::records::RecordFolder;
 use crate::store::names::RECORDS_DIR;
 use crate::sys::{Hold, blocking_io};
 
@@ -75,7 +77,8 @@ pub struct IdempotencyRecord {
     pub data: Bytes,
     /// The fingerprint given when it was inserted, such as a hash of the request.
     pub fingerprint: String,
-    /// When it expires, to the millisecond.
+    /// When it expires: exactly the time given (times before the Unix epoch come back
+    /// as the epoch).
     pub expires_at: SystemTime,
 }
 
@@ -85,9 +88,10 @@ pub struct IdempotencyRecord {
 /// Cheap to clone. Expiry is measured by the cache's [`Clock`](crate::Clock); a record
 /// is live while its expiry is later than the clock's time, and an expired record is
 /// absent to every call (it can be inserted again) until [`prune`](Self::prune) or an
-/// insert removes its file. Expiry times are kept to the millisecond (truncated);
-/// times before the Unix epoch count as the epoch, and times too far ahead to count
-/// in milliseconds as a `u64` as the farthest that can.
+/// insert removes its file. Expiry times are kept exactly, to the nanosecond, and
+/// [`lookup`](Self::lookup) returns the time given; times before the Unix epoch count
+/// as the epoch, and times too far ahead to count in milliseconds as a `u64` as the
+/// farthest that can.
 ///
 /// Data may be at most [`MAX_DATA`](Self::MAX_DATA) bytes, ids and fingerprints at
 /// most 64 KiB.
@@ -211,9 +215,11 @@ impl IdempotencyStore {
             version: RECORD_VERSION,
             id: id.to_owned(),
             fingerprint: fingerprint.to_owned(),
-            expires_at_ms: unix_millis(expires_at),
+            expires_at_ms: 0,
+            expires_at_frac_ns: 0,
             len: data.len() as u64,
-        };
+        }
+        .expiring(expires_at);
         let exists = |id| Error::RecordExists { id };
         self.change_or("insert record", id, exists, move |records, path| {
             if records.live(path, &header.id, false)?.is_some() {
@@ -259,10 +265,10 @@ impl IdempotencyStore {
         })
         .await?;
         Ok(found.map(|(header, data)| IdempotencyRecord {
+            expires_at: header.expires_at(),
             id: header.id,
             data,
             fingerprint: header.fingerprint,
-            expires_at: time_of_millis(header.expires_at_ms),
         }))
     }
 
@@ -315,10 +321,10 @@ impl IdempotencyStore {
                 return Ok(false);
             };
             let header = Header {
-                expires_at_ms: unix_millis(expires_at),
                 len: data.len() as u64,
                 ..old
-            };
+            }
+            .expiring(expires_at);
             records.write(path, &header.encode(&data))?;
             Ok(true)
         })
@@ -451,7 +457,7 @@ impl Records {
 
     /// Whether a record has not expired by the clock.
     fn is_live(&self, header: &Header) -> bool {
-        header.expires_at_ms > unix_millis(self.clock.now())
+        header.expires_at() > self.clock.now()
     }
 
     /// The live record of `id` at `path`, with its data when `with_data`. Anything

@@ -6,7 +6,9 @@
 //! `<dir>/v1/named-locks/guard`; a write of a key checks that key's lock under the shared
 //! one, so no lock can be taken between the check and the write. The OS drops a
 //! `flock` when its process dies, so a dead process never blocks the guard; a lock
-//! it held lives on until its time to live runs out.
+//! it held lives on until its time to live runs out, and its file until
+//! [`Cache::prune`](crate::Cache::prune) removes it. The record's format is
+//! `store::named_locks`, so that pruning, in the store, can read it.
 
 use std::fs::File;
 use std::io;
@@ -14,34 +16,23 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use crate::clock::Clock;
-use crate::kv::records::{self, Capped, RecordFolder};
+use crate::kv::records::RecordFolder;
 use crate::store::dir::Folder;
-use crate::store::meta::{millis, unix_millis};
+use crate::store::named_locks::{self, LockRecord};
 use crate::store::names::LOCKS_DIR;
 use crate::sys::Hold;
 
-/// The format version written into every lock file.
-const LOCK_VERSION: u32 = 1;
-/// The largest lock file read; names may be long, but not this long.
-const MAX_RECORD: usize = 64 << 10;
-
-/// A lock as its file records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct LockRecord {
-    version: u32,
-    name: String,
-    holder: String,
-    expires_ms: u64,
-}
-
-impl LockRecord {
-    /// Whether the lock has not expired at `now`.
-    fn is_live(&self, now: SystemTime) -> bool {
-        self.expires_ms > unix_millis(now)
-    }
+/// Who holds a named lock now, as [`Values::lock_holder`](crate::Values::lock_holder)
+/// tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockHolder {
+    /// Nobody: the lock is free (never taken, released, or expired).
+    Nobody,
+    /// The handle that asked (or one of its clones).
+    Me,
+    /// Another holder: another `Values` handle, in this process or another.
+    Other,
 }
 
 /// A lock someone holds now. Listed by [`Values::locks`](crate::Values::locks).
@@ -95,12 +86,9 @@ impl Locks {
         if self.live(&path, name, now)?.is_some() {
             return Ok(false);
         }
-        let record = LockRecord {
-            version: LOCK_VERSION,
-            name: name.to_owned(),
-            holder: self.holder.clone(),
-            expires_ms: unix_millis(now).saturating_add(millis(ttl)),
-        };
+        // A TTL too long for the system's time lasts as long as it can hold.
+        let expires = now.checked_add(ttl).unwrap_or_else(named_locks::far_future);
+        let record = LockRecord::new(name, &self.holder, expires);
         let data = serde_json::to_vec(&record).map_err(io::Error::other)?;
         self.folder.write(&path, &data, now)?;
         Ok(true)
@@ -112,7 +100,7 @@ impl Locks {
         let _guard = self.folder.guard(Hold::Exclusive)?;
         let now = self.clock.now();
         let path = self.folder.path_of(name);
-        let Some(record) = read_record(&path)?.filter(|r| r.name == name) else {
+        let Some(record) = named_locks::read(&path)?.filter(|r| r.name == name) else {
             return Ok(false);
         };
         if record.holder != self.holder {
@@ -122,12 +110,14 @@ impl Locks {
         Ok(record.is_live(now))
     }
 
-    /// Who holds `name` now: `Some(true)` this holder, `Some(false)` another, `None`
-    /// nobody.
-    pub(crate) fn holder_of(&self, name: &str) -> io::Result<Option<bool>> {
-        Ok(self
-            .live(&self.folder.path_of(name), name, self.clock.now())?
-            .map(|record| record.holder == self.holder))
+    /// Who holds `name` now.
+    pub(crate) fn holder_of(&self, name: &str) -> io::Result<LockHolder> {
+        let live = self.live(&self.folder.path_of(name), name, self.clock.now())?;
+        Ok(match live {
+            None => LockHolder::Nobody,
+            Some(record) if record.holder == self.holder => LockHolder::Me,
+            Some(_) => LockHolder::Other,
+        })
     }
 
     /// Takes the shared guard and checks that no other holder locks `name`; the guard
@@ -135,8 +125,8 @@ impl Locks {
     pub(crate) fn write_guard(&self, name: &str) -> io::Result<Option<WriteGuard>> {
         let guard = self.folder.guard(Hold::Shared)?;
         Ok(match self.holder_of(name)? {
-            Some(false) => None,
-            _ => Some(WriteGuard(guard)),
+            LockHolder::Other => None,
+            LockHolder::Nobody | LockHolder::Me => Some(WriteGuard(guard)),
         })
     }
 
@@ -146,13 +136,13 @@ impl Locks {
         let mut held = Vec::new();
         self.folder.each_entry(|file| {
             let path = file.path();
-            let Some(record) = read_record(&path)? else {
+            let Some(record) = named_locks::read(&path)? else {
                 return Ok(());
             };
             if record.is_live(now) && self.folder.is_path_of(&path, &record.name) {
                 held.push(HeldLock {
                     mine: record.holder == self.holder,
-                    expires: records::time_of_millis(record.expires_ms),
+                    expires: record.expires(),
                     name: record.name,
                 });
             }
@@ -164,20 +154,6 @@ impl Locks {
 
     /// The record at `path` if it is the live lock `name` at `now`.
     fn live(&self, path: &Path, name: &str, now: SystemTime) -> io::Result<Option<LockRecord>> {
-        Ok(read_record(path)?.filter(|record| record.name == name && record.is_live(now)))
+        Ok(named_locks::read(path)?.filter(|record| record.name == name && record.is_live(now)))
     }
-}
-
-/// Reads a lock file; `None` when it is missing, too big or malformed (a lock nobody
-/// can read holds nothing).
-fn read_record(path: &Path) -> io::Result<Option<LockRecord>> {
-    let Some(file) = records::open(path)? else {
-        return Ok(None);
-    };
-    let Capped::Whole(data) = records::read_capped(&file, MAX_RECORD)? else {
-        return Ok(None);
-    };
-    Ok(serde_json::from_slice::<LockRecord>(&data)
-        .ok()
-        .filter(|record| record.version == LOCK_VERSION))
 }

@@ -18,12 +18,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::store::atomic;
 use crate::store::dir::Folder;
 use crate::store::layout::ShardedLayout;
-use crate::store::meta::from_unix_millis;
-use crate::store::names::TMP_DIR;
+use crate::store::meta::join_time;
+use crate::store::names::{FOLDER_GUARD as GUARD, TMP_DIR};
 use crate::sys::{self, Hold, Perms};
-
-/// The file whose `flock` changes of the records hold, in the records folder.
-const GUARD: &str = "guard";
 
 /// One sharded folder of record files in a cache directory.
 #[derive(Debug, Clone)]
@@ -162,11 +159,12 @@ pub(crate) fn read_capped(file: &File, cap: usize) -> io::Result<Capped> {
     Ok(Capped::Whole(bytes))
 }
 
-/// The time `ms` milliseconds after the Unix epoch, as records keep their expiry. Every
+/// The time `ms` milliseconds and `frac_ns` nanoseconds after the Unix epoch, as
+/// records keep their expiry ([`split_time`](crate::store::meta::split_time)). Every
 /// `u64` of milliseconds fits the Unix `SystemTime` (an `i64` of seconds); the epoch
 /// stands in if one did not.
-pub(crate) fn time_of_millis(ms: u64) -> SystemTime {
-    from_unix_millis(ms).unwrap_or(UNIX_EPOCH)
+pub(crate) fn time_of(ms: u64, frac_ns: u32) -> SystemTime {
+    join_time(ms, frac_ns).unwrap_or(UNIX_EPOCH)
 }
 
 #[cfg(test)]
@@ -177,7 +175,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::clock::SystemClock;
-    use crate::store::meta::unix_millis;
+    use crate::store::meta::{split_time, unix_millis};
 
     /// A format folder in a new temp directory, with its tmp folder, and the record
     /// folder `recs` in it.
@@ -316,12 +314,10 @@ mod tests {
         assert_eq!(unix_millis(UNIX_EPOCH - Duration::from_secs(1)), 0);
         let far = UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
         assert_eq!(unix_millis(far), u64::MAX);
-        assert!(time_of_millis(u64::MAX) > UNIX_EPOCH + Duration::from_secs(1 << 50));
-        let exact = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        assert_eq!(
-            time_of_millis(unix_millis(exact + Duration::from_micros(999))),
-            exact
-        );
-        assert_eq!(time_of_millis(0), UNIX_EPOCH);
+        assert!(time_of(u64::MAX, 0) > UNIX_EPOCH + Duration::from_secs(1 << 50));
+        let exact = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        let (ms, frac) = split_time(exact);
+        assert_eq!(time_of(ms, frac), exact, "to the nanosecond");
+        assert_eq!(time_of(0, 0), UNIX_EPOCH);
     }
 }

@@ -13,13 +13,12 @@ use serde::de::DeserializeOwned;
 use crate::cache::Reader;
 use crate::cache::{Cache, GetOptions};
 use crate::error::{Cause, Error, Result};
-use crate::kv::named_lock::{HeldLock, Locks};
+use crate::kv::named_lock::Locks;
 use crate::origin::Fetched;
 use crate::store::meta::from_unix_millis;
-use crate::sys::{blocking, blocking_io};
+use crate::sys::blocking;
 
-/// How often [`Values::check_lock`] looks again while it waits, at most.
-const CHECK_EVERY: Duration = Duration::from_millis(20);
+mod locking;
 
 /// A key-value view of a [`Cache`]: save, load, destroy and list values by key, with
 /// expiry and named locks shared by every process on the cache directory.
@@ -51,6 +50,8 @@ const CHECK_EVERY: Duration = Duration::from_millis(20);
 pub struct Values {
     cache: Cache,
     locks: Locks,
+    /// How long a lock taken with no TTL of its own lasts.
+    lock_ttl: Duration,
 }
 
 /// A value [loaded](Values::load) with what the cache knows of it: `T` is a
@@ -162,6 +163,7 @@ impl Values {
         Values {
             cache: cache.clone(),
             locks: Locks::new(cache.folder(), new_holder()),
+            lock_ttl: Values::DEFAULT_LOCK_TTL,
         }
     }
 
@@ -175,6 +177,10 @@ impl Values {
     /// was new: it held no unexpired value. Loads that start while the save runs get
     /// the old value; the new one appears whole.
     ///
+    /// A zero `ttl` (one that has already passed) is accepted, as application caches
+    /// accept it: the value has expired as soon as it is saved, so it never loads. The
+    /// old value is removed and nothing is written (a stream is not read).
+    ///
     /// `value` is anything a cache body is made from: bytes, a string, or a stream
     /// through [`Fetched::from_stream`].
     ///
@@ -182,9 +188,8 @@ impl Values {
     /// value stored is one of theirs, whole.
     ///
     /// # Errors
-    /// [`Error::Locked`] while another holder locks `key`; [`Error::InvalidSetting`]
-    /// for a zero `ttl`; [`Error::InvalidKey`]; the body stream's error or a local I/O
-    /// error, and then the old value stays.
+    /// [`Error::Locked`] while another holder locks `key`; [`Error::InvalidKey`]; the
+    /// body stream's error or a local I/O error, and then the old value stays.
     ///
     /// # Cancellation
     /// Once the write has started it completes in the background.
@@ -236,15 +241,14 @@ impl Values {
     }
 
     async fn save_body(&self, key: &str, body: Fetched, ttl: Option<Duration>) -> Result<bool> {
+        // A TTL that has already passed saves a value that never loads: the old one
+        // goes, and nothing is written in its place.
         let body = match ttl {
-            Some(Duration::ZERO) => {
-                return Err(Error::InvalidSetting(
-                    "a TTL of zero would save a value that is already expired",
-                ));
-            }
-            Some(ttl) => body.with_ttl(ttl),
-            None => body.never_expires(),
+            Some(Duration::ZERO) => None,
+            Some(ttl) => Some(body.with_ttl(ttl)),
+            None => Some(body.never_expires()),
         };
+        self.cache.check_key(key)?;
         let (cache, owned) = (self.cache.clone(), key.to_owned());
         self.guarded(key, async move {
             let now = cache.folder().clock.now();
@@ -252,7 +256,11 @@ impl Values {
                 .metadata(&owned)
                 .await?
                 .is_none_or(|entry| entry.expires.is_some_and(|at| at <= now));
-            cache.put(&owned, body).await?;
+            if let Some(body) = body {
+                cache.put(&owned, body).await?;
+            } else {
+                cache.remove(&owned).await?;
+            }
             Ok(new)
         })
         .await
@@ -403,130 +411,6 @@ impl Values {
         Ok(removed)
     }
 
-    /// Takes the lock `name` for `ttl`; returns whether this call got it. `false` when
-    /// it is held, by another holder or by this one (locks are not re-entrant). Every
-    /// process on the cache directory sees the same locks. A lock lasts until
-    /// [`unlock`](Self::unlock) or its `ttl` ends, so a holder that died frees it when
-    /// its time is up. While a lock is held, other holders cannot save or destroy the
-    /// value of the key with the same name.
-    ///
-    /// # Errors
-    /// [`Error::InvalidKey`] for an empty name, [`Error::InvalidSetting`] for a zero
-    /// `ttl`, local I/O errors.
-    ///
-    /// # Cancellation
-    /// The lock is taken on a blocking thread; when the future is dropped after that
-    /// started, the lock may be taken and is then held until its `ttl` ends.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let cache = readthrough::Cache::builder(dir.path()).build().await?;
-    /// use std::time::Duration;
-    /// use readthrough::{Error, Values};
-    /// let (a, b) = (Values::new(&cache), Values::new(&cache));
-    /// assert!(a.lock("report", Duration::from_secs(30)).await?);
-    /// assert!(!a.lock("report", Duration::from_secs(30)).await?);
-    /// assert!(!b.lock("report", Duration::from_secs(30)).await?);
-    /// assert!(matches!(b.save("report", "x", None).await, Err(Error::Locked { .. })));
-    /// assert!(a.unlock("report").await?);
-    /// assert!(b.lock("report", Duration::from_secs(30)).await?);
-    /// # Ok(()) }
-    /// ```
-    pub async fn lock(&self, name: &str, ttl: Duration) -> Result<bool> {
-        check_name(name)?;
-        if ttl.is_zero() {
-            return Err(Error::InvalidSetting(
-                "a lock TTL of zero would hold nothing",
-            ));
-        }
-        let (locks, name) = (self.locks.clone(), name.to_owned());
-        blocking_io("take a lock in", self.locks.dir(), move || {
-            locks.lock(&name, ttl)
-        })
-        .await
-    }
-
-    /// Releases the lock `name`; returns whether this holder held it.
-    ///
-    /// # Errors
-    /// [`Error::InvalidKey`] for an empty name, local I/O errors.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let values = readthrough::Values::new(&readthrough::Cache::builder(dir.path()).build().await?);
-    /// assert!(!values.unlock("never taken").await?);
-    /// # Ok(()) }
-    /// ```
-    pub async fn unlock(&self, name: &str) -> Result<bool> {
-        check_name(name)?;
-        let (locks, name) = (self.locks.clone(), name.to_owned());
-        blocking_io("release a lock in", self.locks.dir(), move || {
-            locks.unlock(&name)
-        })
-        .await
-    }
-
-    /// Whether the lock `name` is held, by anyone. When it is, waits up to `wait` for
-    /// it to be released or to expire, and returns `false` as soon as it is free.
-    ///
-    /// # Errors
-    /// [`Error::InvalidKey`] for an empty name, local I/O errors.
-    ///
-    /// # Cancellation
-    /// Safe to drop at any point; it only looks.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let values = readthrough::Values::new(&readthrough::Cache::builder(dir.path()).build().await?);
-    /// use std::time::Duration;
-    /// assert!(!values.check_lock("job", Duration::ZERO).await?);
-    /// values.lock("job", Duration::from_secs(60)).await?;
-    /// assert!(values.check_lock("job", Duration::from_millis(50)).await?);
-    /// # Ok(()) }
-    /// ```
-    pub async fn check_lock(&self, name: &str, wait: Duration) -> Result<bool> {
-        check_name(name)?;
-        let deadline = tokio::time::Instant::now().checked_add(wait);
-        loop {
-            let (locks, owned) = (self.locks.clone(), name.to_owned());
-            let held = blocking(move || locks.holder_of(&owned))
-                .await
-                .map_err(|e| Error::io("read a lock in", self.locks.dir(), e))?
-                .is_some();
-            let left = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
-            if !held || left == Some(Duration::ZERO) {
-                return Ok(held);
-            }
-            tokio::time::sleep(left.map_or(CHECK_EVERY, |left| left.min(CHECK_EVERY))).await;
-        }
-    }
-
-    /// The locks held now, by any holder, sorted by name.
-    ///
-    /// # Errors
-    /// Local I/O errors.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let values = readthrough::Values::new(&readthrough::Cache::builder(dir.path()).build().await?);
-    /// values.lock("b", std::time::Duration::from_secs(60)).await?;
-    /// values.lock("a", std::time::Duration::from_secs(60)).await?;
-    /// let held = values.locks().await?;
-    /// assert_eq!(held.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-    /// assert!(held.iter().all(|l| l.mine));
-    /// # Ok(()) }
-    /// ```
-    pub async fn locks(&self) -> Result<Vec<HeldLock>> {
-        let locks = self.locks.clone();
-        blocking(move || locks.held())
-            .await
-            .map_err(|e| Error::io("list the locks in", self.locks.dir(), e))
-    }
-
     /// Runs `write` of `key` holding the shared lock guard, refused when another
     /// holder locks `key`. The write runs in a task of its own that keeps the guard
     /// until it ends, so dropping the caller's future cannot let a lock be taken while
@@ -561,15 +445,6 @@ impl std::fmt::Debug for Values {
             .field("dir", &self.cache.dir())
             .finish_non_exhaustive()
     }
-}
-
-fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::InvalidKey {
-            reason: "a lock name must not be empty",
-        });
-    }
-    Ok(())
 }
 
 /// A name for a new lock holder, unique on this machine: this process's id, the time

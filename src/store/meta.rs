@@ -214,6 +214,26 @@ pub(crate) fn from_unix_millis(ms: u64) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_millis(ms))
 }
 
+/// A time as the key-value record files keep it exactly: whole milliseconds since the
+/// Unix epoch, and the nanoseconds past that millisecond (below 1,000,000). Times
+/// before the epoch count as the epoch; times too far ahead for a `u64` of
+/// milliseconds as the farthest that fits, with no nanoseconds.
+pub(crate) fn split_time(time: SystemTime) -> (u64, u32) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    match u64::try_from(since.as_millis()) {
+        Ok(ms) => (ms, since.subsec_nanos() % 1_000_000),
+        Err(_) => (u64::MAX, 0),
+    }
+}
+
+/// The time [`split_time`] split: `ms` milliseconds and `frac_ns` nanoseconds after the
+/// Unix epoch (nanoseconds past a millisecond's worth are ignored); `None` past what
+/// the system's time can hold.
+pub(crate) fn join_time(ms: u64, frac_ns: u32) -> Option<SystemTime> {
+    let frac = Duration::from_nanos(u64::from(frac_ns % 1_000_000));
+    from_unix_millis(ms)?.checked_add(frac)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,5 +294,19 @@ mod tests {
         assert_eq!(meta.ttl_ms, Some(60_000));
         assert_eq!(meta.content_type.as_deref(), Some("text/plain"));
         assert_eq!(EntryMeta::decode(&v1[..v1.len() - 1]), None);
+    }
+
+    #[test]
+    fn split_times_join_exactly() {
+        let exact = UNIX_EPOCH + Duration::new(1_700_000_000, 100_123_456);
+        assert_eq!(split_time(exact), (1_700_000_000_100, 123_456));
+        assert_eq!(join_time(1_700_000_000_100, 123_456), Some(exact));
+        assert_eq!(split_time(UNIX_EPOCH - Duration::from_secs(1)), (0, 0));
+        let far = UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
+        assert_eq!(split_time(far), (u64::MAX, 0));
+        assert_eq!(
+            join_time(5, 2_000_007),
+            Some(UNIX_EPOCH + Duration::new(0, 5_000_007))
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! - [`meta`]: the metadata file beside each blob, bound to its blob.
 //! - [`lock`]: the per-key lock file protocol; [`lock_info`]: what a leader writes in it.
 //! - [`entry`]: finding a stored entry and judging it (servable, expired, extended).
+//! - [`named_locks`]: the record file of a named lock, and the pruning of expired ones.
 //! - [`ledger`]: the bytes stored, for the size bound.
 //! - [`dir`]: creating and checking a cache directory.
 //! - [`scan`]: walking the store: listing, removing, evicting, pruning, verifying.
@@ -19,5 +20,6 @@ pub(crate) mod ledger;
 pub(crate) mod lock;
 pub(crate) mod lock_info;
 pub(crate) mod meta;
+pub(crate) mod named_locks;
 pub(crate) mod names;
 pub(crate) mod scan;

@@ -9,6 +9,7 @@
 //!     tmp/break.lock              the guard of lock-path changes (BREAK_GUARD)
 //!     ledger, evict.lock          the size bound's ledger and eviction lock
 //!     named-locks/, records/      the key-value front-ends' folders (not the store's)
+//!     named-locks/guard           the guard their changes take turns through (FOLDER_GUARD)
 //! ```
 
 /// The folder of this format, in the cache directory.
@@ -33,6 +34,8 @@ pub(crate) const EVICTING: &str = "evict.lock";
 pub(crate) const LOCKS_DIR: &str = "named-locks";
 /// The idempotency records' folder, in the format folder.
 pub(crate) const RECORDS_DIR: &str = "records";
+/// The file whose `flock` changes of a front-end folder's records hold, in the folder.
+pub(crate) const FOLDER_GUARD: &str = "guard";
 /// The folders the key-value front-ends keep for themselves: no layout may use them
 /// and the store's walks pass them over.
 pub(crate) const FRONT_END_DIRS: [&str; 2] = [LOCKS_DIR, RECORDS_DIR];

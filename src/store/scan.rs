@@ -15,6 +15,7 @@ use crate::store::entry::{Entry, entry_of, entry_with_blob, read_meta};
 use crate::store::ledger;
 use crate::store::lock::{self, LockSite, LockState};
 use crate::store::meta::{BlobId, EntryMeta};
+use crate::store::named_locks;
 use crate::store::names::{
     BREAK_GUARD, EVICTING, FRONT_END_DIRS, LEDGER, LOCK_SUFFIX, META_SUFFIX, TMP_SUFFIX,
 };
@@ -86,6 +87,10 @@ pub struct PruneReport {
     /// Blobs without metadata of their own removed (left by a crash, or by a removal,
     /// while they were being published).
     pub orphans_removed: u64,
+    /// Files of expired [named locks](crate::Values::lock) removed (and of damaged
+    /// ones). None while another task or process is taking a lock or saving a value
+    /// through [`Values`](crate::Values): the next prune removes them then.
+    pub named_locks_removed: u64,
 }
 
 /// What [`Cache::verify`](crate::Cache::verify) found.
@@ -344,6 +349,7 @@ pub(crate) fn prune(
             .fold(report.bytes_freed, |sum, e| sum.saturating_add(e.size));
         report.removed.extend(evicted);
     }
+    report.named_locks_removed = named_locks::prune_expired(base, now)?;
     Ok(report)
 }
 

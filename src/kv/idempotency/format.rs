@@ -3,6 +3,7 @@
 
 use std::io;
 use std::path::Path;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::IdempotencyStore;
 use crate::error::{Error, Result};
 use crate::kv::records;
+use crate::store::meta::split_time;
 use crate::sys;
 
 /// The format version written into every record.
@@ -28,12 +30,34 @@ pub(super) struct Header {
     pub(super) version: u32,
     pub(super) id: String,
     pub(super) fingerprint: String,
+    /// When the record expires: milliseconds since the Unix epoch (all that version 1
+    /// kept, and all that builds before the next field read)...
     pub(super) expires_at_ms: u64,
+    /// ...and the nanoseconds past that millisecond, so that an expiry comes back
+    /// exactly as given. Missing (0) in records written before it; builds before it
+    /// ignore it, which is why the version stays 1.
+    #[serde(default)]
+    pub(super) expires_at_frac_ns: u32,
     /// The length of the data after the header line.
     pub(super) len: u64,
 }
 
 impl Header {
+    /// When the record expires, to the nanosecond.
+    pub(super) fn expires_at(&self) -> SystemTime {
+        records::time_of(self.expires_at_ms, self.expires_at_frac_ns)
+    }
+
+    /// This header, expiring at `at`.
+    pub(super) fn expiring(self, at: SystemTime) -> Self {
+        let (expires_at_ms, expires_at_frac_ns) = split_time(at);
+        Header {
+            expires_at_ms,
+            expires_at_frac_ns,
+            ..self
+        }
+    }
+
     /// The bytes of a record file: this header as a line of JSON, then `data`.
     pub(super) fn encode(&self, data: &[u8]) -> Vec<u8> {
         let mut file = serde_json::to_vec(self).expect("a record header serializes");
@@ -136,6 +160,7 @@ mod tests {
             id: id.into(),
             fingerprint: "f\n\"".into(),
             expires_at_ms: u64::MAX,
+            expires_at_frac_ns: 0,
             len,
         }
     }
@@ -173,6 +198,32 @@ mod tests {
         assert!(matches!(read(&path, true).unwrap(), Stored::Missing));
         std::os::unix::fs::symlink(dir.path().join("elsewhere"), &path).unwrap();
         assert!(matches!(read(&path, true).unwrap(), Stored::Garbage(_)));
+    }
+
+    #[test]
+    fn expiries_keep_nanoseconds_and_both_versions_of_the_header_read_each_other() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let at = UNIX_EPOCH + Duration::new(1_700_000_000, 100_123_456);
+        let header = header("id", 0).expiring(at);
+        assert_eq!(header.expires_at(), at);
+        let line = serde_json::to_string(&header).unwrap();
+        assert!(line.contains(r#""expires_at_ms":1700000000100,"expires_at_frac_ns":123456"#));
+        // A header written before the nanoseconds were kept reads to the millisecond.
+        let old =
+            r#"{"version":1,"id":"a","fingerprint":"f","expires_at_ms":1700000000100,"len":0}"#;
+        let old: Header = serde_json::from_str(old).unwrap();
+        assert_eq!(old.expires_at(), at - Duration::from_nanos(123_456));
+        // A build that knows only the milliseconds reads a new header.
+        #[derive(Deserialize)]
+        struct Before {
+            version: u32,
+            expires_at_ms: u64,
+        }
+        let before: Before = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            (before.version, before.expires_at_ms),
+            (1, 1_700_000_000_100)
+        );
     }
 
     #[test]
