@@ -13,10 +13,11 @@ async fn handle(dir: &std::path::Path) -> Cache {
     Cache::builder(dir).durable(false).build().await.unwrap()
 }
 
-/// Waits until `cache` follows another cache's fill (its counter says so).
-async fn until_following(cache: &Cache) {
+/// Waits until `cache` follows another cache's fill: its counter of followed fills
+/// passes `before`, what it was before this fill.
+async fn until_following(cache: &Cache, before: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while cache.stats().fills_followed == 0 {
+    while cache.stats().fills_followed <= before {
         assert!(Instant::now() < deadline, "the second cache never followed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -54,6 +55,7 @@ async fn followers_error(
         }
     });
     fetching.await.expect("the leader fetches");
+    let before = follower.stats().fills_followed;
     let following = tokio::spawn({
         let follower = follower.clone();
         let key = key.to_owned();
@@ -68,7 +70,7 @@ async fn followers_error(
             }
         }
     });
-    until_following(follower).await;
+    until_following(follower, before).await;
     go.notify_one();
     assert!(leading.await.unwrap().is_some(), "the leader fails");
     following
