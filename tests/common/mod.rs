@@ -182,14 +182,20 @@ pub async fn cache(dir: &std::path::Path, origin: impl Origin) -> Cache {
 /// test `name` (a test in a child role), its output not captured.
 pub fn child_test(name: &str) -> std::process::Command {
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());
-    command.args([
+    command.args(child_test_args(name));
+    command
+}
+
+/// The arguments that make this test executable run only the ignored test `name`, its
+/// output not captured: for a child started through another program (`unshare`).
+pub fn child_test_args(name: &str) -> [&str; 5] {
+    [
         "--ignored",
         "--exact",
         name,
         "--nocapture",
         "--test-threads=1",
-    ]);
-    command
+    ]
 }
 
 /// Reads `key` through the cache's origin, whole.
