@@ -225,6 +225,20 @@ pub fn files_under(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
+/// Waits until `done` holds, looking again every few milliseconds, for up to a minute
+/// of wall-clock time: a bound on time, not on the number of looks, which a loaded
+/// machine makes far longer than it seems. Whether it held.
+pub async fn eventually(mut done: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done().await {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
 /// A clock that moves only when the test says so. Clones share the time.
 #[derive(Clone)]
 pub struct ManualClock(Arc<std::sync::Mutex<std::time::SystemTime>>);
