@@ -11,15 +11,15 @@ use readthrough::{Cache, Error, HttpOrigin, ReadKind};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::Barrier;
 
-/// An origin with short timeouts and backoff, so failure tests run fast.
-/// An origin whose idle timeout no busy machine reaches by accident (a test that
-/// counts requests must not see a retry because a loaded scheduler stalled the
-/// server); the stall test sets a short one of its own.
+/// An origin with a short backoff, so failure tests run fast. Its idle timeout is long
+/// enough that a loaded machine, which may hold up the loopback server or the client
+/// for a while, does not make a timeout (and a resume or a retry) the test did not ask
+/// for; the test of a stalled body sets a short one.
 fn origin() -> HttpOrigin {
-    origin_idle(Duration::from_secs(10))
+    origin_idle_for(Duration::from_secs(10))
 }
 
-fn origin_idle(idle: Duration) -> HttpOrigin {
+fn origin_idle_for(idle: Duration) -> HttpOrigin {
     HttpOrigin::builder()
         .idle_timeout(idle)
         .backoff(Duration::from_millis(10))
@@ -197,7 +197,7 @@ async fn a_stalled_body_times_out_instead_of_holding_the_fill() {
         Behaviour::body(common::body(3, 100_000)).stall_after(1000),
     );
     let dir = tempfile::tempdir().unwrap();
-    let cache = cache_over(dir.path(), origin_idle(Duration::from_millis(500))).await;
+    let cache = cache_over(dir.path(), origin_idle_for(Duration::from_millis(500))).await;
     let err = read(&cache, &server.url("/stall")).await.unwrap_err();
     assert!(matches!(inner(&err), Error::IdleTimeout { .. }), "{err:?}");
     assert!(!cache.contains(&server.url("/stall")).await.unwrap());
@@ -343,4 +343,172 @@ async fn the_validator_and_content_type_are_kept_and_headers_are_sent() {
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
     assert_eq!(meta["validator"], "\"e1\"");
     assert_eq!(meta["content_type"], "application/json");
+}
+
+// The connect timeout ----------------------------------------------------------------
+
+/// The address the connect-timeout test dials. It is routed only inside a network
+/// namespace the test creates for its child, to a TUN device that nobody reads: every
+/// SYN sent there is dropped, so a connect can only time out. (A `blackhole` route
+/// would not do: the kernel refuses a local connect to one at once, with `EINVAL`.)
+///
+/// The workplace forbids traffic to any non-loopback address outside namespaces we
+/// create ourselves. This address is dialled only from inside the child's fresh
+/// namespace, whose only interfaces are its own loopback and that unread TUN device,
+/// and which disappears with the child: no packet can reach a real network.
+const DROPPED: &str = "10.255.255.1";
+
+/// Why the connect-timeout test cannot run here, if it cannot.
+fn no_network_namespaces() -> Option<String> {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root: cannot create a network namespace and a TUN device".into());
+    }
+    let probe = |program: &str, args: &[&str]| match std::process::Command::new(program)
+        .args(args)
+        .output()
+    {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Some(format!("no `{program}` ({e})")),
+    };
+    probe("unshare", &["--net", "--", "true"]).or_else(|| probe("ip", &["-V"]))
+}
+
+/// A fetch from an address that never answers ends at the connect timeout, with an
+/// error that names the URL and says the connect timed out; it does not hang until the
+/// kernel gives up on its SYNs (minutes) or the idle timeout (longer still here). The
+/// client runs in a child process in a network namespace of its own (see [`DROPPED`]).
+#[test]
+fn a_connect_that_is_never_answered_ends_at_the_connect_timeout() {
+    if let Some(why) = no_network_namespaces() {
+        println!("skipped: {why}");
+        return;
+    }
+    let outer = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let mut child = std::process::Command::new("unshare")
+        .arg("--net")
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args(common::child_test_args("connect_timeout_child"))
+        .env("RT_OUTER_NETNS", &outer)
+        // A proxy would be dialled instead of the address under test.
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("ALL_PROXY")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(at) = line.find("RT ") {
+                let _ = tx.send(line[at + 3..].to_owned());
+            }
+        }
+    });
+    // A bound on the child as a whole, far above what it should take: only a fetch
+    // that hangs gets near it.
+    let said = lines.recv_timeout(Duration::from_secs(300));
+    if said.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let said = said.unwrap_or_else(|_| panic!("the child said nothing in 300 s ({status})"));
+    if let Some(why) = said.strip_prefix("SKIP ") {
+        println!("skipped: {why}");
+        return;
+    }
+    assert_eq!(said, "CHECKED", "the child ran its checks ({status})");
+}
+
+/// The client side of the test above. It refuses to run outside a network namespace
+/// other than its parent's, so the route it adds never reaches the machine's own.
+#[tokio::test]
+#[ignore = "run by the connect-timeout test as a child, in a network namespace of its own"]
+async fn connect_timeout_child() {
+    let outer = std::env::var_os("RT_OUTER_NETNS").expect("run by the connect-timeout test");
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(ours.as_os_str(), outer, "in a network namespace of its own");
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`ip {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    if let Err(why) = ip(&["tuntap", "add", "dev", "rt-drop", "mode", "tun"]) {
+        return println!("RT SKIP no TUN device to drop packets into: {why}");
+    }
+    ip(&["link", "set", "rt-drop", "up"]).unwrap();
+    ip(&["route", "add", &format!("{DROPPED}/32"), "dev", "rt-drop"]).unwrap();
+
+    let connect_timeout = Duration::from_millis(300);
+    let origin = HttpOrigin::builder()
+        .connect_timeout(connect_timeout)
+        .idle_timeout(Duration::from_secs(600))
+        .retries(0)
+        .build()
+        .unwrap();
+    let url = format!("http://{DROPPED}/never");
+    let started = std::time::Instant::now();
+    let fetch = readthrough::Origin::fetch(&origin, &url, readthrough::FetchOptions::default());
+    let fetched = tokio::time::timeout(Duration::from_secs(120), fetch)
+        .await
+        .expect("the fetch ended by itself, not after 120 s");
+    let elapsed = started.elapsed();
+    let Err(err) = fetched else {
+        panic!("a fetch from an address whose packets are dropped succeeded");
+    };
+    assert!(
+        elapsed >= connect_timeout,
+        "it waited for the connect timeout, not for a refusal: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "it ended at the connect timeout (300 ms), long before the kernel gives up: {elapsed:?}"
+    );
+    let err = err.downcast::<Error>().expect("a readthrough error");
+    let Error::Http { url: named, .. } = &*err else {
+        panic!("an HTTP request error: {err:?}");
+    };
+    assert_eq!(named, &url);
+    let said = err.to_string();
+    assert!(
+        said.contains(&url) && said.contains("timed out connecting"),
+        "the error names the URL and says the connect timed out: {said}"
+    );
+    // Below it, reqwest's own error, which a caller may look at.
+    let mut next = std::error::Error::source(&*err);
+    let mut reqwest_said = None;
+    while let Some(cause) = next {
+        if let Some(cause) = cause.downcast_ref::<reqwest::Error>() {
+            reqwest_said = Some(cause.is_connect() && cause.is_timeout());
+        }
+        next = cause.source();
+    }
+    assert_eq!(
+        reqwest_said,
+        Some(true),
+        "reqwest's connect timeout: {err:?}"
+    );
+    println!("RT CHECKED");
 }

@@ -206,14 +206,17 @@ async fn stale_while_revalidate_serves_the_old_copy_at_once_and_refreshes_it() {
         "the old copy, at once"
     );
     // The refresh runs in the background; `path` waits for a servable copy.
-    for _ in 0..1000 {
-        if origin.0.load(Ordering::SeqCst) == 2
-            && cache.metadata("k").await.unwrap().unwrap().expires > Some(clock.now())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // While the refresh publishes, between its renames, the key may have no metadata
+    // for a moment: that is "not yet".
+    common::eventually(async || {
+        origin.0.load(Ordering::SeqCst) == 2
+            && cache
+                .metadata("k")
+                .await
+                .unwrap()
+                .is_some_and(|meta| meta.expires > Some(clock.now()))
+    })
+    .await;
     assert_eq!(
         cache.get("k").await.unwrap().bytes().await.unwrap(),
         body_of("k", 1, 10_000)
@@ -370,13 +373,11 @@ async fn the_size_bound_holds_with_several_processes_filling_at_once() {
 /// Waits until the ledger is under `bound` and agrees with what is stored (an
 /// eviction may still be running).
 async fn settle_under(cache: &Cache, bound: u64) {
-    for _ in 0..2000 {
+    common::eventually(async || {
         let ledger = ledger_total(cache.dir());
-        if ledger <= bound && ledger == cache.status().await.unwrap().bytes {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        ledger <= bound && ledger == cache.status().await.unwrap().bytes
+    })
+    .await;
 }
 
 /// The total the ledger of the cache in `dir` holds.

@@ -411,19 +411,24 @@ fn an_origin_error_reaches_followers_in_other_processes() {
         ..Job::new(dir.path())
     };
     let leader = leader(&job);
+    // Every follower has said FIRST: each follows the leader's fill (it has its bytes)
+    // before the origin's failure is let go, and none of them fetched.
     let followers = followers(&job, 3);
+    assert_eq!(job.fetches(), 1, "the followers follow");
     std::fs::write(dir.path().join("release"), b"").unwrap();
+    let mut results = Vec::new();
     for proc in followers.into_iter().chain([leader]) {
         let result = proc.result();
         assert!(
             result.starts_with("ERROR") && result.contains("broke mid-body"),
             "{result}"
         );
+        results.push(result);
     }
     assert_eq!(
         job.fetches(),
         1,
-        "followers report the leader's error instead of fetching"
+        "followers report the leader's error instead of fetching: {results:#?}"
     );
     assert!(store_files(&job).is_empty(), "nothing is cached");
     assert!(tmp_parts(&job).is_empty());

@@ -184,7 +184,9 @@ async fn finding_6_a_leader_keeps_beating_through_a_long_flush() {
     let scenario = fail::FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
     let origin = Counting::new(100_000);
-    let stale = Duration::from_millis(200);
+    // Long enough that a loaded machine, which may hold up the heartbeat's task for
+    // a few hundred milliseconds, does not make the live leader look hung.
+    let stale = Duration::from_secs(1);
     let leader = Cache::builder(dir.path())
         .origin(origin.clone())
         .stale_after(stale)
@@ -200,13 +202,13 @@ async fn finding_6_a_leader_keeps_beating_through_a_long_flush() {
     events
         .wait_async("the leader's flush", |c| c.contains_key("flushing"))
         .await;
-    // The waiter looks for five staleness timeouts of the leader's flush.
+    // The waiter looks for three staleness timeouts of the leader's flush.
     let looked = Arc::new(Mutex::new(None::<Instant>));
     let (seen, looks) = (Arc::clone(&looked), events.clone());
     fail::cfg_callback("follow::look", move || {
         let mut first = seen.lock().unwrap();
         let since = *first.get_or_insert_with(Instant::now);
-        if since.elapsed() > stale * 5 {
+        if since.elapsed() > stale * 3 {
             looks.hit("watched long enough");
         }
     })

@@ -57,6 +57,8 @@ struct Settings {
     client: Client,
     headers: HeaderMap,
     headers_for: Option<Box<HeadersFor>>,
+    /// The connect timeout this origin set on its own client (`None`: the caller's).
+    connect_timeout: Option<Duration>,
     idle_timeout: Duration,
     retries: u32,
     backoff: Duration,
@@ -164,18 +166,22 @@ impl HttpOriginBuilder {
     /// # Errors
     /// [`Error::Http`] when no client was given and a new one cannot be set up.
     pub fn build(self) -> Result<HttpOrigin> {
-        let client = match self.client {
-            Some(client) => client,
-            None => Client::builder()
-                .connect_timeout(self.connect_timeout)
-                .build()
-                .map_err(|e| http_error("(setting up the HTTP client)", e))?,
+        let (client, connect_timeout) = match self.client {
+            Some(client) => (client, None),
+            None => (
+                Client::builder()
+                    .connect_timeout(self.connect_timeout)
+                    .build()
+                    .map_err(|e| http_error("(setting up the HTTP client)", e))?,
+                Some(self.connect_timeout),
+            ),
         };
         Ok(HttpOrigin {
             settings: Arc::new(Settings {
                 client,
                 headers: self.headers,
                 headers_for: self.headers_for,
+                connect_timeout,
                 idle_timeout: self.idle_timeout,
                 retries: self.retries,
                 backoff: self.backoff,
@@ -218,6 +224,43 @@ fn http_error(url: &str, source: reqwest::Error) -> Error {
     Error::Http {
         url: url.to_owned(),
         source: Cause(Arc::new(source)),
+    }
+}
+
+/// A connect that timed out, said so in so many words: reqwest's own error reads
+/// "error sending request for url (...)" and keeps the timeout in its sources.
+#[derive(Debug)]
+struct ConnectTimedOut {
+    after: Option<Duration>,
+    source: reqwest::Error,
+}
+
+impl fmt::Display for ConnectTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.after {
+            Some(after) => write!(f, "timed out connecting (after {after:?})"),
+            None => write!(f, "timed out connecting"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectTimedOut {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// The error for a failed request: a connect that timed out says so.
+fn request_error(url: &str, source: reqwest::Error, connect_timeout: Option<Duration>) -> Error {
+    if !(source.is_connect() && source.is_timeout()) {
+        return http_error(url, source);
+    }
+    Error::Http {
+        url: url.to_owned(),
+        source: Cause(Arc::new(ConnectTimedOut {
+            after: connect_timeout,
+            source,
+        })),
     }
 }
 
@@ -369,7 +412,7 @@ impl Settings {
                     });
                 }
                 Ok(Err(e)) if e.is_builder() || e.is_redirect() => return Err(http_error(url, e)),
-                Ok(Err(e)) => (http_error(url, e), None),
+                Ok(Err(e)) => (request_error(url, e, self.connect_timeout), None),
             };
             if attempt >= self.retries {
                 return Err(failure);

@@ -182,14 +182,20 @@ pub async fn cache(dir: &std::path::Path, origin: impl Origin) -> Cache {
 /// test `name` (a test in a child role), its output not captured.
 pub fn child_test(name: &str) -> std::process::Command {
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());
-    command.args([
+    command.args(child_test_args(name));
+    command
+}
+
+/// The arguments that make this test executable run only the ignored test `name`, its
+/// output not captured: for a child started through another program (`unshare`).
+pub fn child_test_args(name: &str) -> [&str; 5] {
+    [
         "--ignored",
         "--exact",
         name,
         "--nocapture",
         "--test-threads=1",
-    ]);
-    command
+    ]
 }
 
 /// Reads `key` through the cache's origin, whole.
@@ -217,6 +223,20 @@ pub fn files_under(dir: &std::path::Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// Waits until `done` holds, looking again every few milliseconds, for up to a minute
+/// of wall-clock time: a bound on time, not on the number of looks, which a loaded
+/// machine makes far longer than it seems. Whether it held.
+pub async fn eventually(mut done: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done().await {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
 }
 
 /// A clock that moves only when the test says so. Clones share the time.
