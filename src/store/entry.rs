@@ -348,14 +348,16 @@ pub(crate) fn entry_of(meta_path: &Path) -> Option<Entry> {
 
 /// [`entry_of`], with the identity of the blob file.
 pub(crate) fn entry_with_blob(meta_path: &Path) -> Option<(Entry, BlobId)> {
-    let meta = read_meta(meta_path).ok().flatten()?;
-    let last_read = std::fs::symlink_metadata(meta_path).ok()?.modified().ok()?;
     let path = meta_path.with_extension("");
+    // A publish renames its blob an instant before its metadata: a pair that does not
+    // match is looked at again before it counts as no entry.
+    let (meta, blob) = (0..LOOKS).find_map(|_| {
+        let meta = read_meta(meta_path).ok().flatten()?;
+        let blob = std::fs::symlink_metadata(&path).ok()?;
+        (blob.is_file() && meta.describes(BlobId::of(&blob))).then_some((meta, blob))
+    })?;
+    let last_read = std::fs::symlink_metadata(meta_path).ok()?.modified().ok()?;
     let expires = expiry_time(&meta);
-    let blob = std::fs::symlink_metadata(&path).ok()?;
-    if !blob.is_file() || !meta.describes(BlobId::of(&blob)) {
-        return None;
-    }
     let entry = Entry {
         key: meta.key,
         size: blob.len(),
