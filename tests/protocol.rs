@@ -101,6 +101,11 @@ fn meta_path(dir: &Path, key: &str) -> PathBuf {
         .join(format!("{name}.meta"))
 }
 
+/// A cache with no origin of its own on `dir`.
+async fn bare(dir: &Path) -> Cache {
+    Cache::builder(dir).durable(false).build().await.unwrap()
+}
+
 async fn build(dir: &Path, origin: impl readthrough::Origin, stale: Duration) -> Cache {
     Cache::builder(dir)
         .origin(origin)
@@ -331,11 +336,7 @@ async fn finding_2_a_read_never_pairs_an_old_blob_with_new_metadata() {
 async fn finding_2_a_removal_during_a_publish_leaves_nothing_behind_a_prune() {
     let scenario = fail::FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::builder(dir.path())
-        .durable(false)
-        .build()
-        .await
-        .unwrap();
+    let cache = bare(dir.path()).await;
     let armed = AtomicBool::new(true);
     let root = dir.path().to_owned();
     fail::cfg_callback("fill::renamed", move || {
@@ -480,11 +481,7 @@ async fn finding_8_remembered_metadata_is_not_fooled_by_a_reused_inode() {
 async fn finding_9_metadata_replaced_during_a_hit_is_read_again() {
     let scenario = fail::FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let writer = Cache::builder(dir.path())
-        .durable(false)
-        .build()
-        .await
-        .unwrap();
+    let writer = bare(dir.path()).await;
     let body = body_of(KEY, 0, 5000);
     writer.put(KEY, Fetched::from(body.clone())).await.unwrap();
     let armed = AtomicBool::new(true);
@@ -499,11 +496,7 @@ async fn finding_9_metadata_replaced_during_a_hit_is_read_again() {
     })
     .unwrap();
     // A cache that has not remembered the metadata yet, so it stats and parses it.
-    let reader = Cache::builder(dir.path())
-        .durable(false)
-        .build()
-        .await
-        .unwrap();
+    let reader = bare(dir.path()).await;
     let got = reader
         .read(KEY)
         .await
