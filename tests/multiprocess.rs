@@ -498,7 +498,9 @@ impl readthrough::Origin for ChildOrigin {
                 .create(true)
                 .append(true)
                 .open(&log)?;
-            writeln!(file, "{} {offset}", std::process::id())?;
+            // One write(2) per line: with O_APPEND, the lines of processes that fetch
+            // at once then never interleave (`writeln!` writes each piece apart).
+            file.write_all(format!("{} {offset}\n", std::process::id()).as_bytes())?;
             let body = common::body_of(&key, version, LEN);
             let mut chunks = common::chunked(body[offset as usize..].to_vec(), CHUNK);
             if fail {

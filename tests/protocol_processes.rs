@@ -801,7 +801,8 @@ impl Origin for ChildOrigin {
                 .create(true)
                 .append(true)
                 .open(&log)?;
-            writeln!(file, "{}", std::process::id())?;
+            // One write(2) per line, so lines of processes that fetch at once never mix.
+            file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
             if let Some(asked) = options.revalidate.filter(|_| revalidate_304) {
                 println!("RT REVALIDATING {asked}");
                 released(release).await;
