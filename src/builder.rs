@@ -13,7 +13,7 @@ use crate::origin::Origin;
 use crate::store::dir::{self, Folder};
 use crate::store::layout::{Layout, ShardedLayout};
 use crate::store::lock::LockSite;
-use crate::store::names::{BREAK_GUARD, FORMAT_DIR, TMP_DIR};
+use crate::store::names::{BREAK_GUARD, TMP_DIR};
 use crate::sys::{Perms, blocking};
 
 /// Builds a [`Cache`]. Made by [`Cache::builder`].
@@ -189,13 +189,17 @@ impl CacheBuilder {
                 "max_bytes of zero would keep nothing",
             ));
         }
-        let root = self.root.clone();
-        let base = root.join(FORMAT_DIR);
         let (want_locks, perms) = (self.file_locks, self.perms);
-        let (dir_root, dir_base) = (root.clone(), base.clone());
-        let locking = blocking(move || Ok(dir::open(&dir_root, &dir_base, want_locks, perms)))
-            .await
-            .map_err(|e| dir::bad_dir(&root, "reach", e))??;
+        let dir = self.root.clone();
+        let (root, base, locking) = blocking(move || {
+            Ok(dir::root(&dir, perms).and_then(|root| {
+                let base = dir::base_of(&root);
+                let locking = dir::open(&root, &base, want_locks, perms)?;
+                Ok((root, base, locking))
+            }))
+        })
+        .await
+        .map_err(|e| dir::bad_dir(&self.root, "reach", e))??;
         let guard = base.join(TMP_DIR).join(BREAK_GUARD);
         Ok(Cache::new(Engine::new(Settings {
             folder: Folder {

@@ -14,7 +14,7 @@ use crate::stats::Stats;
 use crate::store::dir::{self, Folder};
 use crate::store::entry::{Entry, entry_of};
 use crate::store::scan;
-use crate::sys::{self, blocking_io};
+use crate::sys::blocking_io;
 
 pub use crate::engine::{ReadKind, Reader};
 
@@ -58,7 +58,7 @@ impl Cache {
 
     /// The cache directory.
     pub fn dir(&self) -> &Path {
-        &self.engine.folder().root
+        self.engine.folder().root.root_dir()
     }
 
     /// Reads `key` through the cache's origin.
@@ -269,7 +269,7 @@ impl Cache {
         let paths = self.engine.paths(key)?;
         let store = paths.store.clone();
         blocking_io("look up", paths.store, move || {
-            Ok(sys::stat(&store)?.is_some_and(|meta| meta.is_file()))
+            Ok(store.stat()?.is_some_and(|meta| meta.is_file()))
         })
         .await
     }

@@ -56,7 +56,9 @@
 //!    each reader fetches the rest of the body from the origin itself, uncached, a
 //!    warning is logged, and nothing partial stays behind.
 //! 8. **Keys are data.** Any key maps inside the cache directory; paths from a custom
-//!    [`Layout`] are checked, and no final symlink is ever followed.
+//!    [`Layout`] are checked, and every file is reached from a handle on the cache
+//!    directory without following a symlink at any level, so nothing outside the
+//!    directory is ever read or written through one.
 //! 9. **Bounded resources.** Each reader holds one buffer of at most 256 KiB; each fill
 //!    holds one file descriptor in each process that reads it, shared by its readers.
 //!

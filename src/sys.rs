@@ -1,13 +1,20 @@
 //! The few calls that differ between operating systems. Only Unix is supported.
 
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, Metadata};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::BytesMut;
+
+mod beneath;
+mod tmp;
+
+#[cfg(test)]
+pub(crate) use beneath::tmp_root;
+pub(crate) use beneath::{Kind, Listed, RootedPath};
+pub(crate) use tmp::{TmpFile, TmpPath, create_tmp};
 
 /// Identifies a file (not a path): device and inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,29 +35,6 @@ impl FileId {
     pub(crate) fn of_file(file: &File) -> io::Result<Self> {
         Ok(Self::of(&file.metadata()?))
     }
-
-    /// Whether `path` names this file now (not following a final symlink).
-    pub(crate) fn is_at(self, path: &Path) -> io::Result<bool> {
-        Ok(Self::of_path(path)? == Some(self))
-    }
-
-    /// The file a path names now, without following a final symlink; `None` when
-    /// nothing is there.
-    pub(crate) fn of_path(path: &Path) -> io::Result<Option<Self>> {
-        Ok(stat(path)?.as_ref().map(Self::of))
-    }
-}
-
-/// Options that refuse to follow a symlink in the final component.
-pub(crate) fn no_follow() -> OpenOptions {
-    let mut options = OpenOptions::new();
-    options.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-    options
-}
-
-/// Opens an existing file for reading without following a final symlink.
-pub(crate) fn open_read(path: &Path) -> io::Result<File> {
-    no_follow().read(true).open(path)
 }
 
 /// Reads up to `len` bytes at `offset`; fewer only at end of file.
@@ -188,28 +172,16 @@ pub(crate) fn found<T>(result: io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
-/// The status of what `path` names, not following a final symlink; `None` when
-/// nothing is there.
-pub(crate) fn stat(path: &Path) -> io::Result<Option<Metadata>> {
-    found(std::fs::symlink_metadata(path))
-}
-
-/// Removes the file at `path`; returns whether there was one.
-pub(crate) fn remove_if_there(path: &Path) -> io::Result<bool> {
-    Ok(found(std::fs::remove_file(path))?.is_some())
-}
-
-/// The entries of the folder `dir`; none when it is missing.
-pub(crate) fn read_dir_if_there(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
-    match found(std::fs::read_dir(dir))? {
-        Some(entries) => entries.collect(),
-        None => Ok(Vec::new()),
+/// [`found`], with a symlink in the way (`ELOOP`, at any level of the path) also as
+/// `None`: nothing of the cache's is there, and what is there is never followed.
+pub(crate) fn found_beneath<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            tracing::warn!(error = %e, "a symlink is where a file or folder of the cache should be; passing it over");
+            Ok(None)
+        }
+        other => found(other),
     }
-}
-
-/// Flushes a directory's entries (a rename into it) to stable storage.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// The modes the cache gives the files and directories it creates.
@@ -240,47 +212,6 @@ impl Perms {
             let _ = file.set_permissions(std::fs::Permissions::from_mode(self.file));
         }
     }
-
-    /// Options that create a file with this mode, not following a final symlink.
-    pub(crate) fn create(self) -> OpenOptions {
-        let mut options = no_follow();
-        options
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(self.file);
-        options
-    }
-}
-
-/// Creates `dir` and its missing parents with the directory mode of `perms` (the
-/// umask applies to parents a custom layout nests deeper).
-pub(crate) fn make_dirs(dir: &Path, perms: Perms) -> io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(perms.dir)
-        .create(dir)?;
-    if perms != Perms::OWNER {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(perms.dir))?;
-    }
-    Ok(())
-}
-
-/// Runs `op`; if it fails because `dir` is missing, creates `dir` and runs it again.
-pub(crate) fn in_dir<T>(
-    dir: &Path,
-    perms: Perms,
-    mut op: impl FnMut() -> io::Result<T>,
-) -> io::Result<T> {
-    match op() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            make_dirs(dir, perms)?;
-            op()
-        }
-        result => result,
-    }
 }
 
 /// Whether a guard lock is taken alone or shared with other shared holders.
@@ -288,17 +219,4 @@ pub(crate) fn in_dir<T>(
 pub(crate) enum Hold {
     Exclusive,
     Shared,
-}
-
-/// Opens (creating) the guard file at `path` and waits for its `flock`, which is
-/// released when the returned file is dropped or the process dies. Blocking: call it
-/// on a blocking thread.
-pub(crate) fn guard(path: &Path, hold: Hold, perms: Perms) -> io::Result<File> {
-    let file = perms.create().open(path)?;
-    perms.fix(&file);
-    match hold {
-        Hold::Exclusive => file.lock()?,
-        Hold::Shared => file.lock_shared()?,
-    }
-    Ok(file)
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::{Paused, body_of};
-use readthrough::{Cache, Fetched};
+use readthrough::{Cache, Fetched, ReadKind};
 
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
@@ -141,4 +141,89 @@ async fn a_symlink_planted_at_a_metadata_path_is_never_read() {
         std::fs::read(&outside).is_ok(),
         "the file outside is untouched"
     );
+}
+
+/// Every file under `dir` (symlinks as such, not followed), with its bytes and its
+/// modification time: what a cache must not change outside its directory.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    for path in common::files_under(dir) {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        out.push((
+            path.clone(),
+            std::fs::read(&path).unwrap(),
+            meta.modified().unwrap(),
+        ));
+    }
+    out
+}
+
+/// A key other than `key` whose files share its shard folders.
+fn shard_mate(key: &str) -> String {
+    let shard =
+        |k: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(k.as_bytes()))[..2].to_owned();
+    (0..)
+        .map(|i| format!("{key}-mate-{i}"))
+        .find(|k| shard(k) == shard(key))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_folder_swapped_for_a_symlink_at_any_level_is_never_followed() {
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"k"));
+    let shard = &hash[..2];
+    let mate = shard_mate("k");
+    for level in [
+        format!("v1/store/{shard}"),
+        "v1/store".to_owned(),
+        format!("v1/tmp/{shard}"),
+        "v1/tmp".to_owned(),
+        "v1".to_owned(),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = common::Counting::new(1000);
+        let cache = common::cache(&dir.path().join("c"), origin.clone()).await;
+        common::fetch_all(&cache, "k").await;
+        // A group member moves the real folder out and plants a symlink to it: the
+        // entry of "k" is complete and valid over there.
+        let planted = cache.dir().join(&level);
+        let outside = dir.path().join("outside");
+        std::fs::rename(&planted, &outside).unwrap();
+        std::os::unix::fs::symlink(&outside, &planted).unwrap();
+        let before = snapshot(&outside);
+        let again = cache.get("k").await.unwrap();
+        let through_store = !level.starts_with("v1/tmp");
+        if through_store {
+            assert_ne!(
+                again.kind(),
+                ReadKind::Hit,
+                "{level}: read through the link"
+            );
+        }
+        assert_eq!(
+            again.bytes().await.unwrap(),
+            body_of("k", 0, 1000),
+            "{level}"
+        );
+        assert_eq!(
+            common::fetch_all(&cache, &mate).await,
+            body_of(&mate, 0, 1000),
+            "{level}"
+        );
+        let fetched_again = usize::from(through_store);
+        assert_eq!(
+            origin.fetches(),
+            2 + fetched_again,
+            "{level}: served from the origin"
+        );
+        assert_eq!(
+            snapshot(&outside),
+            before,
+            "{level}: nothing outside changed"
+        );
+        assert!(
+            std::fs::symlink_metadata(&planted).unwrap().is_symlink(),
+            "{level}: the link is left for an administrator to see"
+        );
+    }
 }

@@ -10,7 +10,6 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use futures::FutureExt;
 use sha2::{Digest, Sha256};
-use tempfile::TempPath;
 use tokio::sync::watch;
 
 use crate::engine::follow::{self, Followed};
@@ -28,7 +27,7 @@ use crate::store::lock::{self, Attempt, FillLock, Locking};
 use crate::store::lock_info::{Failure, FailureKind, LenInfo, LockInfo};
 use crate::store::meta::EntryMeta;
 use crate::store::names::TMP_SUFFIX;
-use crate::sys::{self, blocking, blocking_io};
+use crate::sys::{self, RootedPath, TmpFile, TmpPath, blocking, blocking_io};
 
 /// The most bytes gathered from a fast origin before they are written in one go.
 const WRITE_BATCH: usize = 1 << 20;
@@ -120,7 +119,7 @@ async fn run(inner: &Arc<Engine>, fill: &Fill, paths: &KeyPaths, mode: Mode) -> 
         let tmp_dir = paths.tmp_dir.clone();
         let (locks, perms) = (inner.settings.locks.clone(), inner.settings.folder.perms);
         let attempt = blocking_io("lock", &paths.lock, move || {
-            sys::in_dir(&tmp_dir, perms, || lock::try_lead(&lock_path, &locks))
+            tmp_dir.in_dir(perms, || lock::try_lead(&lock_path, &locks))
         })
         .await?;
         let (lock, stale_tmp) = match (attempt, mode) {
@@ -252,7 +251,7 @@ async fn lead(
     let keep = prefix.as_ref().map(|p| p.unique.as_str());
     let fresh = create_tmp(inner, paths, dead, stale_tmp, keep)?;
     let announce = Announce { lock: &lock, paths };
-    let fresh_unique = unique_part(paths, fresh.path());
+    let fresh_unique = unique_part(paths, fresh.path.path());
     announce.info(&fresh_unique, LenInfo::Pending, None, None)?;
     let options = fetch_options(current.as_ref(), prefix.as_ref());
     let fetched = guarded_fetch(fill.origin.as_ref(), &fill.key, options).await;
@@ -349,24 +348,19 @@ fn create_tmp(
     dead: Option<LockInfo>,
     stale_tmp: Option<String>,
     keep: Option<&str>,
-) -> Result<tempfile::NamedTempFile> {
+) -> Result<TmpFile> {
     for unique in dead.map(|info| info.tmp).into_iter().chain(stale_tmp) {
         if Some(unique.as_str()) != keep {
-            let _ = std::fs::remove_file(paths.tmp_file(&unique));
+            let _ = paths.tmp_file(&unique).remove_if_there();
         }
     }
     let perms = inner.settings.folder.perms;
-    let tmp = sys::in_dir(&paths.tmp_dir, perms, || {
-        tempfile::Builder::new()
-            .prefix(&paths.tmp_prefix)
-            .suffix(TMP_SUFFIX)
-            .rand_bytes(16)
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(perms.file))
-            .tempfile_in(&paths.tmp_dir)
-    })
-    .map_err(|e| Error::io("create a tmp file in", &paths.tmp_dir, e))?;
-    perms.fix(tmp.as_file());
-    Ok(tmp)
+    paths
+        .tmp_dir
+        .in_dir(perms, || {
+            sys::create_tmp(&paths.tmp_dir, &paths.tmp_prefix, TMP_SUFFIX, 16, perms)
+        })
+        .map_err(|e| Error::io("create a tmp file in", &paths.tmp_dir, e))
 }
 
 /// The tmp file a leader writes: a fresh one, or a dead leader's whose first `start`
@@ -374,14 +368,14 @@ fn create_tmp(
 struct Tmp {
     unique: String,
     file: std::fs::File,
-    path: TempPath,
+    path: TmpPath,
     start: u64,
     hasher: Sha256,
 }
 
 impl Tmp {
-    fn fresh(tmp: tempfile::NamedTempFile, unique: String) -> Self {
-        let (file, path) = tmp.into_parts();
+    fn fresh(tmp: TmpFile, unique: String) -> Self {
+        let TmpFile { file, path } = tmp;
         Tmp {
             unique,
             file,
@@ -423,7 +417,7 @@ impl Leading<'_> {
         fetched: Fetched,
         generation: u64,
         announce: impl Fn(LenInfo, Option<String>) -> Result<()>,
-    ) -> Result<(Arc<Source>, EntryMeta, TempPath)> {
+    ) -> Result<(Arc<Source>, EntryMeta, TmpPath)> {
         let (inner, fill) = (self.inner, self.fill);
         if fetched.offset != tmp.start {
             return Err(Error::origin(
@@ -472,7 +466,7 @@ impl Leading<'_> {
     async fn copy_body(
         &self,
         source: &Arc<Source>,
-        tmp_path: &TempPath,
+        tmp_path: &TmpPath,
         (mut written, mut hasher): (u64, Sha256),
         mut body: futures::stream::BoxStream<'static, Result<Bytes, crate::BoxError>>,
         promised: Option<u64>,
@@ -507,7 +501,7 @@ impl Leading<'_> {
                     Ok(hasher)
                 })
                 .await
-                .map_err(|e| Error::io("write", tmp_path.to_path_buf(), e))?;
+                .map_err(|e| Error::io("write", tmp_path.path(), e))?;
                 written += size as u64;
                 add(&inner.counters.origin_bytes, size as u64);
                 fill.progress(source, written, Role::Leader);
@@ -532,7 +526,7 @@ impl Leading<'_> {
                 file.file.sync_data()
             })
             .await
-            .map_err(|e| Error::io("sync", tmp_path.to_path_buf(), e))?;
+            .map_err(|e| Error::io("sync", tmp_path.path(), e))?;
         }
         Ok((written, hasher.finalize().into()))
     }
@@ -575,7 +569,7 @@ impl Batch {
 }
 
 /// The name part that makes this tmp file unique (what followers are told).
-fn unique_part(paths: &KeyPaths, tmp: &std::path::Path) -> String {
+fn unique_part(paths: &KeyPaths, tmp: &RootedPath) -> String {
     let name = tmp.file_name().unwrap_or_default().to_string_lossy();
     name.strip_prefix(&paths.tmp_prefix)
         .and_then(|rest| rest.strip_suffix(TMP_SUFFIX))

@@ -200,7 +200,7 @@ fn look_now(
         let still = |busy: &Busy| Ok(Beat::of(busy, paths)? == beat);
         match watch.busy.break_stale(&inner.settings.locks, still)? {
             Attempt::Led(lock) => {
-                tracing::warn!(lock = %paths.lock.display(), "reclaimed a fill that made no progress");
+                tracing::warn!(lock = %paths.lock, "reclaimed a fill that made no progress");
                 add(&inner.counters.stale_reclaims, 1);
                 return Ok(Seen::Reclaimed { lock, stale_tmp });
             }
@@ -229,7 +229,7 @@ fn tail_tmp(paths: &KeyPaths, watch: &mut Watch, next_generation: u64) -> io::Re
             .is_some_and(|(name, _)| *name == info.tmp);
         if !known
             && info.len != LenInfo::Pending
-            && let Some(file) = sys::found(sys::open_read(&paths.tmp_file(&info.tmp)))?
+            && let Some(file) = sys::found(paths.tmp_file(&info.tmp).open_read())?
         {
             let len = match info.len {
                 LenInfo::Known(n) => Some(n),
@@ -248,7 +248,7 @@ fn tail_tmp(paths: &KeyPaths, watch: &mut Watch, next_generation: u64) -> io::Re
     }
     if let Some((_, source)) = &watch.tmp {
         let id = FileId::of_file(&source.file)?;
-        if id.is_at(&paths.store)? {
+        if paths.store.names(id)? {
             let len = source.file.metadata()?.len();
             return Ok(Tailing::Complete {
                 source: Arc::clone(source),
@@ -284,7 +284,7 @@ impl Beat {
     fn of(busy: &Busy, paths: &KeyPaths) -> io::Result<Self> {
         let tmp = match busy.info() {
             None => None,
-            Some(info) => match sys::stat(&paths.tmp_file(&info.tmp))? {
+            Some(info) => match paths.tmp_file(&info.tmp).stat()? {
                 Some(meta) => Some(meta.modified()?),
                 None => None,
             },

@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use tempfile::TempPath;
-
 use crate::engine::evict;
 use crate::engine::heartbeat::Heartbeat;
 use crate::engine::progress::{FillState, Role, Source};
@@ -17,7 +15,7 @@ use crate::store::layout::KeyPaths;
 use crate::store::ledger;
 use crate::store::lock::FillLock;
 use crate::store::meta::{BlobId, EntryMeta};
-use crate::sys::{self, blocking};
+use crate::sys::{TmpPath, blocking};
 
 /// The end of a leader's fill whose complete, checked body is in `source` (the tmp
 /// file at `tmp_path`): published (and an eviction started if that takes the store
@@ -26,7 +24,7 @@ pub(super) async fn complete(
     inner: &Arc<Engine>,
     paths: &KeyPaths,
     held: (Heartbeat, FillLock),
-    (tmp_path, source): (TempPath, Arc<Source>),
+    (tmp_path, source): (TmpPath, Arc<Source>),
     meta: EntryMeta,
 ) -> FillState {
     let len = meta.size;
@@ -57,7 +55,7 @@ async fn publish(
     inner: &Engine,
     paths: &KeyPaths,
     held: (Heartbeat, FillLock),
-    (tmp_path, source): (TempPath, &Arc<Source>),
+    (tmp_path, source): (TmpPath, &Arc<Source>),
     meta: EntryMeta,
 ) -> Result<u64> {
     let (durable, base, now, perms) = (
@@ -79,16 +77,14 @@ async fn publish(
         if !lock.may_publish()? {
             return Ok(None);
         }
-        let replaced = std::fs::symlink_metadata(&paths.store).map_or(0, |old| old.len());
-        sys::in_dir(store_dir, perms, || {
-            std::fs::rename(&tmp_path, &paths.store)
-        })?;
+        let replaced = paths.store.stat().ok().flatten().map_or(0, |old| old.len());
+        store_dir.in_dir(perms, || tmp_path.path().rename_to(&paths.store))?;
         // The file is the store's now: dropping its tmp path must not remove it.
-        let _ = tmp_path.keep();
+        tmp_path.keep();
         crate::failpoint::failpoint!("fill::renamed");
-        meta_tmp.persist(&paths.meta).map_err(|e| e.error)?;
+        meta_tmp.persist(&paths.meta)?;
         if durable {
-            sys::sync_dir(store_dir)?;
+            store_dir.sync_dir()?;
         }
         drop(heartbeat);
         drop(lock);
@@ -151,7 +147,7 @@ pub(super) async fn refresh(
             if !lock.may_publish()? {
                 return Ok(false);
             }
-            tmp.persist(&paths_owned.meta).map_err(|e| e.error)?;
+            tmp.persist(&paths_owned.meta)?;
             Ok(true)
         })();
         drop(heartbeat);
@@ -161,7 +157,7 @@ pub(super) async fn refresh(
     .await;
     let written = match written {
         Ok(true) => {
-            tracing::debug!(path = %paths.store.display(), "revalidated");
+            tracing::debug!(path = %paths.store, "revalidated");
             Ok(())
         }
         Ok(false) => {

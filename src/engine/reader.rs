@@ -263,8 +263,8 @@ fn checked_body(
     body: BoxStream<'static, Result<Bytes>>,
     digest: String,
     key: String,
-    base: std::path::PathBuf,
-    (blob, id): (std::path::PathBuf, crate::store::meta::BlobId),
+    base: crate::sys::RootedPath,
+    (blob, id): (crate::sys::RootedPath, crate::store::meta::BlobId),
 ) -> BoxStream<'static, Result<Bytes>> {
     use sha2::Digest;
     let state = (body, sha2::Sha256::new(), false);

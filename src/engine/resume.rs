@@ -11,24 +11,22 @@
 //! file whose length outran its data.
 
 use std::fs::File;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use tempfile::TempPath;
 
 use crate::error::Result;
 use crate::origin::{FetchOptions, Fetched};
 use crate::store::layout::KeyPaths;
 use crate::store::lock_info::{LenInfo, LockInfo};
-use crate::sys::{self, blocking_io};
+use crate::sys::{self, RootedPath, TmpPath, blocking_io};
 
 /// The part of a body a dead leader wrote, to be resumed.
 pub(super) struct Prefix {
     /// The unique part of the dead leader's tmp file name.
     pub(super) unique: String,
-    path: PathBuf,
+    path: RootedPath,
     file: File,
     /// How many bytes it holds.
     pub(super) len: u64,
@@ -49,7 +47,7 @@ impl Prefix {
             LenInfo::Pending => return None,
         };
         let path = paths.tmp_file(&info.tmp);
-        let file = sys::no_follow().read(true).write(true).open(&path).ok()?;
+        let file = path.open_rw().ok()?;
         let stat = file.metadata().ok()?;
         let len = stat.len();
         let partial = len > 0 && total.is_none_or(|total| len < total);
@@ -86,7 +84,7 @@ impl Prefix {
     /// Takes the dead leader's file over: hashes its prefix (on a blocking thread)
     /// and returns the file, its path (removed if this fill fails too) and the
     /// hash so far.
-    pub(super) async fn adopt(self) -> Result<(File, TempPath, Sha256)> {
+    pub(super) async fn adopt(self) -> Result<(File, TmpPath, Sha256)> {
         let Prefix {
             path, file, len, ..
         } = self;
@@ -107,7 +105,7 @@ impl Prefix {
                 hasher.update(&buf[..got]);
                 at += got as u64;
             }
-            Ok((file, TempPath::try_from_path(path)?, hasher))
+            Ok((file, TmpPath::adopt(path), hasher))
         })
         .await
     }
@@ -115,7 +113,7 @@ impl Prefix {
     /// Gives the prefix up: the origin's answer starts over, so the dead leader's file
     /// goes.
     pub(super) fn discard(self) {
-        let _ = std::fs::remove_file(&self.path);
+        let _ = self.path.remove_if_there();
     }
 }
 

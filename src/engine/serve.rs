@@ -89,7 +89,7 @@ impl Engine {
     pub(crate) async fn path(self: &Arc<Self>, key: &str) -> Result<PathBuf> {
         let paths = self.paths(key)?;
         if self.servable(key, &paths, false)?.is_some() {
-            return Ok(paths.store);
+            return Ok(paths.store.path());
         }
         add(&self.counters.misses, 1);
         let origin = self
@@ -100,7 +100,7 @@ impl Engine {
                 key: key.to_owned(),
             })?;
         let (state, _, _) = self.join_or_start(key, &paths, origin);
-        stored_end(wait_final(state, key).await?).map(|_| paths.store)
+        stored_end(wait_final(state, key).await?).map(|_| paths.store.path())
     }
 
     /// Stores `body` under `key` whatever is there; its length.

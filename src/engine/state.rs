@@ -2,7 +2,6 @@
 //! this process, the parsed metadata it remembers, and its counters.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -18,6 +17,7 @@ use crate::store::dir::Folder;
 use crate::store::entry::MetaCache;
 use crate::store::layout::{KeyPaths, Layout};
 use crate::store::lock::LockSite;
+use crate::sys::RootedPath;
 
 /// A cache's settings, as its builder gathered them.
 pub(crate) struct Settings {
@@ -64,7 +64,7 @@ impl Engine {
     }
 
     /// The format folder.
-    pub(crate) fn base(&self) -> &Path {
+    pub(crate) fn base(&self) -> &RootedPath {
         &self.settings.folder.base
     }
 

@@ -35,7 +35,6 @@
 mod format;
 
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -46,7 +45,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::kv::records::RecordFolder;
 use crate::store::names::RECORDS_DIR;
-use crate::sys::{Hold, blocking_io};
+use crate::sys::{Hold, Kind, RootedPath, blocking_io};
 
 use format::{Header, RECORD_VERSION, Stored, check_id, check_sizes};
 
@@ -363,7 +362,7 @@ impl IdempotencyStore {
                 Stored::Missing => return Ok(false),
                 Stored::Record(header, _) if header.id != owned_id => {
                     tracing::warn!(
-                        path = %path.display(), id = %owned_id, stored = %header.id,
+                        path = %path, id = %owned_id, stored = %header.id,
                         "a record file holds another id; leaving it"
                     );
                     return Ok(false);
@@ -419,7 +418,7 @@ impl IdempotencyStore {
         &self,
         op: &'static str,
         id: &str,
-        change: impl FnOnce(&Records, &Path) -> io::Result<T> + Send + 'static,
+        change: impl FnOnce(&Records, &RootedPath) -> io::Result<T> + Send + 'static,
     ) -> Result<T> {
         let (records, path) = (Arc::clone(&self.records), self.records.folder.path_of(id));
         let at = path.clone();
@@ -437,7 +436,7 @@ impl IdempotencyStore {
         op: &'static str,
         id: &str,
         refused: fn(String) -> Error,
-        change: impl FnOnce(&Records, &Path) -> io::Result<bool> + Send + 'static,
+        change: impl FnOnce(&Records, &RootedPath) -> io::Result<bool> + Send + 'static,
     ) -> Result<()> {
         if self.change(op, id, change).await? {
             Ok(())
@@ -450,7 +449,7 @@ impl IdempotencyStore {
 impl Records {
     /// Replaces the file at `path` with `file`, atomically, and flushes its folder
     /// when durable.
-    fn write(&self, path: &Path, file: &[u8]) -> io::Result<()> {
+    fn write(&self, path: &RootedPath, file: &[u8]) -> io::Result<()> {
         self.folder.write(path, file, SystemTime::now())?;
         self.folder.sync_shard(path)
     }
@@ -463,19 +462,24 @@ impl Records {
     /// The live record of `id` at `path`, with its data when `with_data`. Anything
     /// else there (nothing, an expired record, another id's record, a damaged file)
     /// is `None`.
-    fn live(&self, path: &Path, id: &str, with_data: bool) -> io::Result<Option<(Header, Bytes)>> {
+    fn live(
+        &self,
+        path: &RootedPath,
+        id: &str,
+        with_data: bool,
+    ) -> io::Result<Option<(Header, Bytes)>> {
         match format::read(path, with_data)? {
             Stored::Missing => Ok(None),
             Stored::Garbage(reason) => {
                 tracing::warn!(
-                    path = %path.display(), %id, %reason,
+                    path = %path, %id, %reason,
                     "not serving a damaged idempotency record"
                 );
                 Ok(None)
             }
             Stored::Record(header, _) if header.id != id => {
                 tracing::warn!(
-                    path = %path.display(), %id, stored = %header.id,
+                    path = %path, %id, stored = %header.id,
                     "a record file holds another id; not serving it"
                 );
                 Ok(None)
@@ -489,10 +493,10 @@ impl Records {
     fn prune(&self) -> io::Result<u64> {
         let mut removed = 0;
         self.folder.each_entry(|entry| {
-            if entry.file_type()?.is_dir() {
+            if entry.kind == Kind::Dir {
                 return Ok(());
             }
-            let path = entry.path();
+            let path = entry.path.clone();
             if self.is_prunable(&path)? && self.folder.remove(&path)? {
                 removed += 1;
             }
@@ -504,7 +508,7 @@ impl Records {
     /// Whether pruning removes the file at `path`: an expired record, a record named
     /// for another id, a damaged file or one this process may not read (a warning is
     /// logged for the last three).
-    fn is_prunable(&self, path: &Path) -> io::Result<bool> {
+    fn is_prunable(&self, path: &RootedPath) -> io::Result<bool> {
         Ok(match format::read(path, false) {
             Ok(Stored::Missing) => false,
             Ok(Stored::Record(header, _)) if self.folder.is_path_of(path, &header.id) => {
@@ -512,21 +516,21 @@ impl Records {
             }
             Ok(Stored::Record(header, _)) => {
                 tracing::warn!(
-                    path = %path.display(), stored = %header.id,
+                    path = %path, stored = %header.id,
                     "removing a record file named for another id"
                 );
                 true
             }
             Ok(Stored::Garbage(reason)) => {
                 tracing::warn!(
-                    path = %path.display(), %reason,
+                    path = %path, %reason,
                     "removing a damaged idempotency record"
                 );
                 true
             }
             Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
                 tracing::warn!(
-                    path = %path.display(), %error,
+                    path = %path, %error,
                     "removing an unreadable idempotency record"
                 );
                 true

@@ -12,7 +12,6 @@
 
 use std::fs::File;
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -21,7 +20,7 @@ use crate::kv::records::RecordFolder;
 use crate::store::dir::Folder;
 use crate::store::named_locks::{self, LockRecord};
 use crate::store::names::LOCKS_DIR;
-use crate::sys::Hold;
+use crate::sys::{Hold, RootedPath};
 
 /// Who holds a named lock now, as [`Values::lock_holder`](crate::Values::lock_holder)
 /// tells.
@@ -73,7 +72,7 @@ impl Locks {
     }
 
     /// The folder of the lock files.
-    pub(crate) fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &RootedPath {
         self.folder.dir()
     }
 
@@ -135,7 +134,7 @@ impl Locks {
         let now = self.clock.now();
         let mut held = Vec::new();
         self.folder.each_entry(|file| {
-            let path = file.path();
+            let path = file.path.clone();
             let Some(record) = named_locks::read(&path)? else {
                 return Ok(());
             };
@@ -153,7 +152,12 @@ impl Locks {
     }
 
     /// The record at `path` if it is the live lock `name` at `now`.
-    fn live(&self, path: &Path, name: &str, now: SystemTime) -> io::Result<Option<LockRecord>> {
+    fn live(
+        &self,
+        path: &RootedPath,
+        name: &str,
+        now: SystemTime,
+    ) -> io::Result<Option<LockRecord>> {
         Ok(named_locks::read(path)?.filter(|record| record.name == name && record.is_live(now)))
     }
 }

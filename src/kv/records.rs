@@ -10,9 +10,8 @@
 //! so a reader sees a whole record or none, and is read without following a symlink.
 //! What a record holds, and when it may change, is its front-end's business.
 
-use std::fs::{DirEntry, File};
+use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::store::atomic;
@@ -20,16 +19,16 @@ use crate::store::dir::Folder;
 use crate::store::layout::ShardedLayout;
 use crate::store::meta::join_time;
 use crate::store::names::{FOLDER_GUARD as GUARD, TMP_DIR};
-use crate::sys::{self, Hold, Perms};
+use crate::sys::{self, Hold, Kind, Listed, Perms, RootedPath};
 
 /// One sharded folder of record files in a cache directory.
 #[derive(Debug, Clone)]
 pub(crate) struct RecordFolder {
     /// The folder, `<dir>/v1/<name>`.
-    dir: PathBuf,
+    dir: RootedPath,
     /// Where atomic writes make their tmp files: the format folder's tmp folder, on the
     /// same file system.
-    tmp: PathBuf,
+    tmp: RootedPath,
     perms: Perms,
     /// Whether a written file is flushed before it is renamed in (and, with
     /// [`sync_shard`](Self::sync_shard), its shard folder after).
@@ -67,52 +66,55 @@ impl RecordFolder {
     }
 
     /// The records folder.
-    pub(crate) fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &RootedPath {
         &self.dir
     }
 
     /// The file of the record of `name`: `<ab>/<sha256(name)>` in the folder.
-    pub(crate) fn path_of(&self, name: &str) -> PathBuf {
+    pub(crate) fn path_of(&self, name: &str) -> RootedPath {
         let (shard, file) = ShardedLayout::split(name);
         self.dir.join(shard).join(file)
     }
 
     /// Whether `path` is where the record of `name` belongs (a record found in a
     /// listing may name another).
-    pub(crate) fn is_path_of(&self, path: &Path, name: &str) -> bool {
-        path == self.path_of(name)
+    pub(crate) fn is_path_of(&self, path: &RootedPath, name: &str) -> bool {
+        *path == self.path_of(name)
     }
 
     /// Waits for the folder's guard, held as `hold` until the file is dropped; creates
     /// the folder and the guard file when they are missing. Blocking.
     pub(crate) fn guard(&self, hold: Hold) -> io::Result<File> {
         let path = self.dir.join(GUARD);
-        sys::in_dir(&self.dir, self.perms, || {
-            sys::guard(&path, hold, self.perms)
-        })
+        self.dir.in_dir(self.perms, || path.guard(hold, self.perms))
     }
 
     /// Replaces the record file at `path` (in this folder) with `data`, atomically,
     /// stamped as modified at `modified`; creates its shard folder when missing.
-    pub(crate) fn write(&self, path: &Path, data: &[u8], modified: SystemTime) -> io::Result<()> {
+    pub(crate) fn write(
+        &self,
+        path: &RootedPath,
+        data: &[u8],
+        modified: SystemTime,
+    ) -> io::Result<()> {
         debug_assert!(path.starts_with(&self.dir), "{path:?} is not a record path");
         let (tmp, perms, durable) = (&self.tmp, self.perms, self.durable);
-        sys::in_dir(shard_of(path), perms, || {
+        shard_of(path).in_dir(perms, || {
             atomic::write_atomic(tmp, path, data, modified, durable, perms)
         })
     }
 
     /// Removes the record file at `path`; returns whether there was one.
-    pub(crate) fn remove(&self, path: &Path) -> io::Result<bool> {
+    pub(crate) fn remove(&self, path: &RootedPath) -> io::Result<bool> {
         debug_assert!(path.starts_with(&self.dir), "{path:?} is not a record path");
-        sys::remove_if_there(path)
+        path.remove_if_there()
     }
 
     /// Flushes the shard folder of `path` (a rename or removal in it) to stable storage
     /// when the folder is durable.
-    pub(crate) fn sync_shard(&self, path: &Path) -> io::Result<()> {
+    pub(crate) fn sync_shard(&self, path: &RootedPath) -> io::Result<()> {
         if self.durable {
-            sys::sync_dir(shard_of(path))?;
+            shard_of(path).sync_dir()?;
         }
         Ok(())
     }
@@ -122,13 +124,10 @@ impl RecordFolder {
     /// when the folder is missing.
     pub(crate) fn each_entry(
         &self,
-        mut visit: impl FnMut(&DirEntry) -> io::Result<()>,
+        mut visit: impl FnMut(&Listed) -> io::Result<()>,
     ) -> io::Result<()> {
-        for shard in sys::read_dir_if_there(&self.dir)? {
-            if !shard.file_type()?.is_dir() {
-                continue;
-            }
-            for entry in sys::read_dir_if_there(&shard.path())? {
+        for shard in self.dir.list()?.into_iter().filter(|s| s.kind == Kind::Dir) {
+            for entry in shard.path.list()? {
                 visit(&entry)?;
             }
         }
@@ -137,14 +136,14 @@ impl RecordFolder {
 }
 
 /// The shard folder a record path is in.
-fn shard_of(path: &Path) -> &Path {
+fn shard_of(path: &RootedPath) -> RootedPath {
     path.parent().expect("a record path has a shard folder")
 }
 
 /// Opens the record file at `path` for reading without following a symlink (that
 /// fails, with `ELOOP`); `None` when nothing is there.
-pub(crate) fn open(path: &Path) -> io::Result<Option<File>> {
-    sys::found(sys::open_read(path))
+pub(crate) fn open(path: &RootedPath) -> io::Result<Option<File>> {
+    sys::found(path.open_read())
 }
 
 /// Reads `file` from its cursor (its start, when just opened), up to `cap` bytes and
@@ -180,11 +179,11 @@ mod tests {
     /// A format folder in a new temp directory, with its tmp folder, and the record
     /// folder `recs` in it.
     fn folder(durable: bool) -> (tempfile::TempDir, RecordFolder) {
-        let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("v1");
-        std::fs::create_dir_all(base.join(TMP_DIR)).unwrap();
+        let (dir, root) = crate::sys::tmp_root();
+        let base = root.join("v1");
+        std::fs::create_dir_all(base.join(TMP_DIR).path()).unwrap();
         let folder = Folder {
-            root: dir.path().to_owned(),
+            root,
             base,
             perms: Perms::OWNER,
             durable,
@@ -197,10 +196,11 @@ mod tests {
     #[test]
     fn names_map_to_sharded_paths_in_the_folder() {
         let (dir, records) = folder(false);
-        assert_eq!(records.dir(), dir.path().join("v1/recs"));
+        assert_eq!(records.dir().path(), dir.path().join("v1/recs"));
         let path = records.path_of("order-17");
         let (shard, file) = ShardedLayout::split("order-17");
-        assert_eq!(path, dir.path().join("v1/recs").join(&shard).join(&file));
+        let want = dir.path().join("v1/recs").join(&shard).join(&file);
+        assert_eq!(path.path(), want);
         assert_eq!(file.len(), 64);
         assert!(file.starts_with(&shard));
         assert!(records.is_path_of(&path, "order-17"));
@@ -213,16 +213,17 @@ mod tests {
         for durable in [false, true] {
             let (dir, records) = folder(durable);
             let path = records.path_of("k");
+            let file = path.path();
             let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
             records.write(&path, b"first", at).unwrap();
             records.sync_shard(&path).unwrap();
-            assert_eq!(std::fs::read(&path).unwrap(), b"first");
+            assert_eq!(std::fs::read(&file).unwrap(), b"first");
             records.write(&path, b"2nd", at).unwrap();
-            assert_eq!(std::fs::read(&path).unwrap(), b"2nd");
+            assert_eq!(std::fs::read(&file).unwrap(), b"2nd");
             // Stamped with the time given, give or take the jitter of a millisecond.
-            let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+            let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
             assert!(modified >= at && modified < at + Duration::from_millis(1));
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
             // No tmp file is left behind.
             let tmp = dir.path().join("v1").join(TMP_DIR);
@@ -237,8 +238,9 @@ mod tests {
     fn the_guard_excludes_and_shares() {
         let (_dir, records) = folder(false);
         let held = records.guard(Hold::Exclusive).unwrap();
-        assert!(records.dir().join(GUARD).is_file());
-        let other = std::fs::File::open(records.dir().join(GUARD)).unwrap();
+        let guard = records.dir().join(GUARD).path();
+        assert!(guard.is_file());
+        let other = std::fs::File::open(guard).unwrap();
         assert!(other.try_lock_shared().is_err());
         drop(held);
         let shared = records.guard(Hold::Shared).unwrap();
@@ -262,21 +264,19 @@ mod tests {
         }
         // A folder in a shard is listed too; a file beside the shards is not.
         let sub = records.path_of("a").with_file_name("sub");
-        std::fs::create_dir(&sub).unwrap();
-        std::fs::write(records.dir().join("stray"), b"").unwrap();
+        std::fs::create_dir(sub.path()).unwrap();
+        std::fs::write(records.dir().join("stray").path(), b"").unwrap();
         records
             .each_entry(|entry| {
-                seen.push(entry.path());
+                seen.push(entry.path.path());
                 Ok(())
             })
             .unwrap();
         seen.sort();
-        let mut want = vec![
-            records.path_of("a"),
-            records.path_of("b"),
-            records.path_of("c"),
-        ];
-        want.push(sub);
+        let mut want: Vec<_> = ["a", "b", "c"]
+            .map(|name| records.path_of(name).path())
+            .into();
+        want.push(sub.path());
         want.sort();
         assert_eq!(seen, want);
         let err = records.each_entry(|_| Err(io::Error::other("stop")));
@@ -297,12 +297,12 @@ mod tests {
         assert_eq!(read(2).into_bytes(), b"12");
         assert_eq!(read(7).into_bytes(), b"12345");
         let link = records.path_of("link");
-        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-        std::os::unix::fs::symlink(&path, &link).unwrap();
+        std::fs::create_dir_all(link.parent().unwrap().path()).unwrap();
+        std::os::unix::fs::symlink(path.path(), link.path()).unwrap();
         let err = open(&link).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
-        let dangling = dir.path().join("dangling");
-        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        let dangling = records.dir().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), dangling.path()).unwrap();
         assert_eq!(
             open(&dangling).unwrap_err().raw_os_error(),
             Some(libc::ELOOP)

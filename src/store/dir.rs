@@ -8,17 +8,18 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::error::{Cause, Error, Result};
 use crate::store::lock::{self, Locking};
-use crate::store::names::{BREAK_GUARD, STORE_DIR, TMP_DIR};
+use crate::store::names::{BREAK_GUARD, FORMAT_DIR, STORE_DIR, TMP_DIR};
 use crate::store::{ledger, scan};
-use crate::sys::{self, Perms};
+use crate::sys::{Perms, RootedPath, create_tmp};
 
 /// A cache directory, its format folder, and how files are written there: shared by
 /// the store, the engine and the key-value front-ends on one directory.
 #[derive(Clone)]
 pub(crate) struct Folder {
-    pub(crate) root: PathBuf,
+    /// The cache directory, which every path of the cache is resolved beneath.
+    pub(crate) root: RootedPath,
     /// The format folder, `<root>/v1`.
-    pub(crate) base: PathBuf,
+    pub(crate) base: RootedPath,
     pub(crate) perms: Perms,
     /// Whether writes are flushed before they are published.
     pub(crate) durable: bool,
@@ -26,19 +27,42 @@ pub(crate) struct Folder {
     pub(crate) clock: Arc<dyn Clock>,
 }
 
-pub(crate) fn bad_dir(path: &Path, what: &'static str, source: io::Error) -> Error {
+pub(crate) fn bad_dir(path: impl Into<PathBuf>, what: &'static str, source: io::Error) -> Error {
     Error::BadDirectory {
-        path: path.to_owned(),
+        path: path.into(),
         what,
         source: Cause::new(source),
     }
+}
+
+/// Creates the cache directory `dir` if it is missing and holds a handle on it: the
+/// root every path of the cache is resolved beneath.
+pub(crate) fn root(dir: &Path, perms: Perms) -> Result<RootedPath> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(bad_dir(
+            dir,
+            "use as a directory",
+            io::Error::new(io::ErrorKind::NotADirectory, "it is not a directory"),
+        ));
+    }
+    RootedPath::make_root(dir, perms).map_err(|e| bad_dir(dir, "create", e))
+}
+
+/// The format folder of the cache rooted at `root`.
+pub(crate) fn base_of(root: &RootedPath) -> RootedPath {
+    root.join(FORMAT_DIR)
 }
 
 /// Opens the cache directory `root` with its format folder `base`: creates the
 /// folders, starts the ledger if there is none and the guard of lock changes, and
 /// finds out how to lock there (`want_locks` off, or locks that do not exclude, lock
 /// nothing).
-pub(crate) fn open(root: &Path, base: &Path, want_locks: bool, perms: Perms) -> Result<Locking> {
+pub(crate) fn open(
+    root: &RootedPath,
+    base: &RootedPath,
+    want_locks: bool,
+    perms: Perms,
+) -> Result<Locking> {
     let excludes = check(root, base, perms)?;
     if !ledger::exists(base) {
         let stored = scan::entries_in(base).map_err(|e| bad_dir(base, "read", e))?;
@@ -49,9 +73,8 @@ pub(crate) fn open(root: &Path, base: &Path, want_locks: bool, perms: Perms) -> 
     }
     // The guard of lock changes, made here with the cache's modes.
     let guard = base.join(TMP_DIR).join(BREAK_GUARD);
-    perms
-        .create()
-        .open(&guard)
+    guard
+        .create(perms)
         .map(|file| perms.fix(&file))
         .map_err(|e| bad_dir(&guard, "create", e))?;
     if !want_locks {
@@ -59,7 +82,7 @@ pub(crate) fn open(root: &Path, base: &Path, want_locks: bool, perms: Perms) -> 
     }
     if !excludes {
         tracing::warn!(
-            dir = %root.display(),
+            dir = %root,
             "file locks do not exclude each other here; processes will not share fetches"
         );
         return Ok(Locking::Disabled);
@@ -69,27 +92,19 @@ pub(crate) fn open(root: &Path, base: &Path, want_locks: bool, perms: Perms) -> 
 
 /// Makes sure the cache's folders exist and that files can be written, locked and
 /// renamed there; returns whether two opens of one file exclude each other's locks.
-pub(crate) fn check(root: &Path, base: &Path, perms: Perms) -> Result<bool> {
-    if root.exists() && !root.is_dir() {
-        return Err(bad_dir(
-            root,
-            "use as a directory",
-            io::Error::new(io::ErrorKind::NotADirectory, "it is not a directory"),
-        ));
-    }
+pub(crate) fn check(root: &RootedPath, base: &RootedPath, perms: Perms) -> Result<bool> {
     let tmp = base.join(TMP_DIR);
     let store = base.join(STORE_DIR);
     for dir in [root, base, &tmp, &store] {
-        sys::make_dirs(dir, perms).map_err(|e| bad_dir(dir, "create", e))?;
+        dir.make_dirs(perms)
+            .map_err(|e| bad_dir(dir, "create", e))?;
     }
-    let excludes =
-        lock::locks_exclude(&tmp).map_err(|e| bad_dir(&tmp, "write and lock a file in", e))?;
+    let excludes = lock::locks_exclude(&tmp, perms)
+        .map_err(|e| bad_dir(&tmp, "write and lock a file in", e))?;
     // A probe of this process's own, so processes opening the cache at once do not
     // remove each other's.
-    tempfile::Builder::new()
-        .prefix(".probe.")
-        .tempfile_in(&store)
-        .and_then(|mut probe| std::io::Write::write_all(&mut probe, b"probe"))
+    create_tmp(&store, ".probe.", "", 6, perms)
+        .and_then(|probe| std::io::Write::write_all(&mut &probe.file, b"probe"))
         .map_err(|e| bad_dir(&store, "write a file into", e))?;
     Ok(excludes)
 }

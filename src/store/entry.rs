@@ -5,14 +5,14 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::store::layout::KeyPaths;
 use crate::store::lock::{self, Attempt, LockSite};
 use crate::store::meta::{self, BlobId, EntryMeta};
-use crate::sys::{self, FileId};
+use crate::sys::{self, FileId, RootedPath};
 
 /// The largest metadata file read; a key may be long, but not this long.
 pub(crate) const MAX_META: u64 = 4 << 20;
@@ -119,9 +119,9 @@ impl MetaCache {
     /// The metadata file at `path` as it is now: what it holds (`None` when it is not
     /// metadata of this format) and its modification time; `None` when there is no
     /// such file. A file replaced between its `stat` and its open is looked at again.
-    fn load(&self, path: &Path) -> io::Result<Option<(Option<Arc<EntryMeta>>, SystemTime)>> {
+    fn load(&self, path: &RootedPath) -> io::Result<Option<(Option<Arc<EntryMeta>>, SystemTime)>> {
         for _ in 0..LOOKS {
-            let stat = match sys::stat(path)? {
+            let stat = match path.stat()? {
                 Some(stat) if stat.is_file() => stat,
                 Some(_) => return Ok(Some((None, UNIX_EPOCH))),
                 None => return Ok(None),
@@ -139,16 +139,16 @@ impl MetaCache {
                 if remembered.len() >= MAX_REMEMBERED {
                     remembered.clear();
                 }
-                remembered.insert(path.to_owned(), (stamp, meta.clone()));
+                remembered.insert(path.rel().to_owned(), (stamp, meta.clone()));
             }
             return Ok(Some((meta, stamp.modified)));
         }
         Ok(Some((None, UNIX_EPOCH)))
     }
 
-    fn remembered(&self, path: &Path, stamp: Stamp) -> Option<Option<Arc<EntryMeta>>> {
+    fn remembered(&self, path: &RootedPath, stamp: Stamp) -> Option<Option<Arc<EntryMeta>>> {
         let remembered = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let (known, meta) = remembered.get(path)?;
+        let (known, meta) = remembered.get(path.rel())?;
         (*known == stamp).then(|| meta.clone())
     }
 }
@@ -156,11 +156,11 @@ impl MetaCache {
 /// Reads and parses the metadata file at `path`, expected to be the one `stamp`
 /// describes: `Some(None)` when it is not metadata, `None` when the file there is
 /// another (it changed or went since its `stat`).
-fn parse(path: &Path, stamp: Stamp) -> io::Result<Option<Option<Arc<EntryMeta>>>> {
+fn parse(path: &RootedPath, stamp: Stamp) -> io::Result<Option<Option<Arc<EntryMeta>>>> {
     if stamp.len > MAX_META {
         return Ok(Some(None));
     }
-    let Some(file) = sys::found(sys::open_read(path))? else {
+    let Some(file) = sys::found(path.open_read())? else {
         return Ok(None);
     };
     if Stamp::of(&file.metadata()?)? != stamp {
@@ -172,8 +172,8 @@ fn parse(path: &Path, stamp: Stamp) -> io::Result<Option<Option<Arc<EntryMeta>>>
 
 /// Reads the metadata file at `path` without following a symlink; `None` when it is
 /// missing, too large or not metadata of a known format.
-pub(crate) fn read_meta(path: &Path) -> io::Result<Option<EntryMeta>> {
-    let Some(file) = sys::found(sys::open_read(path))? else {
+pub(crate) fn read_meta(path: &RootedPath) -> io::Result<Option<EntryMeta>> {
+    let Some(file) = sys::found(path.open_read())? else {
         return Ok(None);
     };
     let stat = file.metadata()?;
@@ -192,7 +192,7 @@ pub(crate) fn open(paths: &KeyPaths, metas: &MetaCache) -> io::Result<Option<Sto
     let mut look = 0;
     loop {
         look += 1;
-        let Some(file) = sys::found(sys::open_read(&paths.store))? else {
+        let Some(file) = sys::found_beneath(paths.store.open_read())? else {
             return Ok(None);
         };
         let stat = file.metadata()?;
@@ -276,9 +276,9 @@ fn extend(
     let Some(meta) = &stored.meta else {
         return Ok(None);
     };
-    let attempt = sys::in_dir(&paths.tmp_dir, locks.perms, || {
-        lock::try_lead(&paths.lock, locks)
-    })?;
+    let attempt = paths
+        .tmp_dir
+        .in_dir(locks.perms, || lock::try_lead(&paths.lock, locks))?;
     let Attempt::Led(held) = attempt else {
         return Ok(None);
     };
@@ -292,8 +292,7 @@ fn extend(
     extended.expires_ms = Some(expires);
     extended
         .prepare(&paths.tmp_dir, false, now, locks.perms)?
-        .persist(&paths.meta)
-        .map_err(|e| e.error)?;
+        .persist(&paths.meta)?;
     drop(held);
     Ok(Some(Arc::new(extended)))
 }
@@ -342,21 +341,21 @@ pub(crate) fn expiry_time(meta: &EntryMeta) -> Option<SystemTime> {
 
 /// The entry whose metadata file is at `meta_path`, if it is readable and the blob
 /// it describes is there.
-pub(crate) fn entry_of(meta_path: &Path) -> Option<Entry> {
+pub(crate) fn entry_of(meta_path: &RootedPath) -> Option<Entry> {
     entry_with_blob(meta_path).map(|(entry, _)| entry)
 }
 
 /// [`entry_of`], with the identity of the blob file.
-pub(crate) fn entry_with_blob(meta_path: &Path) -> Option<(Entry, BlobId)> {
+pub(crate) fn entry_with_blob(meta_path: &RootedPath) -> Option<(Entry, BlobId)> {
     let path = meta_path.with_extension("");
     // A publish renames its blob an instant before its metadata: a pair that does not
     // match is looked at again before it counts as no entry.
     let (meta, blob) = (0..LOOKS).find_map(|_| {
         let meta = read_meta(meta_path).ok().flatten()?;
-        let blob = std::fs::symlink_metadata(&path).ok()?;
+        let blob = path.stat().ok()??;
         (blob.is_file() && meta.describes(BlobId::of(&blob))).then_some((meta, blob))
     })?;
-    let last_read = std::fs::symlink_metadata(meta_path).ok()?.modified().ok()?;
+    let last_read = meta_path.stat().ok()??.modified().ok()?;
     let expires = expiry_time(&meta);
     let entry = Entry {
         key: meta.key,
@@ -367,7 +366,7 @@ pub(crate) fn entry_with_blob(meta_path: &Path) -> Option<(Entry, BlobId)> {
         sha256: meta.sha256,
         validator: meta.validator,
         content_type: meta.content_type,
-        path,
+        path: path.path(),
     };
     Some((entry, BlobId::of(&blob)))
 }

@@ -1,11 +1,12 @@
 //! Where a key's files live: the [`Layout`] trait and the default sharded layout.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::store::names::{FRONT_END_DIRS, TMP_SUFFIX};
+use crate::sys::RootedPath;
 
 /// Maps a key to the relative paths of its files inside the cache directory.
 ///
@@ -79,14 +80,14 @@ impl Layout for ShardedLayout {
     }
 }
 
-/// The absolute paths of one key's files.
+/// The paths of one key's files, beneath the cache root.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyPaths {
-    pub(crate) store: PathBuf,
-    pub(crate) meta: PathBuf,
-    pub(crate) lock: PathBuf,
+    pub(crate) store: RootedPath,
+    pub(crate) meta: RootedPath,
+    pub(crate) lock: RootedPath,
     /// The directory tmp files are created in.
-    pub(crate) tmp_dir: PathBuf,
+    pub(crate) tmp_dir: RootedPath,
     /// The prefix of tmp file names: `<lock stem>.`.
     pub(crate) tmp_prefix: String,
 }
@@ -94,7 +95,7 @@ pub(crate) struct KeyPaths {
 impl KeyPaths {
     /// Resolves `key` through `layout` under `base`, refusing any path that could
     /// leave `base`.
-    pub(crate) fn resolve(layout: &dyn Layout, base: &Path, key: &str) -> Result<Self> {
+    pub(crate) fn resolve(layout: &dyn Layout, base: &RootedPath, key: &str) -> Result<Self> {
         let store = checked(key, layout.store_path(key))?;
         let lock = checked(key, layout.lock_path(key))?;
         let lock_name = lock
@@ -109,7 +110,7 @@ impl KeyPaths {
         let lock = base.join(lock);
         Ok(KeyPaths {
             meta: store.with_file_name(meta_name),
-            tmp_dir: lock.parent().expect("lock path has a parent").to_path_buf(),
+            tmp_dir: lock.parent().expect("lock path has a parent"),
             store,
             lock,
             tmp_prefix,
@@ -117,7 +118,7 @@ impl KeyPaths {
     }
 
     /// The path of a tmp file of this key, given its unique part.
-    pub(crate) fn tmp_file(&self, unique: &str) -> PathBuf {
+    pub(crate) fn tmp_file(&self, unique: &str) -> RootedPath {
         self.tmp_dir
             .join(format!("{}{unique}{TMP_SUFFIX}", self.tmp_prefix))
     }
@@ -165,9 +166,19 @@ mod tests {
         }
     }
 
+    /// The format folder of a cache rooted at a tmp directory.
+    fn base() -> (tempfile::TempDir, RootedPath) {
+        let dir = tempfile::tempdir().unwrap();
+        let base = RootedPath::make_root(dir.path(), crate::sys::Perms::OWNER)
+            .unwrap()
+            .join("v1");
+        (dir, base)
+    }
+
     #[test]
     fn escaping_layouts_are_refused() {
-        let base = Path::new("/cache/v1");
+        let (dir, base) = base();
+        let base = &base;
         for bad in [
             "../x",
             "/etc/passwd",
@@ -189,23 +200,21 @@ mod tests {
             );
         }
         let ok = KeyPaths::resolve(&Fixed("a/b"), base, "k").unwrap();
-        assert_eq!(ok.store, Path::new("/cache/v1/a/b"));
-        assert_eq!(ok.meta, Path::new("/cache/v1/a/b.meta"));
-        assert_eq!(
-            ok.tmp_file("r4nd"),
-            Path::new("/cache/v1/locks/x.r4nd.part")
-        );
+        let v1 = dir.path().join("v1");
+        assert_eq!(ok.store.path(), v1.join("a/b"));
+        assert_eq!(ok.meta.path(), v1.join("a/b.meta"));
+        assert_eq!(ok.tmp_file("r4nd").path(), v1.join("locks/x.r4nd.part"));
     }
 
     proptest! {
         #[test]
         fn any_key_maps_inside_the_root(key in any::<String>(), big in proptest::bool::ANY) {
             let key = if big { key.repeat(100_000 / (key.len() + 1) + 1) } else { key };
-            let base = Path::new("/cache/v1");
-            let paths = KeyPaths::resolve(&ShardedLayout, base, &key).unwrap();
+            let (_dir, base) = base();
+            let paths = KeyPaths::resolve(&ShardedLayout, &base, &key).unwrap();
             for p in [&paths.store, &paths.meta, &paths.lock, &paths.tmp_file("abc")] {
-                prop_assert!(p.starts_with(base));
-                prop_assert_eq!(p.components().count(), base.components().count() + 3);
+                prop_assert!(p.starts_with(&base));
+                prop_assert_eq!(p.rel().components().count(), 4);
             }
         }
 
@@ -213,10 +222,10 @@ mod tests {
         fn hostile_keys_map_inside_the_root(parts in proptest::collection::vec(
             prop_oneof![Just("..".to_owned()), Just("/".to_owned()), Just("\0".to_owned()), Just(".".to_owned()), "[a-z]{0,3}"], 0..20)) {
             let key: String = parts.concat();
-            let base = Path::new("/cache/v1");
-            let paths = KeyPaths::resolve(&ShardedLayout, base, &key).unwrap();
-            prop_assert!(paths.store.starts_with(base.join("store")));
-            prop_assert!(paths.lock.starts_with(base.join("tmp")));
+            let (_dir, base) = base();
+            let paths = KeyPaths::resolve(&ShardedLayout, &base, &key).unwrap();
+            prop_assert!(paths.store.starts_with(&base.join("store")));
+            prop_assert!(paths.lock.starts_with(&base.join("tmp")));
         }
     }
 }

@@ -8,15 +8,14 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 
 use crate::store::names::{EVICTING, LEDGER};
-use crate::sys::{self, Perms};
+use crate::sys::{self, Perms, RootedPath};
 
 /// Opens (creating) a file of the ledger's; the builder creates them first, with
 /// the cache's modes.
-pub(crate) fn open(base: &Path, name: &str) -> io::Result<File> {
-    Perms::OWNER.create().open(base.join(name))
+pub(crate) fn open(base: &RootedPath, name: &str) -> io::Result<File> {
+    base.join(name).create(Perms::OWNER)
 }
 
 /// The ledger: the bytes stored, and how many changes made that total (so an
@@ -28,7 +27,7 @@ pub(crate) struct Ledger {
 }
 
 /// Adds `bytes` (which may be negative) to the ledger and returns the new total.
-pub(crate) fn record(base: &Path, bytes: i64) -> io::Result<u64> {
+pub(crate) fn record(base: &RootedPath, bytes: i64) -> io::Result<u64> {
     let file = open(base, LEDGER)?;
     file.lock()?;
     let mut ledger = read(&file);
@@ -39,7 +38,7 @@ pub(crate) fn record(base: &Path, bytes: i64) -> io::Result<u64> {
 }
 
 /// The ledger as it is now.
-pub(crate) fn current(base: &Path) -> io::Result<Ledger> {
+pub(crate) fn current(base: &RootedPath) -> io::Result<Ledger> {
     let file = open(base, LEDGER)?;
     file.lock()?;
     Ok(read(&file))
@@ -47,7 +46,12 @@ pub(crate) fn current(base: &Path) -> io::Result<Ledger> {
 
 /// Sets the ledger's total to `total` if it changed exactly `changes` times since
 /// it was `before` (only by the caller's own removals); otherwise leaves it.
-pub(crate) fn correct(base: &Path, before: Ledger, changes: u64, total: u64) -> io::Result<()> {
+pub(crate) fn correct(
+    base: &RootedPath,
+    before: Ledger,
+    changes: u64,
+    total: u64,
+) -> io::Result<()> {
     let file = open(base, LEDGER)?;
     file.lock()?;
     let now = read(&file);
@@ -59,17 +63,17 @@ pub(crate) fn correct(base: &Path, before: Ledger, changes: u64, total: u64) -> 
 }
 
 /// Starts the ledger at `total`, and the eviction lock, with the cache's modes.
-pub(crate) fn start(base: &Path, total: u64, perms: Perms) -> io::Result<()> {
-    perms.fix(&perms.create().open(base.join(EVICTING))?);
-    let file = perms.create().open(base.join(LEDGER))?;
+pub(crate) fn start(base: &RootedPath, total: u64, perms: Perms) -> io::Result<()> {
+    perms.fix(&base.join(EVICTING).create(perms)?);
+    let file = base.join(LEDGER).create(perms)?;
     perms.fix(&file);
     file.lock()?;
     write(&file, Ledger { total, changes: 0 })
 }
 
 /// Whether the ledger exists (a cache made before it, or never bounded, has none).
-pub(crate) fn exists(base: &Path) -> bool {
-    base.join(LEDGER).exists()
+pub(crate) fn exists(base: &RootedPath) -> bool {
+    matches!(base.join(LEDGER).stat(), Ok(Some(_)))
 }
 
 /// Reads `<total> <changes>`; anything unreadable counts as an empty ledger, which

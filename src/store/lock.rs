@@ -11,12 +11,11 @@
 use std::fs::{File, TryLockError};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::store::lock_info::LockInfo;
-use crate::sys::{self, FileId, Perms};
+use crate::sys::{self, FileId, Perms, RootedPath, create_tmp};
 
 /// How the cache locks: for real, or not at all where the file system's locks do
 /// nothing (then every process leads its own fill and only coalescing is lost).
@@ -43,7 +42,7 @@ pub(crate) struct LockSite {
     pub(crate) locking: Locking,
     pub(crate) perms: Perms,
     /// The guard file, `tmp/break.lock` ([`BREAK_GUARD`](crate::store::names::BREAK_GUARD)).
-    pub(crate) guard: PathBuf,
+    pub(crate) guard: RootedPath,
 }
 
 /// How a change of a lock path is guarded.
@@ -68,7 +67,7 @@ pub(crate) enum Attempt {
 #[derive(Debug)]
 pub(crate) struct FillLock {
     file: Arc<File>,
-    path: PathBuf,
+    path: RootedPath,
     id: FileId,
     site: LockSite,
     /// Whether dropping it removes the lock file (all but [`FillLock::keep`]).
@@ -79,7 +78,7 @@ pub(crate) struct FillLock {
 #[derive(Debug)]
 pub(crate) struct Busy {
     file: File,
-    path: PathBuf,
+    path: RootedPath,
     id: FileId,
 }
 
@@ -93,8 +92,8 @@ pub(crate) enum Take {
     Gone(Busy),
 }
 
-fn open_lock(path: &Path, perms: Perms) -> io::Result<File> {
-    let file = perms.create().open(path)?;
+fn open_lock(path: &RootedPath, perms: Perms) -> io::Result<File> {
+    let file = path.create(perms)?;
     perms.fix(&file);
     Ok(file)
 }
@@ -110,11 +109,11 @@ fn guard_shared(site: &LockSite) -> io::Result<Option<File>> {
 }
 
 /// Opens (creating) the lock file at `path` and tries to lock it without waiting.
-pub(crate) fn try_lead(path: &Path, site: &LockSite) -> io::Result<Attempt> {
+pub(crate) fn try_lead(path: &RootedPath, site: &LockSite) -> io::Result<Attempt> {
     lead_at(path, site, Turn::Shared)
 }
 
-fn lead_at(path: &Path, site: &LockSite, turn: Turn) -> io::Result<Attempt> {
+fn lead_at(path: &RootedPath, site: &LockSite, turn: Turn) -> io::Result<Attempt> {
     loop {
         let busy = Busy::open(open_lock(path, site.perms)?, path)?;
         match busy.claim(site, turn)? {
@@ -136,8 +135,8 @@ pub(crate) enum LockState {
 }
 
 /// Looks at an existing lock file without creating one or refreshing it.
-pub(crate) fn inspect(path: &Path, site: &LockSite) -> io::Result<LockState> {
-    let Some(file) = sys::found(sys::no_follow().read(true).write(true).open(path))? else {
+pub(crate) fn inspect(path: &RootedPath, site: &LockSite) -> io::Result<LockState> {
+    let Some(file) = sys::found(path.open_rw())? else {
         return Ok(LockState::Missing);
     };
     let busy = Busy::open(file, path)?;
@@ -151,7 +150,7 @@ pub(crate) fn inspect(path: &Path, site: &LockSite) -> io::Result<LockState> {
 }
 
 impl Busy {
-    fn open(file: File, path: &Path) -> io::Result<Self> {
+    fn open(file: File, path: &RootedPath) -> io::Result<Self> {
         let id = FileId::of_file(&file)?;
         Ok(Busy {
             file,
@@ -224,7 +223,7 @@ impl Busy {
 
     /// Whether the lock path still names this file.
     pub(crate) fn is_current(&self) -> io::Result<bool> {
-        self.id.is_at(&self.path)
+        self.path.names(self.id)
     }
 
     /// When the lock file was last written.
@@ -250,7 +249,7 @@ impl Busy {
             Err(TryLockError::Error(e)) => return Err(e),
         }
         if self.is_current()? && still_stale(&self)? {
-            sys::remove_if_there(&self.path)?;
+            self.path.remove_if_there()?;
         }
         let path = self.path;
         drop(self.file);
@@ -275,7 +274,7 @@ impl FillLock {
 
     /// Whether the lock path still names this lock (it was not broken as stale).
     pub(crate) fn is_current(&self) -> io::Result<bool> {
-        self.id.is_at(&self.path)
+        self.path.names(self.id)
     }
 
     /// Whether this holder may still publish: its lock was not broken as stale.
@@ -309,7 +308,7 @@ impl Drop for FillLock {
         if let Ok(Some(_guard)) = guard_shared(&self.site)
             && matches!(self.is_current(), Ok(true))
         {
-            let _ = sys::remove_if_there(&self.path);
+            let _ = self.path.remove_if_there();
             crate::failpoint::failpoint!("lock::unlinked");
         }
     }
@@ -323,12 +322,10 @@ fn read_info(file: &File) -> Option<LockInfo> {
 /// Checks, in a scratch directory, that two opens of one file exclude each other's
 /// locks, as `flock` promises. Some network file systems accept locks and enforce
 /// nothing.
-pub(crate) fn locks_exclude(dir: &Path) -> io::Result<bool> {
-    let probe = tempfile::Builder::new()
-        .prefix(".lock-probe.")
-        .tempfile_in(dir)?;
-    let other = File::open(probe.path())?;
-    probe.as_file().lock()?;
+pub(crate) fn locks_exclude(dir: &RootedPath, perms: Perms) -> io::Result<bool> {
+    let probe = create_tmp(dir, ".lock-probe.", "", 6, perms)?;
+    let other = probe.path.path().open_read()?;
+    probe.file.lock()?;
     Ok(matches!(other.try_lock(), Err(TryLockError::WouldBlock)))
 }
 
@@ -338,7 +335,7 @@ mod tests {
     use crate::store::lock_info::LenInfo;
     use crate::store::names::BREAK_GUARD;
 
-    fn site(dir: &Path) -> LockSite {
+    fn site(dir: &RootedPath) -> LockSite {
         LockSite {
             locking: Locking::Flock,
             perms: Perms::OWNER,
@@ -348,9 +345,9 @@ mod tests {
 
     #[test]
     fn a_held_lock_is_busy_and_dropping_it_frees_the_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.lock");
-        let site = site(dir.path());
+        let (_dir, root) = crate::sys::tmp_root();
+        let path = root.join("k.lock");
+        let site = site(&root);
         let Attempt::Led(lock) = try_lead(&path, &site).unwrap() else {
             panic!("first attempt must lead");
         };
@@ -366,16 +363,19 @@ mod tests {
         };
         assert_eq!(busy.info(), Some(info));
         drop(lock);
-        assert!(!path.exists(), "release removes the lock file");
+        assert!(
+            path.stat().unwrap().is_none(),
+            "release removes the lock file"
+        );
         assert!(matches!(busy.try_claim(&site).unwrap(), Take::Gone(_)));
         assert!(matches!(try_lead(&path, &site).unwrap(), Attempt::Led(_)));
     }
 
     #[test]
     fn breaking_a_stale_lock_leaves_the_old_holder_unable_to_remove_the_new_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.lock");
-        let site = site(dir.path());
+        let (_dir, root) = crate::sys::tmp_root();
+        let path = root.join("k.lock");
+        let site = site(&root);
         let Attempt::Led(old) = try_lead(&path, &site).unwrap() else {
             panic!("must lead");
         };
@@ -399,14 +399,14 @@ mod tests {
         );
     }
 
-    fn lead(path: &Path, site: &LockSite) -> FillLock {
+    fn lead(path: &RootedPath, site: &LockSite) -> FillLock {
         match try_lead(path, site).unwrap() {
             Attempt::Led(lock) => lock,
             Attempt::Busy(_) => panic!("the lock must be free"),
         }
     }
 
-    fn busy(path: &Path, site: &LockSite) -> Busy {
+    fn busy(path: &RootedPath, site: &LockSite) -> Busy {
         match try_lead(path, site).unwrap() {
             Attempt::Busy(busy) => busy,
             Attempt::Led(_) => panic!("the lock must be held"),
@@ -422,18 +422,13 @@ mod tests {
 
     #[test]
     fn taking_a_crashed_leaders_lock_file_refreshes_it_and_keeps_its_info() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, site) = (dir.path().join("k.lock"), site(dir.path()));
-        std::fs::write(&path, "readthrough-lock 1\ntmp dead\nlen 7\n").unwrap();
+        let (_dir, root) = crate::sys::tmp_root();
+        let (path, site) = (root.join("k.lock"), site(&root));
+        std::fs::write(path.path(), "readthrough-lock 1\ntmp dead\nlen 7\n").unwrap();
         let hour_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
-        File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(hour_ago)
-            .unwrap();
+        path.open_rw().unwrap().set_modified(hour_ago).unwrap();
         let lock = lead(&path, &site);
-        let age = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let age = std::fs::metadata(path.path()).unwrap().modified().unwrap();
         assert!(
             age > hour_ago + std::time::Duration::from_secs(3000),
             "refreshed"
@@ -443,8 +438,8 @@ mod tests {
 
     #[test]
     fn a_stale_lock_is_broken_once_and_the_breaker_leads() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, site) = (dir.path().join("k.lock"), site(dir.path()));
+        let (_dir, root) = crate::sys::tmp_root();
+        let (path, site) = (root.join("k.lock"), site(&root));
         let hung = lead(&path, &site);
         let waiter = busy(&path, &site);
         let not_yet = waiter.break_stale(&site, |_| Ok(false)).unwrap();
@@ -457,17 +452,23 @@ mod tests {
         };
         assert!(!hung.is_current().unwrap() && new.is_current().unwrap());
         drop(hung);
-        assert!(path.exists(), "the broken holder leaves the new lock alone");
+        assert!(
+            path.stat().unwrap().is_some(),
+            "the broken holder leaves the new lock alone"
+        );
     }
 
     #[test]
     fn while_a_breaker_has_its_turn_takers_wait_and_releasers_leave_their_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, site) = (dir.path().join("k.lock"), site(dir.path()));
+        let (_dir, root) = crate::sys::tmp_root();
+        let (path, site) = (root.join("k.lock"), site(&root));
         let lock = lead(&path, &site);
         let turn = breaker_turn(&site);
         drop(lock);
-        assert!(path.exists(), "no removal during a breaker's turn");
+        assert!(
+            path.stat().unwrap().is_some(),
+            "no removal during a breaker's turn"
+        );
         let waiting = busy(&path, &site);
         let second = waiting.break_stale(&site, |_| Ok(true)).unwrap();
         assert!(
@@ -477,13 +478,16 @@ mod tests {
         drop(turn);
         let lock = lead(&path, &site);
         drop(lock);
-        assert!(!path.exists(), "released for good after the turn");
+        assert!(
+            path.stat().unwrap().is_none(),
+            "released for good after the turn"
+        );
     }
 
     #[test]
     fn inspect_sees_missing_held_and_free_locks_without_refreshing_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, site) = (dir.path().join("k.lock"), site(dir.path()));
+        let (_dir, root) = crate::sys::tmp_root();
+        let (path, site) = (root.join("k.lock"), site(&root));
         assert!(matches!(inspect(&path, &site).unwrap(), LockState::Missing));
         let lock = lead(&path, &site);
         let info = LockInfo {
@@ -499,23 +503,18 @@ mod tests {
         ));
         lock.keep();
         let old = SystemTime::now() - std::time::Duration::from_secs(600);
-        File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        path.open_rw().unwrap().set_modified(old).unwrap();
         let LockState::Free(free) = inspect(&path, &site).unwrap() else {
             panic!("nobody holds it");
         };
         free.keep();
-        let kept = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let kept = std::fs::metadata(path.path()).unwrap().modified().unwrap();
         assert_eq!(kept, old, "a look does not refresh the file");
     }
 
     #[test]
     fn flock_excludes_on_this_file_system() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(locks_exclude(dir.path()).unwrap());
+        let (_dir, root) = crate::sys::tmp_root();
+        assert!(locks_exclude(&root, Perms::OWNER).unwrap());
     }
 }

@@ -1,11 +1,10 @@
 //! The small metadata file kept beside each blob (`<store path>.meta`).
 
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::sys::Perms;
+use crate::sys::{Perms, RootedPath, TmpFile};
 
 /// The format version written into every metadata file. Version 3 binds the
 /// metadata to its blob file ([`BlobId`]); version 2 files (times in milliseconds, no
@@ -129,11 +128,11 @@ impl EntryMeta {
     /// rename into place once it has checked it still may.
     pub(crate) fn prepare(
         &self,
-        tmp_dir: &Path,
+        tmp_dir: &RootedPath,
         durable: bool,
         now: SystemTime,
         perms: Perms,
-    ) -> std::io::Result<tempfile::NamedTempFile> {
+    ) -> std::io::Result<TmpFile> {
         crate::store::atomic::prepare_atomic(tmp_dir, &self.encode(), now, durable, perms)
     }
 }
@@ -180,17 +179,14 @@ pub(crate) const LAST_READ_EVERY: Duration = Duration::from_secs(60);
 /// modified at `last_read`. Its last-read time is that file's modification time,
 /// refreshed here when older than [`LAST_READ_EVERY`]. Best effort: a read never fails
 /// for this.
-pub(crate) fn note_read(path: &Path, last_read: SystemTime, now: SystemTime) {
+pub(crate) fn note_read(path: &RootedPath, last_read: SystemTime, now: SystemTime) {
     if now
         .duration_since(last_read)
         .is_ok_and(|age| age > LAST_READ_EVERY)
     {
-        let touched = crate::sys::no_follow()
-            .write(true)
-            .open(path)
-            .and_then(|file| file.set_modified(now));
+        let touched = path.open_rw().and_then(|file| file.set_modified(now));
         if let Err(e) = touched {
-            tracing::debug!(path = %path.display(), error = %e, "could not record a read");
+            tracing::debug!(%path, error = %e, "could not record a read");
         }
     }
 }

@@ -17,14 +17,13 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::Path;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use crate::store::meta::{join_time, split_time};
 use crate::store::names::{FOLDER_GUARD, LOCKS_DIR};
-use crate::sys;
+use crate::sys::{self, Kind, RootedPath};
 
 /// The format version written into every lock file.
 pub(crate) const LOCK_VERSION: u32 = 1;
@@ -82,7 +81,7 @@ enum Found {
 
 /// Reads a lock file; `None` when it is missing, too big, malformed or of another
 /// version (a lock nobody can read holds nothing).
-pub(crate) fn read(path: &Path) -> io::Result<Option<LockRecord>> {
+pub(crate) fn read(path: &RootedPath) -> io::Result<Option<LockRecord>> {
     Ok(match read_any(path)? {
         Some(Found::Record(record)) => Some(record),
         _ => None,
@@ -90,8 +89,8 @@ pub(crate) fn read(path: &Path) -> io::Result<Option<LockRecord>> {
 }
 
 /// Reads a lock file without following a symlink; `None` when it is missing.
-fn read_any(path: &Path) -> io::Result<Option<Found>> {
-    let Some(file) = sys::found(sys::open_read(path))? else {
+fn read_any(path: &RootedPath) -> io::Result<Option<Found>> {
+    let Some(file) = sys::found(path.open_read())? else {
         return Ok(None);
     };
     let mut data = Vec::new();
@@ -116,32 +115,29 @@ fn read_any(path: &Path) -> io::Result<Option<Found>> {
 /// does, so no lock is taken or released meanwhile; when another process or task
 /// holds the guard (taking a lock, or saving a value) it removes nothing and returns
 /// 0, and the next prune does the work. Blocking.
-pub(crate) fn prune_expired(base: &Path, now: SystemTime) -> io::Result<u64> {
+pub(crate) fn prune_expired(base: &RootedPath, now: SystemTime) -> io::Result<u64> {
     let dir = base.join(LOCKS_DIR);
     // Every lock file is written holding the guard, so without one there are none.
-    let Some(guard) = sys::found(sys::open_read(&dir.join(FOLDER_GUARD)))? else {
+    let Some(guard) = sys::found(dir.join(FOLDER_GUARD).open_read())? else {
         return Ok(0);
     };
     if !try_exclusive(&guard)? {
-        tracing::debug!(dir = %dir.display(), "named locks busy; not pruning them now");
+        tracing::debug!(%dir, "named locks busy; not pruning them now");
         return Ok(0);
     }
     let mut removed = 0;
-    for shard in sys::read_dir_if_there(&dir)? {
-        if !shard.file_type()?.is_dir() {
-            continue;
-        }
-        for entry in sys::read_dir_if_there(&shard.path())? {
-            if !entry.file_type()?.is_file() {
+    for shard in dir.list()?.into_iter().filter(|s| s.kind == Kind::Dir) {
+        for entry in shard.path.list()? {
+            if entry.kind != Kind::File {
                 continue;
             }
-            let path = entry.path();
+            let path = entry.path;
             let dead = match read_any(&path)? {
                 Some(Found::Record(record)) => !record.is_live(now),
                 Some(Found::Garbage) => true,
                 Some(Found::Other) | None => false,
             };
-            if dead && sys::remove_if_there(&path)? {
+            if dead && path.remove_if_there()? {
                 removed += 1;
             }
         }
@@ -175,21 +171,22 @@ mod tests {
         assert_eq!(record.expires(), at);
         assert!(record.is_live(at - Duration::from_nanos(1)));
         assert!(!record.is_live(at));
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lock");
-        std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+        let (_dir, root) = crate::sys::tmp_root();
+        let path = root.join("lock");
+        let file = path.path();
+        std::fs::write(&file, serde_json::to_vec(&record).unwrap()).unwrap();
         assert_eq!(read(&path).unwrap(), Some(record));
         let old = br#"{"version":1,"name":"n","holder":"h","expires_ms":1700000000100}"#;
-        std::fs::write(&path, old).unwrap();
+        std::fs::write(&file, old).unwrap();
         let old = read(&path).unwrap().unwrap();
         assert_eq!(old.expires(), at - Duration::from_nanos(123_456));
-        std::fs::write(&path, br#"{"version":2,"name":"n"}"#).unwrap();
+        std::fs::write(&file, br#"{"version":2,"name":"n"}"#).unwrap();
         assert_eq!(read_any(&path).unwrap(), Some(Found::Other));
-        std::fs::write(&path, b"{").unwrap();
+        std::fs::write(&file, b"{").unwrap();
         assert_eq!(read_any(&path).unwrap(), Some(Found::Garbage));
-        std::fs::write(&path, vec![b' '; MAX_RECORD + 1]).unwrap();
+        std::fs::write(&file, vec![b' '; MAX_RECORD + 1]).unwrap();
         assert_eq!(read_any(&path).unwrap(), Some(Found::Garbage));
-        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_file(&file).unwrap();
         assert_eq!(read(&path).unwrap(), None);
         assert!(far_future() > UNIX_EPOCH + Duration::from_secs(1 << 50));
     }

@@ -6,7 +6,7 @@
 
 use std::fs::TryLockError;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -19,7 +19,7 @@ use crate::store::named_locks;
 use crate::store::names::{
     BREAK_GUARD, EVICTING, FRONT_END_DIRS, LEDGER, LOCK_SUFFIX, META_SUFFIX, TMP_SUFFIX,
 };
-use crate::sys::{self, FileId};
+use crate::sys::{self, FileId, Kind, RootedPath};
 
 /// How a cache directory is doing. Made by [`Cache::status`](crate::Cache::status).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -120,28 +120,22 @@ pub struct Corrupt {
 /// The files of a format folder, by kind.
 #[derive(Default)]
 struct Files {
-    metas: Vec<PathBuf>,
-    locks: Vec<PathBuf>,
-    parts: Vec<PathBuf>,
-    blobs: Vec<PathBuf>,
+    metas: Vec<RootedPath>,
+    locks: Vec<RootedPath>,
+    parts: Vec<RootedPath>,
+    blobs: Vec<RootedPath>,
 }
 
 /// Sorts the files under `dir` into `files`, passing over the folder `skip`.
-fn walk(dir: &Path, skip: &[PathBuf], files: &mut Files) -> io::Result<()> {
-    let Some(entries) = sys::found(std::fs::read_dir(dir))? else {
-        return Ok(());
-    };
-    for entry in entries {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let path = entry.path();
-        if kind.is_dir() {
+fn walk(dir: &RootedPath, skip: &[RootedPath], files: &mut Files) -> io::Result<()> {
+    for listed in dir.list()? {
+        let path = listed.path;
+        if listed.kind == Kind::Dir {
             if !skip.contains(&path) {
                 walk(&path, skip, files)?;
             }
-        } else if kind.is_file() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
+        } else if listed.kind == Kind::File {
+            let name = listed.name.to_string_lossy();
             if [BREAK_GUARD, LEDGER, EVICTING].contains(&name.as_ref()) {
                 continue;
             }
@@ -161,14 +155,14 @@ fn walk(dir: &Path, skip: &[PathBuf], files: &mut Files) -> io::Result<()> {
 }
 
 /// The blob a metadata file describes.
-fn blob_of(meta: &Path) -> PathBuf {
+fn blob_of(meta: &RootedPath) -> RootedPath {
     meta.with_extension("")
 }
 
 /// How long since `path` was modified; `None` when it is gone (another process may
 /// be pruning too).
-fn age(path: &Path) -> io::Result<Option<Duration>> {
-    let Some(meta) = sys::stat(path)? else {
+fn age(path: &RootedPath) -> io::Result<Option<Duration>> {
+    let Some(meta) = path.stat()? else {
         return Ok(None);
     };
     Ok(Some(
@@ -179,13 +173,13 @@ fn age(path: &Path) -> io::Result<Option<Duration>> {
 }
 
 /// The length of `path`, 0 when it is gone.
-fn len_of(path: &Path) -> io::Result<u64> {
-    Ok(sys::stat(path)?.map_or(0, |meta| meta.len()))
+fn len_of(path: &RootedPath) -> io::Result<u64> {
+    Ok(path.stat()?.map_or(0, |meta| meta.len()))
 }
 
 /// The lock file that coordinates the fill a tmp file belongs to:
 /// `<stem>.<unique>.part` belongs to `<stem>.lock`, and the unique part.
-fn lock_of(part: &Path) -> Option<(PathBuf, String)> {
+fn lock_of(part: &RootedPath) -> Option<(RootedPath, String)> {
     let name = part.file_name()?.to_str()?.strip_suffix(TMP_SUFFIX)?;
     let (stem, unique) = name.rsplit_once('.')?;
     Some((
@@ -196,7 +190,7 @@ fn lock_of(part: &Path) -> Option<(PathBuf, String)> {
 
 /// Whether a tmp file is one no live fill writes: no holder of its lock names it,
 /// and it has not been touched for the staleness timeout.
-fn abandoned(part: &Path, stale_after: Duration, locks: &LockSite) -> io::Result<bool> {
+fn abandoned(part: &RootedPath, stale_after: Duration, locks: &LockSite) -> io::Result<bool> {
     if age(part)?.is_none_or(|age| age <= stale_after) {
         return Ok(false);
     }
@@ -215,13 +209,13 @@ fn abandoned(part: &Path, stale_after: Duration, locks: &LockSite) -> io::Result
 
 /// Counts entries, bytes, fills in progress and abandoned tmp files under `base`.
 pub(crate) fn status(
-    base: &Path,
+    base: &RootedPath,
     stale_after: Duration,
     locks: &LockSite,
 ) -> io::Result<CacheStatus> {
     let files = scan(base)?;
     let mut status = CacheStatus::default();
-    for entry in files.metas.iter().filter_map(|m| entry_of(m)) {
+    for entry in files.metas.iter().filter_map(entry_of) {
         status.entries += 1;
         status.bytes = status.bytes.saturating_add(entry.size);
     }
@@ -243,7 +237,7 @@ pub(crate) fn status(
 
 /// The files of the blob store under `base`; the idempotency records and the named
 /// locks are not its.
-fn scan(base: &Path) -> io::Result<Files> {
+fn scan(base: &RootedPath) -> io::Result<Files> {
     let mut files = Files::default();
     let skip = FRONT_END_DIRS.map(|dir| base.join(dir));
     walk(base, &skip, &mut files)?;
@@ -251,18 +245,14 @@ fn scan(base: &Path) -> io::Result<Files> {
 }
 
 /// The entries stored under `base`.
-pub(crate) fn entries_in(base: &Path) -> io::Result<Vec<Entry>> {
-    Ok(scan(base)?
-        .metas
-        .iter()
-        .filter_map(|m| entry_of(m))
-        .collect())
+pub(crate) fn entries_in(base: &RootedPath) -> io::Result<Vec<Entry>> {
+    Ok(scan(base)?.metas.iter().filter_map(entry_of).collect())
 }
 
 /// Removes the least recently read of `entries` until they hold at most `budget`
 /// bytes; returns those removed and the bytes left.
 pub(crate) fn evict_lru(
-    base: &Path,
+    base: &RootedPath,
     mut entries: Vec<Entry>,
     budget: u64,
 ) -> io::Result<(Vec<Entry>, u64)> {
@@ -284,7 +274,7 @@ pub(crate) fn evict_lru(
 }
 
 pub(crate) fn prune(
-    base: &Path,
+    base: &RootedPath,
     stale_after: Duration,
     locks: &LockSite,
     policy: &PrunePolicy,
@@ -295,7 +285,7 @@ pub(crate) fn prune(
     for part in &files.parts {
         if abandoned(part, stale_after, locks)? {
             let size = len_of(part)?;
-            if sys::remove_if_there(part)? {
+            if part.remove_if_there()? {
                 report.tmp_files_removed += 1;
                 report.bytes_freed = report.bytes_freed.saturating_add(size);
             }
@@ -315,12 +305,12 @@ pub(crate) fn prune(
     let mut described = std::collections::HashSet::new();
     for meta in &files.metas {
         let Some(entry) = entry_of(meta) else {
-            if !blob_of(meta).exists() && age(meta)?.is_some_and(|age| age > stale_after) {
-                sys::remove_if_there(meta)?;
+            if blob_of(meta).stat()?.is_none() && age(meta)?.is_some_and(|age| age > stale_after) {
+                meta.remove_if_there()?;
             }
             continue;
         };
-        described.insert(entry.path.clone());
+        described.insert(blob_of(meta).rel().to_owned());
         let expired = entry.expires.is_some_and(|at| at <= now);
         let too_old = policy
             .older_than
@@ -335,7 +325,7 @@ pub(crate) fn prune(
     // Blobs no metadata describes: left by a crash or a removal between a publish's
     // two renames. A publish renames its metadata an instant after its blob, so only
     // ones older than the staleness timeout are removed.
-    for blob in files.blobs.iter().filter(|b| !described.contains(*b)) {
+    for blob in files.blobs.iter().filter(|b| !described.contains(b.rel())) {
         let size = len_of(blob)?;
         if age(blob)?.is_some_and(|age| age > stale_after) && remove_entry(base, blob)? {
             report.orphans_removed += 1;
@@ -355,10 +345,10 @@ pub(crate) fn prune(
 
 /// Removes a blob and its metadata, and takes its bytes off the ledger; returns
 /// whether the blob was there.
-pub(crate) fn remove_entry(base: &Path, blob: &Path) -> io::Result<bool> {
+pub(crate) fn remove_entry(base: &RootedPath, blob: &RootedPath) -> io::Result<bool> {
     let size = len_of(blob)?;
-    let existed = sys::remove_if_there(blob)?;
-    sys::remove_if_there(&meta_of(blob))?;
+    let existed = blob.remove_if_there()?;
+    meta_of(blob).remove_if_there()?;
     if existed {
         ledger::record(base, -i64::try_from(size).unwrap_or(i64::MAX))?;
     }
@@ -369,8 +359,8 @@ pub(crate) fn remove_entry(base: &Path, blob: &Path) -> io::Result<bool> {
 /// blob published since it was read is kept; returns whether it removed it. (The
 /// check and the removal are two steps: a publish in between is lost, as it would be
 /// to a removal an instant later.)
-pub(crate) fn remove_blob(base: &Path, blob: &Path, id: BlobId) -> io::Result<bool> {
-    match sys::stat(blob)? {
+pub(crate) fn remove_blob(base: &RootedPath, blob: &RootedPath, id: BlobId) -> io::Result<bool> {
+    match blob.stat()? {
         Some(stat) if BlobId::of(&stat) == id => remove_entry(base, blob),
         _ => Ok(false),
     }
@@ -378,37 +368,41 @@ pub(crate) fn remove_blob(base: &Path, blob: &Path, id: BlobId) -> io::Result<bo
 
 /// Removes `entry` if it is still as it was listed (a scan may be old by the time
 /// eviction reaches an entry: one read or published since is kept).
-fn remove_if_unchanged(base: &Path, entry: &Entry) -> io::Result<bool> {
-    match entry_with_blob(&meta_of(&entry.path)) {
-        Some((now, id)) if now == *entry => remove_blob(base, &entry.path, id),
+fn remove_if_unchanged(base: &RootedPath, entry: &Entry) -> io::Result<bool> {
+    let blob = base.locate(&entry.path)?;
+    match entry_with_blob(&meta_of(&blob)) {
+        Some((now, id)) if now == *entry => remove_blob(base, &blob, id),
         _ => Ok(false),
     }
 }
 
 /// The metadata file of the blob at `blob`.
-fn meta_of(blob: &Path) -> PathBuf {
-    let mut meta = blob.as_os_str().to_owned();
-    meta.push(META_SUFFIX);
-    PathBuf::from(meta)
+fn meta_of(blob: &RootedPath) -> RootedPath {
+    let mut name = blob.file_name().unwrap_or_default().to_owned();
+    name.push(META_SUFFIX);
+    blob.with_file_name(name)
 }
 
-pub(crate) fn verify(base: &Path) -> io::Result<VerifyReport> {
+pub(crate) fn verify(base: &RootedPath) -> io::Result<VerifyReport> {
     let files = scan(base)?;
     let mut report = VerifyReport::default();
-    let described: std::collections::HashSet<PathBuf> =
-        files.metas.iter().map(|m| blob_of(m)).collect();
-    for blob in files.blobs.iter().filter(|b| !described.contains(*b)) {
-        report.unverifiable.push(blob.clone());
+    let described: std::collections::HashSet<PathBuf> = files
+        .metas
+        .iter()
+        .map(|meta| blob_of(meta).rel().to_owned())
+        .collect();
+    for blob in files.blobs.iter().filter(|b| !described.contains(b.rel())) {
+        report.unverifiable.push(blob.path());
     }
     for meta_path in &files.metas {
         let blob = blob_of(meta_path);
         let Some(meta) = read_meta(meta_path).ok().flatten() else {
-            if blob.exists() {
-                report.unverifiable.push(blob);
+            if blob.stat()?.is_some() {
+                report.unverifiable.push(blob.path());
             }
             continue;
         };
-        let file = match sys::found(sys::open_read(&blob))? {
+        let file = match sys::found(blob.open_read())? {
             Some(file) if file.metadata()?.is_file() => file,
             // A directory or other odd file where a blob should be: no blob here.
             _ => continue,
@@ -418,16 +412,16 @@ pub(crate) fn verify(base: &Path) -> io::Result<VerifyReport> {
             continue;
         };
         // A blob replaced while it was read is not corrupt: only remove the one read.
-        if !FileId::of_file(&file)?.is_at(&blob)?
+        if !blob.names(FileId::of_file(&file)?)?
             || read_meta(meta_path).ok().flatten().as_ref() != Some(&meta)
         {
             continue;
         }
-        tracing::debug!(key = %meta.key, path = %blob.display(), %reason, "removing a corrupt entry");
+        tracing::debug!(key = %meta.key, path = %blob, %reason, "removing a corrupt entry");
         remove_entry(base, &blob)?;
         report.corrupt.push(Corrupt {
             key: meta.key,
-            path: blob,
+            path: blob.path(),
             reason,
         });
     }
@@ -456,7 +450,7 @@ const LOW_WATER_PERCENT: u64 = 90;
 /// Removes the least recently read entries until the cache holds at most the
 /// low-water mark of `max`, unless another process is evicting already. Returns the
 /// number of entries removed.
-pub(crate) fn evict(base: &Path, max: u64) -> io::Result<usize> {
+pub(crate) fn evict(base: &RootedPath, max: u64) -> io::Result<usize> {
     let guard = ledger::open(base, EVICTING)?;
     match guard.try_lock() {
         Ok(()) => {}
@@ -493,7 +487,9 @@ mod tests {
         for key in ["a", "b"] {
             cache.put(key, Fetched::from(vec![1; 100])).await.unwrap();
         }
-        let base = dir.path().join("v1");
+        let base = RootedPath::make_root(dir.path(), crate::sys::Perms::OWNER)
+            .unwrap()
+            .join("v1");
         let listed = entries_in(&base).unwrap();
         cache.put("a", Fetched::from(vec![2; 100])).await.unwrap();
         let (removed, _) = evict_lru(&base, listed, 0).unwrap();
@@ -507,7 +503,8 @@ mod tests {
     async fn metadata_behind_a_symlink_is_not_read() {
         let (dir, cache) = cache().await;
         cache.put("a", Fetched::from(vec![1; 10])).await.unwrap();
-        let meta = meta_of(&cache.path("a").await.unwrap());
+        let root = RootedPath::make_root(dir.path(), crate::sys::Perms::OWNER).unwrap();
+        let meta = meta_of(&root.locate(&cache.path("a").await.unwrap()).unwrap()).path();
         let elsewhere = dir.path().join("planted");
         std::fs::rename(&meta, &elsewhere).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &meta).unwrap();

@@ -2,7 +2,6 @@
 //! checks its form, and the limits on what a record may hold.
 
 use std::io;
-use std::path::Path;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -12,7 +11,7 @@ use super::IdempotencyStore;
 use crate::error::{Error, Result};
 use crate::kv::records;
 use crate::store::meta::split_time;
-use crate::sys;
+use crate::sys::{self, RootedPath};
 
 /// The format version written into every record.
 pub(super) const RECORD_VERSION: u32 = 1;
@@ -79,7 +78,7 @@ pub(super) enum Stored {
 
 /// Reads the record file at `path`, without following a symlink, and checks its
 /// form: a header of this version and exactly the data it announces.
-pub(super) fn read(path: &Path, with_data: bool) -> io::Result<Stored> {
+pub(super) fn read(path: &RootedPath, with_data: bool) -> io::Result<Stored> {
     let file = match records::open(path) {
         Ok(Some(file)) => file,
         Ok(None) => return Ok(Stored::Missing),
@@ -167,10 +166,11 @@ mod tests {
 
     #[test]
     fn files_round_trip_and_garbage_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r");
+        let (dir, root) = crate::sys::tmp_root();
+        let path = root.join("r");
+        let file = path.path();
         let good = header("id\n\0", 4);
-        std::fs::write(&path, good.encode(b"da\nt")).unwrap();
+        std::fs::write(&file, good.encode(b"da\nt")).unwrap();
         match read(&path, true).unwrap() {
             Stored::Record(header, data) => {
                 assert_eq!((header, data.as_ref()), (good.clone(), &b"da\nt"[..]))
@@ -187,16 +187,16 @@ mod tests {
             b"no header".to_vec(),
             Vec::new(),
         ] {
-            std::fs::write(&path, &bad).unwrap();
+            std::fs::write(&file, &bad).unwrap();
             let found = read(&path, true).unwrap();
             assert!(
                 matches!(found, Stored::Garbage(_)),
                 "{bad:?} gave {found:?}"
             );
         }
-        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_file(&file).unwrap();
         assert!(matches!(read(&path, true).unwrap(), Stored::Missing));
-        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &path).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &file).unwrap();
         assert!(matches!(read(&path, true).unwrap(), Stored::Garbage(_)));
     }
 
