@@ -114,7 +114,10 @@ pub(crate) fn streamed(
     metrics: Arc<Metrics>,
 ) -> Body {
     let body = chunks
-        .map_err(BoxError::from)
+        .map_err(|error| {
+            tracing::warn!(%error, "a body failed while being sent; cutting the connection");
+            BoxError::from(error)
+        })
         .scan(limit.unwrap_or(u64::MAX), |left, item| {
             if *left == 0 {
                 return futures::future::ready(None);

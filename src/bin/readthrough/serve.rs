@@ -50,6 +50,9 @@ pub(crate) async fn run(cache: Cache, args: &Args, quiet: bool) -> Result<()> {
             _ = terminate.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
+        if !quiet {
+            eprintln!("readthrough: stopping: finishing the responses in flight");
+        }
     };
     server.run(listener, shutdown).await?;
     Ok(())
