@@ -63,18 +63,8 @@ async fn respond(
     request: &Request<Incoming>,
 ) -> (Response<Body>, &'static str) {
     let path = request.uri().path();
-    if path == "/-/health" {
-        return (text(200, "ok"), "health");
-    }
-    if path == "/-/metrics" {
-        let mut response =
-            Response::new(respond::full(shared.metrics.render(&shared.cache.stats())));
-        set(
-            response.headers_mut(),
-            CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        );
-        return (response, "metrics");
+    if let Some(answer) = operator(shared, path) {
+        return answer;
     }
     let head_only = request.method() == Method::HEAD;
     if !head_only && request.method() != Method::GET {
@@ -83,9 +73,8 @@ async fn respond(
         return (response, "refused");
     }
     let target = request.uri().path_and_query().map_or(path, |p| p.as_str());
-    let Some((route, url)) =
-        route_for(&shared.routes, path).and_then(|r| Some((r, r.url_of(target)?)))
-    else {
+    let found = route_for(&shared.routes, path).and_then(|r| Some((r, r.url_of(target)?)));
+    let Some((route, url)) = found else {
         return (text(404, "no route serves this path"), "refused");
     };
     let headers = request.headers();
@@ -104,30 +93,58 @@ async fn respond(
             text(403, "credentials are not forwarded to s3:// upstreams"),
             "refused",
         ),
-        Some(found) => {
-            let origin = match with_credentials(&shared.client, shared.idle_timeout, found.clone())
-            {
-                Ok(origin) => origin,
-                Err(e) => return (failed(&url, &e), "error"),
-            };
-            if !route.caches_credentials() {
-                return passed_through(shared, &url, &origin, head_only).await;
-            }
-            let private: Arc<dyn Origin> = Arc::new(Recording {
-                inner: Arc::new(origin),
-                heads: Arc::clone(&shared.heads),
-                metrics: Arc::clone(&shared.metrics),
-            });
-            cached(
-                shared,
-                &private_key(&url, &found),
-                private,
-                headers,
-                head_only,
-            )
-            .await
-        }
+        Some(found) => with_credentials_of(shared, route, &url, found, headers, head_only).await,
     }
+}
+
+/// The answers of the operator paths, `/-/health` and `/-/metrics`.
+fn operator(shared: &Shared, path: &str) -> Option<(Response<Body>, &'static str)> {
+    match path {
+        "/-/health" => Some((text(200, "ok"), "health")),
+        "/-/metrics" => {
+            let metrics = shared.metrics.render(&shared.cache.stats());
+            let mut response = Response::new(respond::full(metrics));
+            set(
+                response.headers_mut(),
+                CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            );
+            Some((response, "metrics"))
+        }
+        _ => None,
+    }
+}
+
+/// The answer for `url` to a request with the credentials `found`: passed through
+/// uncached, or cached privately when `route` caches credentials.
+async fn with_credentials_of(
+    shared: &Shared,
+    route: &Route,
+    url: &str,
+    found: HeaderMap,
+    headers: &HeaderMap,
+    head_only: bool,
+) -> (Response<Body>, &'static str) {
+    let origin = match with_credentials(&shared.client, shared.idle_timeout, found.clone()) {
+        Ok(origin) => origin,
+        Err(e) => return (failed(url, &e), "error"),
+    };
+    if !route.caches_credentials() {
+        return passed_through(shared, url, &origin, head_only).await;
+    }
+    let private: Arc<dyn Origin> = Arc::new(Recording {
+        inner: Arc::new(origin),
+        heads: Arc::clone(&shared.heads),
+        metrics: Arc::clone(&shared.metrics),
+    });
+    cached(
+        shared,
+        &private_key(url, &found),
+        private,
+        headers,
+        head_only,
+    )
+    .await
 }
 
 /// The answer from the cache for `key`, read through `origin` on a miss.

@@ -63,93 +63,92 @@ impl Metrics {
     /// The metrics in the Prometheus text format, with the cache's counters `stats`.
     pub(crate) fn render(&self, stats: &Stats) -> String {
         let mut out = String::new();
-        let cache = [
-            ("hits", stats.hits, "Reads served from a stored blob"),
-            ("misses", stats.misses, "Reads that found no stored blob"),
-            ("fills_led", stats.fills_led, "Fills this process fetched"),
-            (
-                "fills_joined",
-                stats.fills_joined,
-                "Reads that joined a fill in this process",
-            ),
-            (
-                "fills_followed",
-                stats.fills_followed,
-                "Fills followed from another process",
-            ),
-            (
-                "stale_reclaims",
-                stats.stale_reclaims,
-                "Stalled fills taken over",
-            ),
-            (
-                "revalidations",
-                stats.revalidations,
-                "Expired blobs confirmed current",
-            ),
-            (
-                "origin_bytes",
-                stats.origin_bytes,
-                "Bytes received from upstreams",
-            ),
-            (
-                "served_bytes",
-                stats.bytes_served,
-                "Bytes read out of the cache",
-            ),
-            ("errors", stats.errors, "Reads that ended in an error"),
-        ];
-        for (name, value, help) in cache {
-            counter(
-                &mut out,
-                &format!("readthrough_cache_{name}_total"),
-                help,
-                value,
-            );
+        for (name, value, help) in cache_counters(stats) {
+            let name = format!("readthrough_cache_{name}_total");
+            metric(&mut out, &name, "counter", help, value);
         }
-        let _ = writeln!(
-            out,
-            "# HELP readthrough_http_responses_total Responses by status code"
-        );
-        let _ = writeln!(out, "# TYPE readthrough_http_responses_total counter");
+        let name = "readthrough_http_responses_total";
+        let _ = writeln!(out, "# HELP {name} Responses by status code");
+        let _ = writeln!(out, "# TYPE {name} counter");
         let responses = self.responses.lock().unwrap_or_else(|e| e.into_inner());
         for (status, count) in responses.iter() {
-            let _ = writeln!(
-                out,
-                "readthrough_http_responses_total{{status=\"{status}\"}} {count}"
-            );
+            let _ = writeln!(out, "{name}{{status=\"{status}\"}} {count}");
         }
         let load = |gauge: &AtomicU64| gauge.load(Ordering::Relaxed);
         let sent = load(&self.bytes_sent);
-        counter(
+        let help = "Body bytes sent to clients";
+        metric(
             &mut out,
             "readthrough_http_sent_bytes_total",
-            "Body bytes sent to clients",
+            "counter",
+            help,
             sent,
         );
-        let gauges = [
-            (
-                "fills_in_flight",
-                load(&self.fetches_in_flight),
-                "Upstream fetches running in this process",
-            ),
-            (
-                "http_connections",
-                load(&self.connections),
-                "Open client connections",
-            ),
-        ];
-        for (name, value, help) in gauges {
-            let _ = writeln!(out, "# HELP readthrough_{name} {help}");
-            let _ = writeln!(out, "# TYPE readthrough_{name} gauge");
-            let _ = writeln!(out, "readthrough_{name} {value}");
-        }
+        let fetches = load(&self.fetches_in_flight);
+        let help = "Upstream fetches running in this process";
+        metric(
+            &mut out,
+            "readthrough_fills_in_flight",
+            "gauge",
+            help,
+            fetches,
+        );
+        let open = load(&self.connections);
+        let help = "Open client connections";
+        metric(
+            &mut out,
+            "readthrough_http_connections",
+            "gauge",
+            help,
+            open,
+        );
         out
     }
 }
 
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+/// The cache's counters: name, value, help.
+fn cache_counters(stats: &Stats) -> [(&'static str, u64, &'static str); 10] {
+    [
+        ("hits", stats.hits, "Reads served from a stored blob"),
+        ("misses", stats.misses, "Reads that found no stored blob"),
+        ("fills_led", stats.fills_led, "Fills this process fetched"),
+        (
+            "fills_joined",
+            stats.fills_joined,
+            "Reads that joined a fill here",
+        ),
+        (
+            "fills_followed",
+            stats.fills_followed,
+            "Fills another process fetched",
+        ),
+        (
+            "stale_reclaims",
+            stats.stale_reclaims,
+            "Stalled fills taken over",
+        ),
+        (
+            "revalidations",
+            stats.revalidations,
+            "Expired blobs confirmed current",
+        ),
+        (
+            "origin_bytes",
+            stats.origin_bytes,
+            "Bytes received from upstreams",
+        ),
+        (
+            "served_bytes",
+            stats.bytes_served,
+            "Bytes read out of the cache",
+        ),
+        ("errors", stats.errors, "Reads that ended in an error"),
+    ]
+}
+
+/// One metric of `kind` (counter, gauge) with its help line.
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
     let _ = writeln!(out, "{name} {value}");
 }
