@@ -617,3 +617,137 @@ async fn bad_addresses_and_routes_are_one_line_errors_at_start() {
         );
     }
 }
+
+/// Builds a tiny wheel and a PEP 503 index of it under `root`; returns the wheel.
+const MAKE_INDEX: &str = r#"
+import base64, hashlib, os, sys, zipfile
+root = sys.argv[1]
+name = "tinypkg-1.0-py3-none-any.whl"
+files = {
+    "tinypkg/__init__.py": "VALUE = 42\n",
+    "tinypkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n",
+    "tinypkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+def digest(data):
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+record = "".join(f"{p},sha256={digest(d.encode())},{len(d)}\n" for p, d in files.items())
+files["tinypkg-1.0.dist-info/RECORD"] = record + "tinypkg-1.0.dist-info/RECORD,,\n"
+os.makedirs(f"{root}/packages")
+os.makedirs(f"{root}/simple/tinypkg")
+with zipfile.ZipFile(f"{root}/packages/{name}", "w") as wheel:
+    for path, data in files.items():
+        wheel.writestr(path, data)
+sha = hashlib.sha256(open(f"{root}/packages/{name}", "rb").read()).hexdigest()
+with open(f"{root}/simple/index.html", "w") as page:
+    page.write('<html><body><a href="tinypkg/">tinypkg</a></body></html>\n')
+with open(f"{root}/simple/tinypkg/index.html", "w") as page:
+    page.write(f'<html><body><a href="../../packages/{name}#sha256={sha}">{name}</a></body></html>\n')
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pip_downloads_a_wheel_through_serve_from_a_pep_503_index() {
+    need_clients!();
+    let pip = std::process::Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .output();
+    if !pip.is_ok_and(|out| out.status.success()) {
+        eprintln!("skipped: python3 has no pip");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let index = dir.path().join("index");
+    let made = Command::new("python3")
+        .args(["-c", MAKE_INDEX])
+        .arg(&index)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut http = Command::new("python3")
+        .args([
+            "-u",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "0",
+            "--directory",
+        ])
+        .arg(&index)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut banner = BufReader::new(http.stdout.take().unwrap()).lines();
+    let line = banner
+        .next_line()
+        .await
+        .unwrap()
+        .expect("http.server says its port");
+    let port = line
+        .split(" port ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&requests);
+    let log = http.stderr.take().unwrap();
+    tokio::spawn(async move {
+        let mut log = BufReader::new(log).lines();
+        while let Ok(Some(line)) = log.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let upstream = format!("http://127.0.0.1:{port}");
+    let serving = Serving::start(&dir.path().join("cache"), &["--upstream", &upstream]).await;
+    let wheel = "tinypkg-1.0-py3-none-any.whl";
+    for round in ["first", "second"] {
+        let out_dir = dir.path().join(round);
+        let out = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-cache-dir",
+                "--no-deps",
+                "--index-url",
+            ])
+            .arg(serving.url("/simple"))
+            .arg("-d")
+            .arg(&out_dir)
+            .arg("tinypkg")
+            .env("PIP_CONFIG_FILE", "/dev/null")
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            .env("PIP_NO_INPUT", "1")
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pip: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = std::fs::read(out_dir.join(wheel)).unwrap();
+        assert!(got == std::fs::read(index.join("packages").join(wheel)).unwrap());
+    }
+    let fetched = |path: &str| {
+        let lines = requests.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l.contains(&format!("GET {path} ")))
+            .count()
+    };
+    assert_eq!(
+        fetched(&format!("/packages/{wheel}")),
+        1,
+        "the wheel came from upstream once"
+    );
+    assert_eq!(fetched("/simple/tinypkg/"), 1, "and so did its index page");
+}

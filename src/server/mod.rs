@@ -30,7 +30,8 @@ pub use routes::Route;
 ///
 /// What it does with HTTP:
 /// - **Keys.** `GET /PREFIX/rest?query` reads `UPSTREAM/rest?query` through the
-///   cache; that URL is the key. No request header is sent upstream, except the
+///   cache; that URL is the key (a path with a `.` or `..` segment is answered 404,
+///   so no request leaves a route's base path). No request header is sent upstream, except the
 ///   credentials rule below; no hop-by-hop header (`Connection`, `Keep-Alive`,
 ///   `Transfer-Encoding`, ...) is passed either way, and of the upstream's headers
 ///   only the validator (`ETag`, or `Last-Modified` when there is no strong `ETag`),

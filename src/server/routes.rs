@@ -92,10 +92,18 @@ impl Route {
         self.cache_credentials
     }
 
-    /// The upstream URL of `path_and_query`, if it is under this route's prefix.
+    /// The upstream URL of `path_and_query`, if it is under this route's prefix and
+    /// its path has no `.` or `..` segment (plain or percent-encoded, between `/` or
+    /// `\`): URL parsers resolve those, which would let a request leave the
+    /// upstream's base path.
     pub fn url_of(&self, path_and_query: &str) -> Option<String> {
         let rest = path_and_query.strip_prefix(&self.prefix)?;
-        Some(format!("{}/{rest}", self.upstream))
+        let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+        let dotted = path.split(['/', '\\']).any(|segment| {
+            let segment = segment.to_ascii_lowercase().replace("%2e", ".");
+            segment == "." || segment == ".."
+        });
+        (!dotted).then(|| format!("{}/{rest}", self.upstream))
     }
 
     /// Whether the upstream is an object store (`s3://`) rather than HTTP.
@@ -129,6 +137,21 @@ mod tests {
             Some("https://b.example/base/m/f")
         );
         assert_eq!(url("/hubx").as_deref(), Some("http://a.example/hubx"));
+    }
+
+    #[test]
+    fn dot_segments_never_map() {
+        let route = Route::parse("/hub/=https://b.example/base").unwrap();
+        for path in [
+            "/hub/../x",
+            "/hub/a/%2E%2e/x",
+            "/hub/a\\..\\x",
+            "/hub/.",
+            "/hub/a/..",
+        ] {
+            assert_eq!(route.url_of(path), None, "{path}");
+        }
+        assert!(route.url_of("/hub/a..b/.c?x=../y").is_some());
     }
 
     #[test]
