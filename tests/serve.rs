@@ -581,7 +581,7 @@ async fn bad_addresses_and_routes_are_one_line_errors_at_start() {
     let cache = dir.path().join("cache");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = taken.local_addr().unwrap().to_string();
-    let cases: [(&[&str], i32, &str); 6] = [
+    let cases: [(&[&str], i32, &str); 7] = [
         (
             &["--listen", "nowhere:x", "--upstream", "http://a"],
             2,
@@ -599,6 +599,11 @@ async fn bad_addresses_and_routes_are_one_line_errors_at_start() {
             &["--upstream", "http://a", "--cache-credentials", "/x/"],
             1,
             "no route",
+        ),
+        (
+            &["--upstream", "http://a", "--max-header-size", "1KiB"],
+            1,
+            "at least 8KiB",
         ),
     ];
     for (args, code, says) in cases {
@@ -750,4 +755,18 @@ async fn pip_downloads_a_wheel_through_serve_from_a_pep_503_index() {
         "the wheel came from upstream once"
     );
     assert_eq!(fetched("/simple/tinypkg/"), 1, "and so did its index page");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_headers_over_the_limit_get_431() {
+    need_clients!();
+    let upstream = Server::start().await;
+    upstream.route("/a", Behaviour::body("a"));
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--upstream", &upstream.url(""), "--max-header-size", "8KiB"];
+    let serving = Serving::start(&dir.path().join("cache"), &args).await;
+    let big = format!("X-Big: {}", "x".repeat(16 * 1024));
+    assert_eq!(status(&["-H", &big, &serving.url("/a")]).await, 431);
+    assert_eq!(upstream.count("/a"), 0);
+    assert_eq!(status(&["-H", "X-Small: y", &serving.url("/a")]).await, 200);
 }
