@@ -770,3 +770,62 @@ async fn request_headers_over_the_limit_get_431() {
     assert_eq!(upstream.count("/a"), 0);
     assert_eq!(status(&["-H", "X-Small: y", &serving.url("/a")]).await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_followed_from_a_killed_serve_go_on_with_the_new_fill() {
+    need_clients!();
+    let held = 512 << 10;
+    let (upstream, gate, data) = held_upstream(8, 2 << 20, "/obj", held).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let args = ["--upstream", &upstream.url("")];
+    let mut leader = Serving::start(&cache, &args).await;
+    let follower = Serving::start(&cache, &args).await;
+    let lead = curl_cmd(&["-o", "/dev/null", &leader.url("/obj")])
+        .spawn()
+        .unwrap();
+    gate.reached(1).await;
+    let url = follower.url("/obj");
+    let (landed, _) = fetch(&["--fail", "--range", "100000-199999", &url]).await;
+    assert!(
+        landed == data[100_000..200_000],
+        "a range that landed comes at once"
+    );
+    let (across, beyond) = (dir.path().join("across"), dir.path().join("beyond"));
+    let ranges = [(&across, "400000-"), (&beyond, "1000000-1000999")];
+    let clients: Vec<Child> = ranges
+        .iter()
+        .map(|(file, range)| {
+            curl_cmd(&[
+                "--fail",
+                "--range",
+                range,
+                "-o",
+                file.to_str().unwrap(),
+                &url,
+            ])
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    assert!(eventually(async || size(&across) > 0).await);
+    leader.child.start_kill().unwrap();
+    leader.child.wait().await.unwrap();
+    let _ = lead.wait_with_output().await;
+    gate.open();
+    for client in clients {
+        let out = client.wait_with_output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(std::fs::read(&across).unwrap() == data[400_000..]);
+    assert!(std::fs::read(&beyond).unwrap() == data[1_000_000..1_001_000]);
+    assert_eq!(
+        upstream.count("/obj"),
+        2,
+        "the follower took over and fetched again"
+    );
+}
