@@ -36,7 +36,8 @@ pub(crate) struct Shared {
     pub(crate) idle_timeout: Duration,
 }
 
-/// Answers `request`, and logs it (target `readthrough::access`).
+/// Answers `request`, and logs it (target `readthrough::access`) once its headers
+/// are ready, with the time that took.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
@@ -52,7 +53,7 @@ pub(crate) async fn handle(
         version = ?request.version(),
         status,
         how,
-        ms = started.elapsed().as_millis() as u64,
+        header_ms = started.elapsed().as_millis() as u64,
     );
     Ok(response)
 }

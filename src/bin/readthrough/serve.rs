@@ -68,8 +68,9 @@ fn server(cache: Cache, args: &Args) -> Result<Server> {
         bail!("serve needs --upstream URL or at least one --route PREFIX=URL");
     }
     for prefix in &args.cache_credentials {
-        let wanted = Route::new(prefix, "http://x")?.prefix().to_owned();
-        let Some(route) = routes.iter_mut().find(|r| r.prefix() == wanted) else {
+        let wanted = prefix.trim_end_matches('/');
+        let named = |r: &&mut Route| r.prefix().trim_end_matches('/') == wanted;
+        let Some(route) = routes.iter_mut().find(named) else {
             bail!("--cache-credentials {prefix}: no route has this prefix");
         };
         *route = route.clone().cache_credentials();
