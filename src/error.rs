@@ -169,6 +169,16 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A route of [`Server`](crate::Server) cannot be used.
+    #[cfg(feature = "server")]
+    #[error("invalid route {route:?}: {reason}")]
+    InvalidRoute {
+        /// The route as given (`PREFIX=URL`).
+        route: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
     /// A stored blob's bytes no longer match its metadata (found by
     /// [`verify_on_read`](crate::CacheBuilder::verify_on_read)); it was removed.
     #[error("the stored blob of key {key:?} is corrupt: {reason}")]
@@ -384,6 +394,8 @@ impl From<Error> for io::Error {
             Error::InvalidKey { .. } | Error::LayoutEscape { .. } | Error::InvalidSetting(_) => {
                 io::ErrorKind::InvalidInput
             }
+            #[cfg(feature = "server")]
+            Error::InvalidRoute { .. } => io::ErrorKind::InvalidInput,
             Error::RecordExists { .. } => io::ErrorKind::AlreadyExists,
             Error::RecordMissing { .. } => io::ErrorKind::NotFound,
             Error::Locked { .. } => io::ErrorKind::WouldBlock,

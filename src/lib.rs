@@ -145,6 +145,10 @@ mod store;
 // Key-value front-ends over the façade.
 mod kv;
 
+// The caching HTTP server over the façade.
+#[cfg(feature = "server")]
+mod server;
+
 pub use builder::CacheBuilder;
 pub use cache::{Cache, GetOptions, ReadKind, Reader};
 pub use clock::{Clock, SystemClock};
@@ -162,6 +166,8 @@ pub use origin::{Expiry, FetchOptions, Fetched, FnOrigin, Origin, origin_fn};
 pub use origin::{HttpOrigin, HttpOriginBuilder};
 #[cfg(feature = "s3")]
 pub use origin::{S3Location, s3_store, s3_store_with};
+#[cfg(feature = "server")]
+pub use server::{Route, Server};
 pub use stats::Stats;
 #[cfg(feature = "object-store")]
 pub use storage::ObjectStoreStorage;

@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::watch;
 
 use crate::engine::progress::{FillState, Role, Source};
-use crate::engine::reader::{CHUNK, ReadKind, Reader};
+use crate::engine::reader::{CHUNK, ReadKind, Reader, Restart};
 use crate::engine::state::Engine;
 use crate::error::{BoxError, Error, Result};
 use crate::origin::{FetchOptions, Origin, guarded_fetch, guarded_next};
@@ -50,19 +50,12 @@ impl Reader {
             (true, Role::Follower) => ReadKind::Followed,
             (true, Role::Found) => ReadKind::Hit,
         };
-        let reader = FillReader {
-            inner: Arc::clone(engine),
-            key: key.to_owned(),
-            origin,
-            state,
-            pos: 0,
-            current: None,
-            previous: None,
-            checked: 0,
-            buf: BytesMut::new(),
-            promised: len,
-        };
-        Ok(Reader::new(reader.into_body(), len, kind))
+        let (engine, key) = (Arc::clone(engine), key.to_owned());
+        let body = FillReader::new(&engine, &key, &origin, &state, len, 0).into_body();
+        let restart: Restart = Box::new(move |offset| {
+            FillReader::new(&engine, &key, &origin, &state, len, offset).into_body()
+        });
+        Ok(Reader::new(body, len, kind).with_restart(restart))
     }
 }
 
@@ -73,7 +66,10 @@ struct FillReader {
     key: String,
     origin: Arc<dyn Origin>,
     state: watch::Receiver<FillState>,
-    /// Bytes returned to the caller so far.
+    /// The blob offset this reader started at ([`Reader::starting_at`]): the bytes
+    /// before it are never read, returned or checked.
+    start: u64,
+    /// The blob offset of the next byte to return.
     pos: u64,
     /// The file this reader reads.
     current: Option<Arc<Source>>,
@@ -113,6 +109,30 @@ enum Phase {
 }
 
 impl FillReader {
+    /// A reader of the fill that `state` watches, from blob offset `start` on.
+    fn new(
+        engine: &Arc<Engine>,
+        key: &str,
+        origin: &Arc<dyn Origin>,
+        state: &watch::Receiver<FillState>,
+        promised: Option<u64>,
+        start: u64,
+    ) -> Self {
+        FillReader {
+            inner: Arc::clone(engine),
+            key: key.to_owned(),
+            origin: Arc::clone(origin),
+            state: state.clone(),
+            start,
+            pos: start,
+            current: None,
+            previous: None,
+            checked: start,
+            buf: BytesMut::new(),
+            promised,
+        }
+    }
+
     /// The reader's body as a stream.
     fn into_body(self) -> BoxStream<'static, Result<Bytes>> {
         let inner = Arc::clone(&self.inner);
@@ -201,14 +221,14 @@ impl FillReader {
         if self.current.as_ref().map(|c| c.generation) == Some(source.generation) {
             return;
         }
-        if self.pos > 0 {
+        if self.pos > self.start {
             // The file the returned bytes came from stays the reference until a new
-            // fill has matched all of them; every new fill is checked from its first
-            // byte, however far a fill before it had got.
+            // fill has matched all of them; every new fill is checked from the first
+            // byte returned, however far a fill before it had got.
             if self.previous.is_none() {
                 self.previous = self.current.take();
             }
-            self.checked = 0;
+            self.checked = self.start;
         }
         self.current = Some(Arc::clone(source));
     }
@@ -277,6 +297,7 @@ impl FillReader {
             return Ok(Direct {
                 inner: self.inner,
                 key: self.key,
+                from: self.start,
                 body: stream::empty().boxed(),
                 at: self.pos,
                 len: Some(self.pos),
@@ -310,6 +331,7 @@ impl FillReader {
         Ok(Direct {
             inner: self.inner,
             key: self.key,
+            from: self.start,
             body: fetched.body,
             at: fetched.offset,
             len: fetched.len,
@@ -323,6 +345,8 @@ impl FillReader {
 struct Direct {
     inner: Arc<Engine>,
     key: String,
+    /// The blob offset the reader started at: bytes before it are skipped unchecked.
+    from: u64,
     body: BoxStream<'static, Result<Bytes, BoxError>>,
     /// The blob offset of the body's next byte.
     at: u64,
@@ -362,9 +386,10 @@ impl Direct {
             }
             if start < self.pos {
                 let overlap = (self.pos - start).min(chunk.len() as u64) as usize;
-                if let Some(sent) = &self.sent_from {
+                let unsent = (self.from.saturating_sub(start) as usize).min(overlap);
+                if let Some(sent) = self.sent_from.as_ref().filter(|_| unsent < overlap) {
                     let differs = sent
-                        .first_difference(start, &chunk[..overlap])
+                        .first_difference(start + unsent as u64, &chunk[unsent..overlap])
                         .await
                         .map_err(|e| Error::io("read the fill of", self.key.clone(), e))?;
                     if let Some(offset) = differs {

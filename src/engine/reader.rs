@@ -23,6 +23,9 @@ use crate::store::scan;
 /// The most bytes a reader reads from disk at a time: its whole buffer.
 pub(crate) const CHUNK: usize = 256 * 1024;
 
+/// Builds a reader's body from a blob offset on ([`Reader::starting_at`]).
+pub(crate) type Restart = Box<dyn FnOnce(u64) -> BoxStream<'static, Result<Bytes>> + Send>;
+
 /// How a read was served.
 ///
 /// ```
@@ -77,6 +80,8 @@ pub struct Reader {
     kind: ReadKind,
     /// What the last chunk has left for `AsyncRead`.
     pending: Bytes,
+    /// Builds the body from an offset instead; dropped at the first read.
+    restart: Option<Restart>,
 }
 
 impl Reader {
@@ -90,17 +95,29 @@ impl Reader {
             len,
             kind,
             pending: Bytes::new(),
+            restart: None,
         }
+    }
+
+    /// This reader, able to start at an offset through `restart`.
+    pub(super) fn with_restart(mut self, restart: Restart) -> Self {
+        self.restart = Some(restart);
+        self
     }
 
     /// A reader of `value`, held in memory, read as `kind`.
     pub(crate) fn of_bytes(value: Bytes, kind: ReadKind) -> Self {
         let len = value.len() as u64;
+        let whole = value.clone();
         Reader::new(
-            stream::once(async move { Ok(value) }).boxed(),
+            stream::once(async move { Ok(whole) }).boxed(),
             Some(len),
             kind,
         )
+        .with_restart(Box::new(move |offset| {
+            let rest = value.slice(offset as usize..);
+            stream::once(async move { Ok(rest) }).boxed()
+        }))
     }
 
     /// A hit: the blob `stored` found for `key`, checked against the SHA-256 `digest`
@@ -119,7 +136,10 @@ impl Reader {
             len: Some(len),
             validator: None,
         });
-        let body = stored_body(Arc::clone(engine), source, len);
+        let body = stored_body(Arc::clone(engine), Arc::clone(&source), 0, len);
+        let restart_engine = Arc::clone(engine);
+        let restart: Restart =
+            Box::new(move |offset| stored_body(restart_engine, source, offset, len));
         let body = match digest {
             Some(digest) => checked_body(
                 body,
@@ -130,7 +150,45 @@ impl Reader {
             ),
             None => body,
         };
-        Reader::new(body, Some(len), ReadKind::Hit)
+        Reader::new(body, Some(len), ReadKind::Hit).with_restart(restart)
+    }
+
+    /// This reader, yielding the blob's bytes from `offset` on: the bytes before it are
+    /// not read at all. A hit reads its file from `offset`; a reader of a fill in
+    /// progress waits until the fill has written past `offset`, then streams from
+    /// there as the bytes land. [`len`](Self::len) still gives the whole blob's
+    /// length. A hit read this way is not checked against its digest (only a whole
+    /// body can be), whatever [`verify_on_read`](crate::CacheBuilder::verify_on_read)
+    /// says. The other guarantees hold: the bytes are those of one complete origin
+    /// response, checked after a takeover against any already returned.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSetting`] when `offset` is past the blob's known length, or the
+    /// reader has already been read from.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = readthrough::Cache::builder(dir.path()).build().await?;
+    /// cache.put("k", readthrough::Fetched::from(b"0123456789".to_vec())).await?;
+    /// let reader = cache.get("k").await?.starting_at(6)?;
+    /// assert_eq!(reader.len(), Some(10));
+    /// assert_eq!(reader.bytes().await?, "6789");
+    /// # Ok(()) }
+    /// ```
+    pub fn starting_at(mut self, offset: u64) -> Result<Reader> {
+        if self.len.is_some_and(|len| offset > len) {
+            return Err(Error::InvalidSetting(
+                "a reader cannot start past the end of its blob",
+            ));
+        }
+        let Some(restart) = self.restart.take() else {
+            return Err(Error::InvalidSetting(
+                "a reader can start at an offset only before its first read",
+            ));
+        };
+        self.body = restart(offset);
+        Ok(self)
     }
 
     /// The blob's length, when known: always for a hit, and for a fill when the origin
@@ -196,6 +254,7 @@ impl Stream for Reader {
     type Item = Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.restart = None;
         if !self.pending.is_empty() {
             return Poll::Ready(Some(Ok(std::mem::take(&mut self.pending))));
         }
@@ -209,6 +268,7 @@ impl AsyncRead for Reader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.restart = None;
         while self.pending.is_empty() {
             match ready!(self.body.poll_next_unpin(cx)) {
                 Some(Ok(chunk)) => self.pending = chunk,
@@ -223,13 +283,14 @@ impl AsyncRead for Reader {
     }
 }
 
-/// The body of a stored blob: `len` bytes of `source`.
+/// The body of a stored blob: the bytes of `source` from `start` to `len`.
 fn stored_body(
     inner: Arc<Engine>,
     source: Arc<Source>,
+    start: u64,
     len: u64,
 ) -> BoxStream<'static, Result<Bytes>> {
-    stream::try_unfold((0, BytesMut::new()), move |(pos, mut buf)| {
+    stream::try_unfold((start, BytesMut::new()), move |(pos, mut buf)| {
         let source = Arc::clone(&source);
         let inner = Arc::clone(&inner);
         async move {

@@ -62,6 +62,46 @@ pub struct Behaviour {
     /// Once a response has been cut by `drop_after`, the route answers with this
     /// behaviour instead: the object changed while the client was reading it.
     pub then: Option<Box<Behaviour>>,
+    /// Send this many body bytes, then hold the rest until the [`Gate`] opens.
+    pub hold_at: Option<(usize, Gate)>,
+}
+
+/// Where responses wait: each one held at it is counted, and all go on once it opens.
+#[derive(Clone, Debug)]
+pub struct Gate(Arc<GateState>);
+
+#[derive(Debug)]
+struct GateState {
+    held: tokio::sync::watch::Sender<usize>,
+    open: tokio::sync::Semaphore,
+}
+
+#[allow(dead_code)]
+impl Gate {
+    pub fn new() -> Gate {
+        Gate(Arc::new(GateState {
+            held: tokio::sync::watch::Sender::new(0),
+            open: tokio::sync::Semaphore::new(0),
+        }))
+    }
+
+    /// Waits until `n` responses have reached the gate.
+    pub async fn reached(&self, n: usize) {
+        let mut held = self.0.held.subscribe();
+        let _ = held.wait_for(|&count| count >= n).await;
+    }
+
+    /// Lets every held response, and every later one, go on.
+    pub fn open(&self) {
+        self.0
+            .open
+            .add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    }
+
+    async fn pass(&self) {
+        self.0.held.send_modify(|count| *count += 1);
+        let _ = self.0.open.acquire().await;
+    }
 }
 
 /// Generates builder setters: `Option<String>` fields take `impl Into<String>`,
@@ -112,7 +152,14 @@ impl Behaviour {
             chunked: false,
             if_none_match: true,
             then: None,
+            hold_at: None,
         }
+    }
+
+    /// Sends `n` body bytes, then holds the rest until `gate` opens.
+    pub fn hold_at(mut self, n: usize, gate: &Gate) -> Self {
+        self.hold_at = Some((n, gate.clone()));
+        self
     }
 
     /// After the first cut by `drop_after`, answer as `next` (see [`Behaviour::then`]).
@@ -333,6 +380,8 @@ struct Reply {
     delay: Duration,
     /// Stop after this many body bytes, then close or stall.
     cut: Option<(usize, Cut)>,
+    /// Pause after this many body bytes until the gate opens.
+    hold: Option<(usize, Gate)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -437,6 +486,7 @@ fn plan(state: &Mutex<State>, request: Request) -> Reply {
         cuts.push((n, Cut::Stall));
     }
     let cut = cuts.into_iter().min_by_key(|&(n, _)| n);
+    let hold = b.hold_at.clone().filter(|&(n, _)| n < len && !head);
     let (chunked, chunk, delay, body) = (b.chunked, b.chunk, b.delay, Some(body));
     if let Some(next) = next {
         *route = Route {
@@ -455,6 +505,7 @@ fn plan(state: &Mutex<State>, request: Request) -> Reply {
         chunk,
         delay,
         cut,
+        hold,
     }
 }
 
@@ -537,17 +588,22 @@ async fn send(
     } else {
         reply.chunk
     };
+    let mut sent = 0;
     for (i, part) in body[..limit].chunks(piece).enumerate() {
         if i > 0 && !reply.delay.is_zero() {
             tokio::time::sleep(reply.delay).await;
         }
-        if reply.chunked {
-            let size = format!("{:x}\r\n", part.len());
-            writer
-                .write_all(&[size.as_bytes(), part, b"\r\n"].concat())
-                .await?;
-        } else {
-            writer.write_all(part).await?;
+        let start = sent;
+        sent += part.len();
+        match &reply.hold {
+            Some((at, gate)) if start <= *at && *at < sent => {
+                let (before, after) = part.split_at(at - start);
+                write_part(writer, before, reply.chunked).await?;
+                writer.flush().await?;
+                gate.pass().await;
+                write_part(writer, after, reply.chunked).await?;
+            }
+            _ => write_part(writer, part, reply.chunked).await?,
         }
     }
     match cut {
@@ -560,6 +616,25 @@ async fn send(
         None => {}
     }
     Ok(keep_alive)
+}
+
+/// Writes one piece of a body, framed as a chunk when `chunked`.
+async fn write_part(
+    writer: &mut OwnedWriteHalf,
+    part: &[u8],
+    chunked: bool,
+) -> std::io::Result<()> {
+    if part.is_empty() {
+        return Ok(());
+    }
+    if chunked {
+        let size = format!("{:x}\r\n", part.len());
+        writer
+            .write_all(&[size.as_bytes(), part, b"\r\n"].concat())
+            .await
+    } else {
+        writer.write_all(part).await
+    }
 }
 
 fn reason(status: u16) -> &'static str {

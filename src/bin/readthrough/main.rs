@@ -3,6 +3,7 @@
 //! A thin layer over the library: every command is one or two library calls.
 
 mod report;
+mod serve;
 mod warm;
 
 use std::io::{IsTerminal, Write};
@@ -84,6 +85,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve upstream URLs over HTTP through the cache (a caching reverse proxy)
+    Serve(serve::Args),
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -120,10 +123,17 @@ fn main() -> ExitCode {
             .with_env_filter("readthrough=debug")
             .init();
     } else {
+        // `serve` logs each request (its access log) unless quiet.
+        let serving = matches!(cli.command, Command::Serve(_)) && !cli.quiet;
+        let filter = if serving {
+            "readthrough=warn,readthrough::access=info"
+        } else {
+            "readthrough=warn"
+        };
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_ansi(ansi)
-            .with_env_filter("readthrough=warn")
+            .with_env_filter(filter)
             .without_time()
             .init();
     }
@@ -198,6 +208,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Verify { json } => return verify(&cache, *json, cli.quiet).await,
+        Command::Serve(args) => serve::run(cache, args, cli.quiet).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
