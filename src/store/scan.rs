@@ -407,6 +407,11 @@ pub(crate) fn verify(base: &RootedPath) -> io::Result<VerifyReport> {
             // A directory or other odd file where a blob should be: no blob here.
             _ => continue,
         };
+        // Metadata that names another blob file is not this blob's: a publish is
+        // between its two renames (the blob is in, its metadata not yet).
+        if !meta.describes(BlobId::of(&file.metadata()?)) {
+            continue;
+        }
         report.checked += 1;
         let Some(reason) = fault_of(&file, &meta)? else {
             continue;
@@ -497,6 +502,25 @@ mod tests {
         assert_eq!(removed, ["b"]);
         let left = cache.read("a").await.unwrap().expect("kept");
         assert_eq!(left.bytes().await.unwrap(), vec![2; 100]);
+    }
+
+    #[tokio::test]
+    async fn verify_leaves_a_blob_its_metadata_does_not_name_yet() {
+        let (dir, cache) = cache().await;
+        cache.put("a", Fetched::from(vec![1; 100])).await.unwrap();
+        // A publish between its two renames: the new blob is in, its metadata not yet.
+        let blob = cache.path("a").await.unwrap();
+        let next = dir.path().join("next");
+        std::fs::write(&next, vec![2; 100]).unwrap();
+        std::fs::rename(&next, &blob).unwrap();
+        let root = RootedPath::make_root(dir.path(), crate::sys::Perms::OWNER).unwrap();
+        let report = verify(&root.join("v1")).unwrap();
+        assert!(report.corrupt.is_empty(), "{report:?}");
+        assert_eq!(
+            std::fs::read(&blob).unwrap(),
+            vec![2; 100],
+            "the blob is kept"
+        );
     }
 
     #[tokio::test]
