@@ -1,0 +1,96 @@
+//! `Reader`: the body of one read, for the Python file object `readthrough.BlobFile`.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::errors;
+use crate::runtime::wait;
+
+/// What is left of a read: the crate's reader (`None` once it ended, failed or was
+/// closed) and the part of its last chunk not yet handed out.
+struct Body {
+    reader: Option<readthrough::Reader>,
+    pending: Bytes,
+}
+
+/// The body of one read of a key, streamed as it lands. Use it through
+/// `readthrough.BlobFile`.
+#[pyclass(module = "readthrough._readthrough", frozen)]
+pub(crate) struct Reader {
+    body: Mutex<Body>,
+    #[pyo3(get)]
+    kind: String,
+    #[pyo3(get)]
+    length: Option<u64>,
+}
+
+impl Reader {
+    pub(crate) fn new(reader: readthrough::Reader) -> Self {
+        Reader {
+            kind: reader.kind().to_string(),
+            length: reader.len(),
+            body: Mutex::new(Body {
+                reader: Some(reader),
+                pending: Bytes::new(),
+            }),
+        }
+    }
+}
+
+impl Body {
+    /// Makes `pending` hold bytes unless the body has ended: waits (GIL released) for
+    /// the next chunk. An error ends the body.
+    fn refill(&mut self, py: Python<'_>) -> PyResult<()> {
+        while self.pending.is_empty() {
+            let Some(reader) = self.reader.as_mut() else {
+                return Ok(());
+            };
+            match wait(py, async { Ok(reader.next().await) })? {
+                Some(Ok(chunk)) => self.pending = chunk,
+                Some(Err(e)) => {
+                    self.reader = None;
+                    return Err(errors::to_py(py, &e));
+                }
+                None => self.reader = None,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Reader {
+    /// Up to `size` bytes of those that are there, waiting only if none are; empty
+    /// at the end.
+    fn read<'py>(&self, py: Python<'py>, size: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let mut body = self.body.try_lock().map_err(|_| errors::busy())?;
+        if size > 0 {
+            body.refill(py)?;
+        }
+        let n = body.pending.len().min(size);
+        let chunk = body.pending.split_to(n);
+        Ok(PyBytes::new(py, &chunk))
+    }
+
+    /// Reads the rest of the body.
+    fn read_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut body = self.body.try_lock().map_err(|_| errors::busy())?;
+        let mut all = std::mem::take(&mut body.pending).to_vec();
+        if let Some(reader) = body.reader.take() {
+            all.extend_from_slice(&wait(py, reader.bytes())?);
+        }
+        Ok(PyBytes::new(py, &all))
+    }
+
+    /// Stops this read. A fill it started goes on, so the blob is still stored.
+    fn close(&self) -> PyResult<()> {
+        let mut body = self.body.try_lock().map_err(|_| errors::busy())?;
+        body.reader = None;
+        body.pending = Bytes::new();
+        Ok(())
+    }
+}
