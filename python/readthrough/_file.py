@@ -20,7 +20,8 @@ class BlobFile(io.RawIOBase):
     Guarantees: the bytes are exactly those of one complete, successful origin
     response, or a read raises ``readthrough.Error`` (``OriginError``,
     ``ChangedError``, ...). ``readinto`` returns the bytes that have landed as soon as
-    there are any, so a reader gets its first bytes before the fill ends.
+    there are any, so a reader gets its first bytes before the fill ends; ``read(n)``
+    returns ``n`` bytes unless the blob ends first, as a file on disk does.
 
     Seeking: ``seek`` goes forward anywhere (reading the bytes between), and back
     within the first ``REWIND_BYTES`` while no byte past them has been read; further
@@ -71,6 +72,20 @@ class BlobFile(io.RawIOBase):
             self._keep(memoryview(data))
         self._pos += n
         return n
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        out = bytearray(size)
+        got = 0
+        with memoryview(out) as view:
+            while got < size:
+                n = self.readinto(view[got:])
+                if n == 0:
+                    break
+                got += n
+        del out[got:]
+        return bytes(out)
 
     def readall(self) -> bytes:
         self._checkClosed()

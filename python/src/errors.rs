@@ -141,10 +141,7 @@ pub(crate) fn to_py(py: Python<'_>, error: &Error) -> PyErr {
         key_of(error),
         status_of(error),
     )
-    .map(|exception| {
-        exception.set_cause(py, python_cause(py, error));
-        exception
-    })
+    .inspect(|exception| exception.set_cause(py, python_cause(py, error)))
     .unwrap_or_else(|failure| failure)
 }
 
