@@ -25,5 +25,7 @@ fi
 
 echo "== the Python package (maturin develop) and its tests"
 (cd python && VIRTUAL_ENV=$venv PATH=$venv/bin:$PATH maturin develop -q)
+# Each wait in the tests is bounded; the timeout turns a hang of the whole process (a
+# GIL that a call failed to release stops the test's own HTTP server too) into a failure.
 READTHROUGH_CLI=$PWD/target/debug/readthrough READTHROUGH_REQUIRE_CLI=1 \
-  "$venv/bin/python" -m pytest -q python/tests "$@"
+  timeout 1200 "$venv/bin/python" -m pytest -q python/tests "$@"
