@@ -61,8 +61,14 @@ def _seconds(name: str, value: Seconds) -> float:
 def _size(name: str, value: Size) -> int:
     if isinstance(value, str):
         return _readthrough.parse_size(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidSettingError(f"{name} must be a positive number of bytes or a size such as \"200GiB\", not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidSettingError(f"{name} must be a number of bytes or a size such as \"200GiB\", not {value!r}")
+    return value
+
+
+def _count(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidSettingError(f"{name} must be a whole number, at least 1, not {value!r}")
     return value
 
 
@@ -164,7 +170,7 @@ class Cache:
         on stderr and prints the summary at the end. A key that fails does not stop
         the others: the report's ``failed`` lists ``(key, exception)`` pairs."""
         shown = sys.stderr.isatty() if progress is None else progress
-        report = self._native.warm(list(keys), jobs, shown)
+        report = self._native.warm(list(keys), _count("jobs", jobs), shown)
         if shown:
             print(report, file=sys.stderr)
         return report

@@ -53,7 +53,8 @@ def test_an_empty_key(cache_dir):
         ({"stale_after": "soon"}, "stale_after must be a number of seconds or a timedelta"),
         ({"default_ttl": 0}, "default TTL of zero"),
         ({"max_bytes": "lots"}, '"lots" is not a size'),
-        ({"max_bytes": 0}, "max_bytes must be a positive number of bytes"),
+        ({"max_bytes": 0}, "max_bytes of zero would keep nothing"),
+        ({"max_bytes": -5}, "max_bytes must be a number of bytes"),
     ],
 )
 def test_a_setting_that_cannot_work(cache_dir, settings, message):

@@ -40,6 +40,8 @@ def test_prune_to_a_size(cache_dir):
     report = cache.prune(max_size="150B")
     assert (len(report.removed), report.bytes_freed) == (1, 100)
     assert len(cache.entries()) == 1
+    assert len(cache.prune(max_size=0).removed) == 1
+    assert cache.entries() == []
     with pytest.raises(readthrough.InvalidSettingError, match="not a size"):
         cache.prune(max_size="a lot")
 
@@ -79,5 +81,6 @@ def test_warm_fetches_each_key_once_and_reports(origin, cache_dir, capsys):
     assert (again.fetched, again.cached) == (0, 2)
     assert "warmed 2 keys" in capsys.readouterr().err
     assert origin.requests["/1"] == 1 and origin.requests["/2"] == 1
-    with pytest.raises(readthrough.InvalidSettingError, match="jobs"):
-        cache.warm(urls, jobs=0)
+    for jobs in (0, -1, 2.5):
+        with pytest.raises(readthrough.InvalidSettingError, match="jobs must be a whole number"):
+            cache.warm(urls, jobs=jobs)
