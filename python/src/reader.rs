@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -11,10 +11,13 @@ use crate::errors;
 use crate::runtime::wait;
 
 /// What is left of a read: the crate's reader (`None` once it ended, failed or was
-/// closed) and the part of its last chunk not yet handed out.
+/// closed), the part of its last chunk not yet handed out, and the error it ended
+/// with, raised again by every later read so that a failed body never reads as a
+/// short one.
 struct Body {
     reader: Option<readthrough::Reader>,
     pending: Bytes,
+    failed: Option<readthrough::Error>,
 }
 
 /// The body of one read of a key, streamed as it lands. Use it through
@@ -36,6 +39,7 @@ impl Reader {
             body: Mutex::new(Body {
                 reader: Some(reader),
                 pending: Bytes::new(),
+                failed: None,
             }),
         }
     }
@@ -46,19 +50,33 @@ impl Body {
     /// the next chunk. An error ends the body.
     fn refill(&mut self, py: Python<'_>) -> PyResult<()> {
         while self.pending.is_empty() {
+            self.check(py)?;
             let Some(reader) = self.reader.as_mut() else {
                 return Ok(());
             };
             match wait(py, async { Ok(reader.next().await) })? {
                 Some(Ok(chunk)) => self.pending = chunk,
-                Some(Err(e)) => {
-                    self.reader = None;
-                    return Err(errors::to_py(py, &e));
-                }
+                Some(Err(e)) => return Err(self.fail(py, e)),
                 None => self.reader = None,
             }
         }
         Ok(())
+    }
+
+    /// The error the body ended with, if it did.
+    fn check(&self, py: Python<'_>) -> PyResult<()> {
+        match &self.failed {
+            Some(e) => Err(errors::to_py(py, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the body with `error`; the exception to raise.
+    fn fail(&mut self, py: Python<'_>, error: readthrough::Error) -> PyErr {
+        let raised = errors::to_py(py, &error);
+        self.reader = None;
+        self.failed = Some(error);
+        raised
     }
 }
 
@@ -76,14 +94,21 @@ impl Reader {
         Ok(PyBytes::new(py, &chunk))
     }
 
-    /// Reads the rest of the body.
+    /// Reads the rest of the body. If a wait is interrupted (Ctrl-C) or the body
+    /// fails, what was read stays for the next read, so nothing is skipped.
     fn read_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         let mut body = self.body.try_lock().map_err(|_| errors::busy())?;
-        let mut all = std::mem::take(&mut body.pending).to_vec();
-        if let Some(reader) = body.reader.take() {
-            all.extend_from_slice(&wait(py, reader.bytes())?);
+        let mut all = BytesMut::new();
+        loop {
+            if let Err(e) = body.refill(py) {
+                body.pending = all.freeze();
+                return Err(e);
+            }
+            if body.pending.is_empty() {
+                return Ok(PyBytes::new(py, &all));
+            }
+            all.extend_from_slice(&std::mem::take(&mut body.pending));
         }
-        Ok(PyBytes::new(py, &all))
     }
 
     /// Stops this read. A fill it started goes on, so the blob is still stored.

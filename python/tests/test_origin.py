@@ -85,6 +85,25 @@ def test_an_exception_reaches_every_waiter_and_the_next_read_fetches_again(cache
     assert calls == ["blob", "blob"]
 
 
+def test_a_failed_body_fails_every_later_read(cache_dir):
+    go = threading.Event()
+
+    def origin(key: str):
+        yield b"abc"
+        go.wait(WAIT)
+        raise Boom("cut off")
+
+    cache = readthrough.Cache(cache_dir, origin=origin)
+    with cache.open("k") as f:
+        assert f.read(3) == b"abc"
+        go.set()
+        for _ in range(2):
+            with pytest.raises(readthrough.OriginError, match="cut off"):
+                f.read()
+        with pytest.raises(readthrough.OriginError, match="cut off"):
+            f.read(1)
+
+
 def test_file_not_found_from_an_origin_is_not_found(cache_dir):
     def origin(key: str) -> bytes:
         raise FileNotFoundError(f"no thumb {key}")
