@@ -74,26 +74,19 @@ class BlobFile(io.RawIOBase):
         return n
 
     def read(self, size: Optional[int] = -1) -> bytes:
+        self._checkClosed()
         if size is None or size < 0:
-            return self.readall()
-        out = bytearray(size)
-        got = 0
-        with memoryview(out) as view:
-            while got < size:
-                n = self.readinto(view[got:])
-                if n == 0:
-                    break
-                got += n
-        del out[got:]
-        return bytes(out)
+            head, rest = bytes(self._prefix[self._pos : self._taken]), self._reader.read_all()
+        else:
+            head = bytes(self._prefix[self._pos : min(self._taken, self._pos + size)])
+            rest = self._reader.read(size - len(head), True) if len(head) < size else b""
+        self._pos += len(head)
+        self._keep(memoryview(rest))
+        self._pos += len(rest)
+        return head + rest if head else rest
 
     def readall(self) -> bytes:
-        self._checkClosed()
-        head = bytes(self._prefix[self._pos : self._taken])
-        rest = self._reader.read_all()
-        self._keep(memoryview(rest))
-        self._pos = self._taken
-        return head + rest if head else rest
+        return self.read()
 
     def tell(self) -> int:
         self._checkClosed()

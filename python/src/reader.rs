@@ -82,33 +82,39 @@ impl Body {
 
 #[pymethods]
 impl Reader {
-    /// Up to `size` bytes of those that are there, waiting only if none are; empty
-    /// at the end.
-    fn read<'py>(&self, py: Python<'py>, size: usize) -> PyResult<Bound<'py, PyBytes>> {
-        let mut body = self.body.try_lock().map_err(|_| errors::busy())?;
-        if size > 0 {
-            body.refill(py)?;
-        }
-        let n = body.pending.len().min(size);
-        let chunk = body.pending.split_to(n);
-        Ok(PyBytes::new(py, &chunk))
-    }
-
-    /// Reads the rest of the body. If a wait is interrupted (Ctrl-C) or the body
-    /// fails, what was read stays for the next read, so nothing is skipped.
-    fn read_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+    /// Up to `size` bytes of those that are there, waiting only if none are; with
+    /// `whole`, `size` bytes unless the body ends first. Empty at the end. If a wait
+    /// is interrupted (Ctrl-C) or the body fails, what was read stays for the next
+    /// read, so nothing is skipped.
+    #[pyo3(signature = (size, whole = false))]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        size: usize,
+        whole: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let mut body = self.body.try_lock().map_err(|_| errors::busy())?;
         let mut all = BytesMut::new();
-        loop {
+        while all.len() < size {
             if let Err(e) = body.refill(py) {
                 body.pending = all.freeze();
                 return Err(e);
             }
-            if body.pending.is_empty() {
-                return Ok(PyBytes::new(py, &all));
+            let n = body.pending.len().min(size - all.len());
+            if n == 0 {
+                break;
             }
-            all.extend_from_slice(&std::mem::take(&mut body.pending));
+            all.extend_from_slice(&body.pending.split_to(n));
+            if !whole {
+                break;
+            }
         }
+        Ok(PyBytes::new(py, &all))
+    }
+
+    /// Reads the rest of the body, as `read` does.
+    fn read_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        self.read(py, usize::MAX, true)
     }
 
     /// Stops this read. A fill it started goes on, so the blob is still stored.

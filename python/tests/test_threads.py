@@ -64,6 +64,37 @@ def test_ctrl_c_interrupts_a_wait(origin, cache_dir):
     assert (out, child.returncode) == ("interrupted\n", 0)
 
 
+def test_ctrl_c_in_a_read_loses_no_byte(origin, cache_dir):
+    body = blob(100_000, seed=9)
+    route = origin.serve("/held", body, hold_at=10)
+    script = (
+        "import sys, readthrough\n"
+        "cache = readthrough.Cache(sys.argv[1])\n"
+        "f = cache.open(sys.argv[2])\n"
+        "print('reading', flush=True)\n"
+        "try:\n"
+        "    f.read(1000)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "print(f.read().hex(), flush=True)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, cache_dir, origin.url("/held")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline() == "reading\n"
+    child.send_signal(signal.SIGINT)
+    assert child.stdout.readline() == "interrupted\n"
+    route.release.set()
+    child.stdin.write("go on\n")
+    child.stdin.flush()
+    assert child.stdout.readline() == body.hex() + "\n"
+    assert child.wait(WAIT) == 0
+
+
 def test_a_cache_made_before_fork_refuses_and_a_new_one_works(cache_dir):
     cache = readthrough.Cache(cache_dir, origin=lambda key: b"parent's")
     cache.get_bytes("k")
