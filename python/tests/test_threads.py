@@ -43,21 +43,27 @@ def test_two_waiting_reads_run_at_once(cache_dir):
     assert (done.stdout, done.returncode) == ("[('a', b'a'), ('b', b'b')]\n", 0), done.stderr
 
 
-def test_ctrl_c_interrupts_a_wait(origin, cache_dir):
-    route = origin.serve("/held", blob(10_000), hold_at=10)
-    script = (
-        "import sys, readthrough\n"
-        "cache = readthrough.Cache(sys.argv[1])\n"
-        "try:\n"
-        "    cache.get_bytes(sys.argv[2])\n"
-        "except KeyboardInterrupt:\n"
-        "    print('interrupted', flush=True)\n"
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", script, cache_dir, origin.url("/held")],
+def reader_child(lines: list, cache_dir: str, url: str) -> subprocess.Popen:
+    """A Python process running `lines` with a cache on `cache_dir` as `cache` and
+    `url` as `url`, its stdin and stdout piped."""
+    script = "\n".join(["import sys, readthrough", "cache = readthrough.Cache(sys.argv[1])", "url = sys.argv[2]", *lines])
+    return subprocess.Popen(
+        [sys.executable, "-c", script, cache_dir, url],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def test_ctrl_c_interrupts_a_wait(origin, cache_dir):
+    route = origin.serve("/held", blob(10_000), hold_at=10)
+    lines = [
+        "try:",
+        "    cache.get_bytes(url)",
+        "except KeyboardInterrupt:",
+        "    print('interrupted', flush=True)",
+    ]
+    child = reader_child(lines, cache_dir, origin.url("/held"))
     assert route.arrived.wait(WAIT)
     child.send_signal(signal.SIGINT)
     out, _ = child.communicate(timeout=WAIT)
@@ -67,24 +73,17 @@ def test_ctrl_c_interrupts_a_wait(origin, cache_dir):
 def test_ctrl_c_in_a_read_loses_no_byte(origin, cache_dir):
     body = blob(100_000, seed=9)
     route = origin.serve("/held", body, hold_at=10)
-    script = (
-        "import sys, readthrough\n"
-        "cache = readthrough.Cache(sys.argv[1])\n"
-        "f = cache.open(sys.argv[2])\n"
-        "print('reading', flush=True)\n"
-        "try:\n"
-        "    f.read(1000)\n"
-        "except KeyboardInterrupt:\n"
-        "    print('interrupted', flush=True)\n"
-        "sys.stdin.readline()\n"
-        "print(f.read().hex(), flush=True)\n"
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", script, cache_dir, origin.url("/held")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    lines = [
+        "f = cache.open(url)",
+        "print('reading', flush=True)",
+        "try:",
+        "    f.read(1000)",
+        "except KeyboardInterrupt:",
+        "    print('interrupted', flush=True)",
+        "sys.stdin.readline()",
+        "print(f.read().hex(), flush=True)",
+    ]
+    child = reader_child(lines, cache_dir, origin.url("/held"))
     assert child.stdout.readline() == "reading\n"
     child.send_signal(signal.SIGINT)
     assert child.stdout.readline() == "interrupted\n"
