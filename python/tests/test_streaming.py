@@ -3,7 +3,6 @@ library's readers."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import shutil
 import tarfile
