@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import readthrough
 from conftest import WAIT, blob
 
@@ -94,6 +95,8 @@ def test_ctrl_c_in_a_read_loses_no_byte(origin, cache_dir):
     assert child.wait(WAIT) == 0
 
 
+# Python 3.12+ warns of fork in a process with threads (the runtime's): the point here.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_cache_made_before_fork_refuses_and_a_new_one_works(cache_dir):
     cache = readthrough.Cache(cache_dir, origin=lambda key: b"parent's")
     cache.get_bytes("k")
