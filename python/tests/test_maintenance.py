@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 import readthrough
-from conftest import blob
+from conftest import WAIT, blob
 
 
 def test_stats_entries_and_metadata(cache_dir):
@@ -84,3 +88,24 @@ def test_warm_fetches_each_key_once_and_reports(origin, cache_dir, capsys):
     for jobs in (0, -1, 2.5):
         with pytest.raises(readthrough.InvalidSettingError, match="jobs must be a whole number"):
             cache.warm(urls, jobs=jobs)
+
+
+def test_warm_draws_a_bar_and_a_summary_on_a_terminal(origin, cache_dir):
+    origin.serve("/1", blob(1000))
+    script = "import sys, readthrough; readthrough.Cache(sys.argv[1]).warm([sys.argv[2]])"
+    terminal, stderr = os.openpty()
+    child = subprocess.Popen([sys.executable, "-c", script, cache_dir, origin.url("/1")], stderr=stderr)
+    os.close(stderr)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert child.wait(WAIT) == 0
+    assert re.search(rb"[01]/1 keys", shown), shown
+    assert b"warmed 1 key in" in shown and b"1 fetched (1000 B)" in shown
