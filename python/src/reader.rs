@@ -1,0 +1,127 @@
+//! `Reader`: the body of one read, for the Python file object `readthrough.BlobFile`.
+
+use std::sync::Mutex;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::errors;
+use crate::runtime::wait;
+
+/// What is left of a read: the crate's reader (`None` once it ended, failed or was
+/// closed), the part of its last chunk not yet handed out, and the error it ended
+/// with, raised again by every later read so that a failed body never reads as a
+/// short one.
+struct Body {
+    reader: Option<readthrough::Reader>,
+    pending: Bytes,
+    failed: Option<readthrough::Error>,
+}
+
+/// The body of one read of a key, streamed as it lands. Use it through
+/// `readthrough.BlobFile`.
+#[pyclass(module = "readthrough._readthrough", frozen)]
+pub(crate) struct Reader {
+    body: Mutex<Body>,
+    #[pyo3(get)]
+    kind: String,
+    #[pyo3(get)]
+    length: Option<u64>,
+}
+
+impl Reader {
+    pub(crate) fn new(reader: readthrough::Reader) -> Self {
+        Reader {
+            kind: reader.kind().to_string(),
+            length: reader.len(),
+            body: Mutex::new(Body {
+                reader: Some(reader),
+                pending: Bytes::new(),
+                failed: None,
+            }),
+        }
+    }
+}
+
+impl Body {
+    /// Makes `pending` hold bytes unless the body has ended: waits (GIL released) for
+    /// the next chunk. An error ends the body.
+    fn refill(&mut self, py: Python<'_>) -> PyResult<()> {
+        while self.pending.is_empty() {
+            self.check(py)?;
+            let Some(reader) = self.reader.as_mut() else {
+                return Ok(());
+            };
+            match wait(py, async { Ok(reader.next().await) })? {
+                Some(Ok(chunk)) => self.pending = chunk,
+                Some(Err(e)) => return Err(self.fail(py, e)),
+                None => self.reader = None,
+            }
+        }
+        Ok(())
+    }
+
+    /// The error the body ended with, if it did.
+    fn check(&self, py: Python<'_>) -> PyResult<()> {
+        match &self.failed {
+            Some(e) => Err(errors::to_py(py, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the body with `error`; the exception to raise.
+    fn fail(&mut self, py: Python<'_>, error: readthrough::Error) -> PyErr {
+        let raised = errors::to_py(py, &error);
+        self.reader = None;
+        self.failed = Some(error);
+        raised
+    }
+}
+
+#[pymethods]
+impl Reader {
+    /// Up to `size` bytes of those that are there, waiting only if none are; with
+    /// `whole`, `size` bytes unless the body ends first. Empty at the end. If a wait
+    /// is interrupted (Ctrl-C) or the body fails, what was read stays for the next
+    /// read, so nothing is skipped.
+    #[pyo3(signature = (size, whole = false))]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        size: usize,
+        whole: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut body = self.body.try_lock().map_err(|_| errors::busy())?;
+        let mut all = BytesMut::new();
+        while all.len() < size {
+            if let Err(e) = body.refill(py) {
+                body.pending = all.freeze();
+                return Err(e);
+            }
+            let n = body.pending.len().min(size - all.len());
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&body.pending.split_to(n));
+            if !whole {
+                break;
+            }
+        }
+        Ok(PyBytes::new(py, &all))
+    }
+
+    /// Reads the rest of the body, as `read` does.
+    fn read_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        self.read(py, usize::MAX, true)
+    }
+
+    /// Stops this read. A fill it started goes on, so the blob is still stored.
+    fn close(&self) -> PyResult<()> {
+        let mut body = self.body.try_lock().map_err(|_| errors::busy())?;
+        body.reader = None;
+        body.pending = Bytes::new();
+        Ok(())
+    }
+}

@@ -1,0 +1,85 @@
+"""`Cache.open` streams while the fill runs, and its file object serves the standard
+library's readers."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+
+import pytest
+import readthrough
+from conftest import blob
+
+
+def test_open_returns_first_bytes_before_the_fill_ends(origin, cache_dir):
+    body = blob(2 << 20)
+    route = origin.serve("/big.bin", body, hold_at=100_000)
+    cache = readthrough.Cache(cache_dir)
+    with cache.open(origin.url("/big.bin")) as f:
+        assert (f.kind, f.length) == ("led", len(body))
+        head = bytearray()
+        while len(head) < 100_000:
+            chunk = f.read(100_000 - len(head))
+            assert chunk, "the body ended early"
+            head += chunk
+        # The origin has sent no more: these bytes came while the fill was running.
+        assert not route.release.is_set()
+        assert bytes(head) == body[:100_000]
+        assert not cache.contains(origin.url("/big.bin"))
+        route.release.set()
+        assert f.read() == body[100_000:]
+    assert cache.contains(origin.url("/big.bin"))
+
+
+def tar_of(files: dict) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["filling", "hit"])
+def test_tarfile_reads_an_open_blob(cache_dir, stored):
+    files = {"a.txt": b"alpha" * 1000, "dir/b.bin": blob(300_000)}
+    archive = tar_of(files)
+    cache = readthrough.Cache(cache_dir, origin=lambda key: iter([archive[:5000], archive[5000:]]))
+    if stored:
+        cache.path("shard.tar")
+    with cache.open("shard.tar") as f, tarfile.open(fileobj=f) as tar:
+        got = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+    assert got == files
+
+
+def test_copyfileobj_and_buffered_reader(cache_dir, tmp_path):
+    body = blob(1 << 20, seed=3)
+    cache = readthrough.Cache(cache_dir, origin=lambda key: body)
+    target = tmp_path / "copy.bin"
+    with cache.open("k") as f, open(target, "wb") as out:
+        shutil.copyfileobj(f, out)
+    assert target.read_bytes() == body
+    with io.BufferedReader(cache.open("k")) as f:
+        assert f.read(10) == body[:10]
+        assert f.readline() == body[10 : body.index(b"\n", 10) + 1]
+
+
+def test_seek_goes_forward_and_back_within_the_rewind_window(cache_dir):
+    body = blob(3 * readthrough.REWIND_BYTES)
+    cache = readthrough.Cache(cache_dir, origin=lambda key: body)
+    with cache.open("k") as f:
+        assert f.seekable()
+        assert f.read(100) == body[:100]
+        assert f.seek(10) == 10
+        assert f.read(5) == body[10:15]
+        assert f.seek(5000, io.SEEK_CUR) == 5015
+        assert f.read(3) == body[5015:5018]
+        assert f.seek(-10, io.SEEK_END) == len(body) - 10
+        assert f.tell() == len(body) - 10
+        assert f.read() == body[-10:]
+        with pytest.raises(io.UnsupportedOperation, match="seeks back only within"):
+            f.seek(0)
+    with pytest.raises(ValueError):
+        f.read(1)
