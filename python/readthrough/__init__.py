@@ -25,7 +25,8 @@ After ``os.fork`` a child makes its own ``Cache``: one made before the fork rais
 never meets this). At interpreter exit the fills this process leads are cancelled and
 another process takes them over.
 
-Not there yet: ``get_range`` (the crate has no ranged reads yet) and the shared tier.
+Not there yet: ranged fills (``get_range`` of a cold key fetches the whole blob) and
+the shared tier.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from . import _readthrough
 from . import _errors
 from ._errors import *  # noqa: F401,F403 (the exception classes)
 from ._errors import InvalidSettingError
-from ._file import REWIND_BYTES, BlobFile
+from ._file import BlobFile
 from ._readthrough import Entry, PruneReport, Stats, Status, VerifyReport, WarmReport
 
 Seconds = Union[float, int, datetime.timedelta]
@@ -144,8 +145,20 @@ class Cache:
     def open(self, key: str) -> BlobFile:
         """A binary file object of the blob of ``key`` that streams while the blob is
         fetched. Returns once the origin has answered (an origin that refuses raises
-        here); errors later in the body are raised by reads."""
-        return BlobFile(self._native.open(key))
+        here); errors later in the body are raised by reads. It seeks anywhere: the
+        read after a seek starts at the new offset, without reading the bytes before
+        it (see ``BlobFile``)."""
+        return BlobFile(self._native.open(key), lambda: self._native.open(key))
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` up to ``end`` (exclusive; clamped to the blob's end, so
+        ``b""`` past it) of the blob of ``key``: a read of part of a stored or filling
+        blob, from ``start`` on, without reading the bytes before it (a fill's read
+        waits until they have landed). A cold key is fetched whole, and stored, since
+        the crate has no ranged fills yet: the call returns once ``end`` has landed."""
+        if start < 0 or end < 0:
+            raise ValueError(f"a range is of offsets at least 0, not {start}..{end}")
+        return self._native.get_range(key, start, end)
 
     def put(self, key: str, data: bytes) -> int:
         """Stores ``data`` under ``key``, replacing what is there; returns its length."""
@@ -213,7 +226,6 @@ class Cache:
 __all__ = [
     "Cache",
     "BlobFile",
-    "REWIND_BYTES",
     "Entry",
     "Stats",
     "Status",

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import io
-from typing import Optional
+from typing import Callable, Optional
 
 from . import _readthrough
-
-#: How far back ``BlobFile.seek`` can go: within the first this many bytes, while no
-#: byte past them has been read. Enough for the format probes of ``tarfile.open``,
-#: ``gzip`` and the like, which read a header and seek back to the start.
-REWIND_BYTES = 1 << 20
 
 
 class BlobFile(io.RawIOBase):
@@ -23,9 +18,15 @@ class BlobFile(io.RawIOBase):
     there are any, so a reader gets its first bytes before the fill ends; ``read(n)``
     returns ``n`` bytes unless the blob ends first, as a file on disk does.
 
-    Seeking: ``seek`` goes forward anywhere (reading the bytes between), and back
-    within the first ``REWIND_BYTES`` while no byte past them has been read; further
-    back it raises ``io.UnsupportedOperation``. ``tell`` always works.
+    Seeking: ``seek`` goes anywhere, from the start, the current position or the end
+    (``SEEK_END`` needs the length: always known for a hit, and for a fill when the
+    origin announced it; otherwise it raises ``io.UnsupportedOperation``). The next
+    read after a seek reads the key again through the cache from the new offset (the
+    crate's ``Reader.starting_at``), so the bytes skipped are never read: a hit reads
+    its file from there, a fill's read waits until the offset has landed. A cold key is
+    still fetched whole, from the start. Each such read is a read of the key as stored
+    then: if the blob was replaced in between, the bytes after a seek are those of the
+    new blob. Reads past the end return ``b""``.
 
     Closing (or leaving the ``with`` block) stops this read only: a fill it started
     goes on in the background and stores the blob. Use one ``BlobFile`` from one
@@ -33,18 +34,21 @@ class BlobFile(io.RawIOBase):
     ``RuntimeError``.
     """
 
-    def __init__(self, reader: _readthrough.Reader) -> None:
+    def __init__(self, reader: _readthrough.Reader, reopen: Callable[[], _readthrough.Reader]) -> None:
         super().__init__()
         self._reader = reader
+        self._reopen = reopen
+        #: The position, and the blob offset of the reader's next byte.
         self._pos = 0
-        self._taken = 0
-        self._prefix = bytearray()
+        self._at = 0
+        #: Whether the reader has not been read, so it can still start anywhere.
+        self._fresh = True
 
     @property
     def kind(self) -> str:
-        """How this read was served: ``"hit"`` (stored), ``"led"`` (this process
-        fetches), ``"joined"`` (another read in this process fetches) or
-        ``"followed"`` (another process fetches)."""
+        """How the current read was served: ``"hit"`` (stored), ``"led"`` (this
+        process fetches), ``"joined"`` (another read in this process fetches) or
+        ``"followed"`` (another process fetches). A seek may start a new read."""
         return self._reader.kind
 
     @property
@@ -62,28 +66,24 @@ class BlobFile(io.RawIOBase):
     def readinto(self, buffer) -> int:  # type: ignore[override]
         self._checkClosed()
         view = memoryview(buffer).cast("B")
-        if self._pos < self._taken:
-            n = min(len(view), self._taken - self._pos)
-            view[:n] = self._prefix[self._pos : self._pos + n]
-        else:
-            data = self._reader.read(len(view))
-            n = len(data)
-            view[:n] = data
-            self._keep(memoryview(data))
-        self._pos += n
+        if not view or not self._moved():
+            return 0
+        data = self._reader.read(len(view))
+        n = len(data)
+        view[:n] = data
+        self._pos = self._at = self._pos + n
         return n
 
     def read(self, size: Optional[int] = -1) -> bytes:
         self._checkClosed()
+        if size == 0 or not self._moved():
+            return b""
         if size is None or size < 0:
-            head, rest = bytes(self._prefix[self._pos : self._taken]), self._reader.read_all()
+            data = self._reader.read_all()
         else:
-            head = bytes(self._prefix[self._pos : min(self._taken, self._pos + size)])
-            rest = self._reader.read(size - len(head), True) if len(head) < size else b""
-        self._pos += len(head)
-        self._keep(memoryview(rest))
-        self._pos += len(rest)
-        return head + rest if head else rest
+            data = self._reader.read(size, True)
+        self._pos = self._at = self._pos + len(data)
+        return data
 
     def readall(self) -> bytes:
         return self.read()
@@ -101,35 +101,38 @@ class BlobFile(io.RawIOBase):
         elif whence == io.SEEK_END and self.length is not None:
             target = self.length + offset
         elif whence == io.SEEK_END:
-            raise io.UnsupportedOperation("cannot seek from the end: the origin did not announce the length")
+            raise io.UnsupportedOperation(
+                "cannot seek from the end: the blob's length is not known (the origin did not announce it)"
+            )
         else:
             raise ValueError(f"invalid whence {whence!r}")
         if target < 0:
             raise ValueError(f"negative seek position {target}")
-        if target < self._pos and self._taken > len(self._prefix):
-            raise io.UnsupportedOperation(
-                f"cannot seek back to {target}: a blob streams, and seeks back only within its first {REWIND_BYTES} bytes"
-            )
-        if target <= self._taken:
-            self._pos = target
-            return self._pos
-        self._pos = self._taken
-        scratch = bytearray(min(target - self._pos, 256 << 10))
-        while self._pos < target:
-            want = min(len(scratch), target - self._pos)
-            if self.readinto(memoryview(scratch)[:want]) == 0:
-                break
-        return self._pos
+        self._pos = target
+        return target
 
     def close(self) -> None:
         if not self.closed:
             self._reader.close()
-            self._prefix = bytearray()
         super().close()
 
-    def _keep(self, taken: memoryview) -> None:
-        """Counts `taken` as read from the stream, keeping what falls in the rewind
-        window."""
-        if self._taken == len(self._prefix) and self._taken < REWIND_BYTES:
-            self._prefix += taken[: REWIND_BYTES - self._taken]
-        self._taken += len(taken)
+    def _moved(self) -> bool:
+        """Makes the reader's next byte the one at the position, starting a new read
+        if the reader has been read; whether there is a byte there (not past the end)."""
+        if self._at != self._pos:
+            if self._past_end():
+                return False
+            if not self._fresh:
+                self._reader.close()
+                self._reader, self._at, self._fresh = self._reopen(), 0, True
+                if self._past_end():
+                    return False
+            if self._at != self._pos:
+                self._fresh = False  # start_at uses the reader up, even when it fails
+                self._reader.start_at(self._pos)
+                self._at = self._pos
+        self._fresh = False
+        return True
+
+    def _past_end(self) -> bool:
+        return self.length is not None and self._pos >= self.length

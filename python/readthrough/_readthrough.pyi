@@ -106,10 +106,16 @@ class Reader:
     kind: str
     """"hit", "led", "joined" or "followed"."""
     length: Optional[int]
-    def read(self, size: int) -> bytes:
-        """Up to ``size`` of the bytes that are there, waiting only if there are none;
-        empty at the end. Raises ``readthrough.Error`` when the read fails, and
-        ``RuntimeError`` while another thread is reading."""
+    def read(self, size: int, whole: bool = False) -> bytes:
+        """Up to ``size`` of the bytes that are there, waiting only if there are none
+        (with ``whole``, ``size`` bytes unless the body ends first); empty at the end.
+        Raises ``readthrough.Error`` when the read fails, and ``RuntimeError`` while
+        another thread is reading."""
+    def start_at(self, offset: int) -> None:
+        """Makes this read start at blob offset ``offset`` (the crate's
+        ``Reader::starting_at``): the bytes before it are not read, and a fill's read
+        waits until it has landed. Only before the first read, and not past a known
+        end (``InvalidSettingError``); the read has ended if it fails."""
     def read_all(self) -> bytes:
         """The rest of the body."""
     def close(self) -> None:
@@ -138,6 +144,7 @@ class Cache:
     def path(self, key: str) -> str: ...
     def get_bytes(self, key: str) -> bytes: ...
     def open(self, key: str) -> Reader: ...
+    def get_range(self, key: str, start: int, end: int) -> bytes: ...
     def put(self, key: str, data: bytes) -> int: ...
     def contains(self, key: str) -> bool: ...
     def remove(self, key: str) -> bool: ...

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use futures::StreamExt;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use readthrough::{Fetched, HttpOrigin, PrunePolicy, UrlOrigin};
@@ -137,6 +139,35 @@ impl Cache {
     fn open(&self, py: Python<'_>, key: &str) -> PyResult<Reader> {
         let cache = self.for_key(py, key)?;
         Ok(Reader::new(wait(py, cache.get(key))?))
+    }
+
+    /// Bytes `start` up to `end` (clamped to the blob's end) of the blob of `key`, read
+    /// from `start` on through `Reader::starting_at`.
+    fn get_range<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        start: u64,
+        end: u64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let cache = self.for_key(py, key)?;
+        let part = wait(py, async {
+            let reader = cache.get(key).await?;
+            let end = reader.len().map_or(end, |len| end.min(len));
+            let mut part = BytesMut::new();
+            if start < end {
+                let mut reader = reader.starting_at(start)?;
+                while (part.len() as u64) < end - start {
+                    match reader.next().await {
+                        Some(chunk) => part.extend_from_slice(&chunk?),
+                        None => break,
+                    }
+                }
+                part.truncate((end - start) as usize);
+            }
+            Ok(part)
+        })?;
+        Ok(PyBytes::new(py, &part))
     }
 
     fn put(&self, py: Python<'_>, key: &str, data: &[u8]) -> PyResult<u64> {

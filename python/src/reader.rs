@@ -117,6 +117,25 @@ impl Reader {
         self.read(py, usize::MAX, true)
     }
 
+    /// Makes this read start at blob offset `offset`, through the crate's
+    /// `Reader::starting_at`: the bytes before it are not read; a fill's read waits
+    /// until the offset has landed. Only before the first read, and not past a known
+    /// end (`InvalidSettingError`); the read has ended if it fails.
+    fn start_at(&self, py: Python<'_>, offset: u64) -> PyResult<()> {
+        let mut body = self.body.try_lock().map_err(|_| errors::busy())?;
+        body.check(py)?;
+        let reader = body
+            .reader
+            .take()
+            .ok_or_else(|| errors::plain("this read has ended"))?;
+        body.reader = Some(
+            reader
+                .starting_at(offset)
+                .map_err(|e| errors::to_py(py, &e))?,
+        );
+        Ok(())
+    }
+
     /// Stops this read. A fill it started goes on, so the blob is still stored.
     fn close(&self) -> PyResult<()> {
         let mut body = self.body.try_lock().map_err(|_| errors::busy())?;
