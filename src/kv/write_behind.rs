@@ -361,7 +361,8 @@ impl WriteBehind {
     }
 
     /// Waits until every write queued so far, and any queued meanwhile, has reached
-    /// storage. While storage is down this waits for it to come back; bound it with
+    /// storage; the [`StorageEvent::Recovered`] of each of them is sent before it
+    /// returns. While storage is down this waits for it to come back; bound it with
     /// [`tokio::time::timeout`] if need be.
     pub async fn flush(&self) {
         let mut backlog = self.handle.0.backlog.subscribe();
@@ -417,7 +418,7 @@ impl Shared {
 
     /// Records that `write` of `key` reached storage: it leaves the queue unless a
     /// newer write of the key replaced it meanwhile. Returns how often it had failed,
-    /// when it had.
+    /// when it had. The backlog is not told yet: see [`Shared::tell_backlog`].
     fn written(&self, key: &str, write: &Write) -> Option<u32> {
         let mut queue = self.lock_queue();
         let current = queue.writes.get(key);
@@ -426,8 +427,15 @@ impl Shared {
             queue.writes.remove(key);
             queue.order.pop_front();
         }
-        self.backlog.send_replace(queue.writes.len());
         (failures > 0).then_some(failures)
+    }
+
+    /// Publishes the number of pending writes, which wakes `flush`. Called after a
+    /// written key's event is sent, so a caller of `flush` finds that event already
+    /// waiting on its subscription.
+    fn tell_backlog(&self) {
+        let pending = self.lock_queue().writes.len();
+        self.backlog.send_replace(pending);
     }
 
     /// Records a failed write of `key` and moves the key to the back of the queue, so
@@ -496,6 +504,7 @@ async fn write_back(shared: Arc<Shared>) {
                         .events
                         .send(StorageEvent::Recovered { key, op, failures });
                 }
+                shared.tell_backlog();
             }
             Err(e) => {
                 let attempt = shared.failed(&key);
