@@ -74,34 +74,28 @@ impl Metrics {
         for (status, count) in responses.iter() {
             let _ = writeln!(out, "{name}{{status=\"{status}\"}} {count}");
         }
-        let load = |gauge: &AtomicU64| gauge.load(Ordering::Relaxed);
-        let sent = load(&self.bytes_sent);
-        let help = "Body bytes sent to clients";
-        metric(
-            &mut out,
-            "readthrough_http_sent_bytes_total",
-            "counter",
-            help,
-            sent,
-        );
-        let fetches = load(&self.fetches_in_flight);
-        let help = "Upstream fetches running in this process";
-        metric(
-            &mut out,
-            "readthrough_fills_in_flight",
-            "gauge",
-            help,
-            fetches,
-        );
-        let open = load(&self.connections);
-        let help = "Open client connections";
-        metric(
-            &mut out,
-            "readthrough_http_connections",
-            "gauge",
-            help,
-            open,
-        );
+        for (name, kind, help, value) in [
+            (
+                "readthrough_http_sent_bytes_total",
+                "counter",
+                "Body bytes sent to clients",
+                &self.bytes_sent,
+            ),
+            (
+                "readthrough_fills_in_flight",
+                "gauge",
+                "Upstream fetches running in this process",
+                &self.fetches_in_flight,
+            ),
+            (
+                "readthrough_http_connections",
+                "gauge",
+                "Open client connections",
+                &self.connections,
+            ),
+        ] {
+            metric(&mut out, name, kind, help, value.load(Ordering::Relaxed));
+        }
         out
     }
 }

@@ -135,7 +135,7 @@ fn walk(dir: &RootedPath, skip: &[RootedPath], files: &mut Files) -> io::Result<
                 walk(&path, skip, files)?;
             }
         } else if listed.kind == Kind::File {
-            let name = listed.name.to_string_lossy();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
             if [BREAK_GUARD, LEDGER, EVICTING].contains(&name.as_ref()) {
                 continue;
             }

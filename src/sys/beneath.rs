@@ -9,7 +9,7 @@
 //! either. A symlink where a folder or file of the cache should be is an error
 //! (`ELOOP`, whichever way the path was resolved), never a way out of the directory.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -74,7 +74,6 @@ pub(crate) struct RootedPath {
 /// A file or folder found in a listing.
 #[derive(Debug)]
 pub(crate) struct Listed {
-    pub(crate) name: OsString,
     pub(crate) path: RootedPath,
     pub(crate) kind: Kind,
 }
@@ -302,7 +301,6 @@ impl RootedPath {
                 _ => Kind::Other,
             };
             listed.push(Listed {
-                name: name.to_owned(),
                 path: self.join(name),
                 kind,
             });
@@ -365,11 +363,11 @@ impl RootedPath {
 
     /// Opens the path with `flags`, never following a symlink, never leaving the root.
     fn open(&self, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
-        let names = plain_names(&self.rel)?;
+        check_plain(&self.rel)?;
         let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let root = self.root.handle();
         if OPENAT2.load(Ordering::Relaxed) && !walk_only() {
-            let rel: &Path = if names.is_empty() {
+            let rel: &Path = if self.rel.as_os_str().is_empty() {
                 Path::new(".")
             } else {
                 &self.rel
@@ -390,7 +388,7 @@ impl RootedPath {
                 }
             }
         }
-        walk(&root, &names, flags, mode)
+        walk(&root, &plain_names(&self.rel)?, flags, mode)
     }
 }
 
@@ -429,18 +427,22 @@ fn is_symlink(dir: &OwnedFd, name: &OsStr) -> bool {
         .is_ok_and(|stat| rustix::fs::FileType::from_raw_mode(stat.st_mode).is_symlink())
 }
 
-/// The names of a relative path, refusing anything but plain names (no root, no `.`
-/// or `..`), so that a path never leaves the root whatever the walk does.
+/// Checks that `rel` is made only of plain names (no root, no `.` or `..`), so that
+/// a path never leaves the root whatever the walk does.
+fn check_plain(rel: &Path) -> io::Result<()> {
+    if rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{} would leave the cache directory", rel.display()),
+    ))
+}
+
+/// The names of a relative path, once [`check_plain`] has passed it.
 fn plain_names(rel: &Path) -> io::Result<Vec<&OsStr>> {
-    rel.components()
-        .map(|c| match c {
-            Component::Normal(name) => Ok(name),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} would leave the cache directory", rel.display()),
-            )),
-        })
-        .collect()
+    check_plain(rel)?;
+    Ok(rel.components().map(|c| c.as_os_str()).collect())
 }
 
 /// Two paths are equal when they are the same names beneath the same root handle.
