@@ -124,10 +124,11 @@
 //! - Only Unix is supported.
 #![deny(missing_docs)]
 
-// The ground: Unix calls, errors, time, counters, test-only failpoints.
+// The ground: Unix calls, errors, byte ranges, time, counters, test-only failpoints.
 mod clock;
 mod error;
 mod failpoint;
+mod range;
 mod stats;
 mod sys;
 
@@ -166,6 +167,7 @@ pub use origin::{Expiry, FetchOptions, Fetched, FnOrigin, Origin, origin_fn};
 pub use origin::{HttpOrigin, HttpOriginBuilder};
 #[cfg(feature = "s3")]
 pub use origin::{S3Location, s3_store, s3_store_with};
+pub use range::ByteRange;
 #[cfg(feature = "server")]
 pub use server::{Route, Server};
 pub use stats::Stats;

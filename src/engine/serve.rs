@@ -15,6 +15,7 @@ use crate::engine::reader::Reader;
 use crate::engine::state::{Engine, wait_final};
 use crate::error::{BoxError, Error, Result};
 use crate::origin::{FetchOptions, Fetched, Origin};
+use crate::range::ByteRange;
 use crate::stats::add;
 use crate::store::entry::{self, Serving, Stored};
 use crate::store::layout::KeyPaths;
@@ -54,6 +55,30 @@ impl Engine {
         })?;
         let (state, origin, started) = self.join_or_start(key, &paths, origin);
         Reader::of_fill(self, key, state, origin, started).await
+    }
+
+    /// Reads the bytes `range` of `key`, as [`get`](Self::get) reads the whole: a hit
+    /// reads only those bytes of the stored file; a fill (joined or started) is read
+    /// from the range's start as its bytes land, and the reader stops at the range's
+    /// end without waiting for the rest. A fill whose origin announced no length is
+    /// waited for to its end, since only then is the range known.
+    pub(crate) async fn get_range(
+        self: &Arc<Self>,
+        key: &str,
+        origin: Option<Arc<dyn Origin>>,
+        range: ByteRange,
+    ) -> Result<Reader> {
+        range.check()?;
+        let mut reader = self.get(key, origin, false).await?;
+        let length = reader.blob_len().await?;
+        let window = range
+            .resolve(length)
+            .ok_or_else(|| Error::RangeNotSatisfiable {
+                key: key.to_owned(),
+                range: range.to_string(),
+                length,
+            })?;
+        reader.windowed(window)
     }
 
     /// Reads `key` only if it is stored: `None` on a miss.
