@@ -237,7 +237,7 @@ async fn a_range_follows_another_processs_fill_without_a_second_fetch() {
     let held = 1 << 20;
     server.route("/b", Behaviour::body(data.clone()).hold_at(held, &gate));
     let dir = tempfile::tempdir().unwrap();
-    let mut child = common::child_test("range_reads_child")
+    let child = common::child_test("range_reads_child")
         .env("RANGE_DIR", dir.path())
         .env("RANGE_URL", server.url("/b"))
         .stdout(std::process::Stdio::piped())
