@@ -338,6 +338,9 @@ impl FillReader {
         let offset = if validator.is_some() { self.pos } else { 0 };
         let options = FetchOptions {
             offset,
+            end: self
+                .end
+                .filter(|_| offset > 0 && self.origin.serves_ranges()),
             if_validator: validator.clone(),
             ..FetchOptions::default()
         };
