@@ -4,7 +4,9 @@
 //! hit). If not, exactly one fetch from the [`Origin`] runs, however many tasks in this
 //! process and processes on this machine ask at the same time, and every one of them
 //! streams the bytes as they land. The blob is written to a tmp file and published
-//! atomically under the key.
+//! atomically under the key. [`Cache::get_range`] reads part of a blob (a
+//! [`ByteRange`]: `a..b`, `a..` or the last `n` bytes): only those bytes of a hit, or
+//! of a fill as they land.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
