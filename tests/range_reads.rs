@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use readthrough::{ByteRange, Cache, Error, Fetched, HttpOrigin, ReadKind, origin_fn};
 
 use common::http_server::{Behaviour, Gate, Server};
-use common::{Counting, Paused, body_of, cache};
+use common::{Counting, Failing, Paused, body_of, cache};
 
 #[tokio::test]
 async fn a_hit_reads_only_the_range() {
@@ -180,6 +180,24 @@ async fn a_range_reader_starts_at_an_offset_within_its_range() {
         .starting_at(50)
         .unwrap();
     assert_eq!(hit.bytes().await.unwrap(), &data[150..200]);
+}
+
+#[tokio::test]
+async fn an_origin_failure_reaches_a_range_past_what_landed_and_nothing_is_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Failing::new(100_000, 50_000, false);
+    let cache = cache(dir.path(), origin.clone()).await;
+    let data = body_of("k", 0, 100_000);
+    // Inside what lands before the failure: the range is whole.
+    let early = cache.get_range("k", 0..10_000).await.unwrap();
+    assert_eq!(early.bytes().await.unwrap(), &data[..10_000]);
+    // Past it: the origin's error, at once for every reader of the fill.
+    let late = cache.get_range("k", ByteRange::last(10)).await.unwrap();
+    origin.release.add_permits(1);
+    let error = late.bytes().await.unwrap_err();
+    assert!(matches!(error, Error::Origin { .. }), "{error}");
+    assert!(!cache.contains("k").await.unwrap(), "nothing is cached");
+    assert_eq!(origin.fetches.load(Ordering::SeqCst), 1);
 }
 
 proptest! {

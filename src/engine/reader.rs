@@ -174,8 +174,8 @@ impl Reader {
         Reader::new(body, Some(len), ReadKind::Hit).with_restart(restart)
     }
 
-    /// This reader, yielding the blob's bytes from `offset` on: the bytes before it are
-    /// not read at all. A hit reads its file from `offset`; a reader of a fill in
+    /// This reader, yielding the blob's bytes from `offset` on (of a range reader: the
+    /// range's bytes from `offset` into it on): the bytes before it are not read at all. A hit reads its file from `offset`; a reader of a fill in
     /// progress waits until the fill has written past `offset`, then streams from
     /// there as the bytes land. [`len`](Self::len) still gives the whole blob's
     /// length. A hit read this way is not checked against its digest (only a whole
@@ -253,7 +253,8 @@ impl Reader {
     }
 
     /// The blob's length, when known: always for a hit, and for a fill when the origin
-    /// announced it.
+    /// announced it. For a reader of a range ([`Cache::get_range`](crate::Cache::get_range)),
+    /// the range's length, always known.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
