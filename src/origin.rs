@@ -420,6 +420,8 @@ fn origin_error(key: &str, error: BoxError) -> crate::Error {
                     length,
                 }
             }
+            // The origin of a slice says the object changed under the cache's key.
+            changed @ crate::Error::Changed { .. } => changed,
             other => crate::Error::origin(key, Box::new(other)),
         },
         Err(error) => crate::Error::origin(key, error),

@@ -217,31 +217,7 @@ proptest! {
             origin.chunk = 4099;
             let cache = cache(dir.path(), origin.clone()).await;
             let data = body_of("k", 0, len);
-            for (a, b, form) in reads {
-                let (a, b) = (a % (len as u64 + 10), b % (len as u64 + 10));
-                let range = match form {
-                    0 => ByteRange::from(a.min(b)..a.max(b) + 1),
-                    1 => ByteRange::from(a..),
-                    2 => ByteRange::last(a),
-                    _ => {
-                        let whole = cache.get("k").await.unwrap().bytes().await.unwrap();
-                        assert_eq!(whole, data);
-                        continue;
-                    }
-                };
-                match range.resolve(len as u64) {
-                    Some(want) => {
-                        let reader = cache.get_range("k", range).await.unwrap();
-                        assert_eq!(reader.len(), Some(want.end - want.start));
-                        let got = reader.bytes().await.unwrap();
-                        assert_eq!(got, &data[want.start as usize..want.end as usize], "{range}");
-                    }
-                    None => {
-                        let error = cache.get_range("k", range).await.unwrap_err();
-                        assert!(matches!(error, Error::RangeNotSatisfiable { .. }), "{range}: {error}");
-                    }
-                }
-            }
+            common::check_range_reads(&cache, "k", &data, reads).await;
             assert_eq!(origin.fetches(), 1);
         });
     }

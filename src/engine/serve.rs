@@ -69,7 +69,12 @@ impl Engine {
         range: ByteRange,
     ) -> Result<Reader> {
         range.check()?;
-        let mut reader = self.get(key, origin, false).await?;
+        let origin = origin.or_else(|| self.settings.origin.clone());
+        let mut reader = match self.try_sliced(key, origin.clone(), range).await? {
+            Slicing::Sliced(reader) => return Ok(reader),
+            Slicing::Stored(reader) => reader,
+            Slicing::Whole => self.get(key, origin, false).await?,
+        };
         let length = reader.blob_len().await?;
         let window = range
             .resolve(length)
@@ -79,6 +84,34 @@ impl Engine {
                 length,
             })?;
         reader.windowed(window)
+    }
+
+    /// Reads `range` of `key` by slices when the cache slices, the origin serves
+    /// ranges, and the blob is neither stored whole (then the hit, refreshed as
+    /// [`get`](Self::get) refreshes it) nor being filled whole in this process.
+    async fn try_sliced(
+        self: &Arc<Self>,
+        key: &str,
+        origin: Option<Arc<dyn Origin>>,
+        range: ByteRange,
+    ) -> Result<Slicing> {
+        let (Some(size), Some(origin)) = (self.settings.slice_size, origin) else {
+            return Ok(Slicing::Whole);
+        };
+        if !origin.serves_ranges() || self.is_filling(key) {
+            return Ok(Slicing::Whole);
+        }
+        let paths = self.paths(key)?;
+        if let Some((stored, stale)) = self.servable(key, &paths, false)? {
+            if stale {
+                self.join_or_start(key, &paths, origin);
+            }
+            return Ok(Slicing::Stored(self.stored_reader(key, &paths, stored)));
+        }
+        Ok(match self.get_sliced(key, origin, range, size).await? {
+            Some(reader) => Slicing::Sliced(reader),
+            None => Slicing::Whole,
+        })
     }
 
     /// Reads `key` only if it is stored: `None` on a miss.
@@ -167,6 +200,13 @@ impl Engine {
             .filter(|_| self.settings.verify_on_read);
         Reader::stored(self, key, paths, stored, digest)
     }
+}
+
+/// How a range read goes on: by slices, from the stored blob, or as a whole read.
+enum Slicing {
+    Sliced(Reader),
+    Stored(Reader),
+    Whole,
 }
 
 /// The length of a fill that ended with its body stored, or why it is not.
