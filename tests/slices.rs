@@ -7,11 +7,15 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
 use proptest::prelude::*;
-use readthrough::{ByteRange, Cache, Error, ReadKind};
+use readthrough::{ByteRange, Cache, Error, HttpOrigin, ReadKind};
 use tokio::sync::Barrier;
 
 use common::Ranged;
+use common::http_server::{Behaviour, Gate, Server};
 
 const MIB: u64 = 1 << 20;
 
@@ -243,4 +247,101 @@ proptest! {
             common::check_range_reads(&cache, "k", &data, reads).await;
         });
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_slice_leader_is_taken_over_over_http() {
+    let server = Server::start().await;
+    let gate = Gate::new();
+    let data = common::body(9, (4 * MIB) as usize);
+    server.route(
+        "/s",
+        Behaviour::body(data.clone())
+            .etag("\"e\"")
+            .hold_at(MIB as usize, &gate),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = common::child_test("slice_leader_child")
+        .env("SLICE_DIR", dir.path())
+        .env("SLICE_URL", server.url("/s"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The child leads slice 0, held half-way, and has read from it.
+    let stdout = child.stdout.take().unwrap();
+    let said = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout);
+        let mut line = String::new();
+        while !line.trim_end().ends_with("READ") {
+            line.clear();
+            assert!(
+                lines.read_line(&mut line).unwrap() > 0,
+                "the child ended early"
+            );
+        }
+        lines
+    });
+    let _stdout = said.await.unwrap();
+    gate.reached(1).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    gate.open();
+    let cache = Cache::builder(dir.path())
+        .origin(HttpOrigin::new().unwrap())
+        .durable(false)
+        .slice_size(2 * MIB)
+        .build()
+        .await
+        .unwrap();
+    let reader = cache
+        .get_range(&server.url("/s"), 0..2 * MIB)
+        .await
+        .unwrap();
+    assert_eq!(
+        reader.kind(),
+        ReadKind::Led,
+        "the dead leader's slice is taken over"
+    );
+    assert!(reader.bytes().await.unwrap() == data[..(2 * MIB) as usize]);
+    let requests = server.requests("/s");
+    let ranges: Vec<_> = requests.iter().map(|r| r.header("range")).collect();
+    assert_eq!(
+        ranges,
+        [
+            Some("bytes=0-0"),
+            Some("bytes=0-2097151"),
+            Some("bytes=0-2097151")
+        ],
+        "the probe once, the slice by the child and again by its taker"
+    );
+    assert!(
+        requests[1..]
+            .iter()
+            .all(|r| r.header("if-range") == Some("\"e\""))
+    );
+}
+
+/// The child of `a_killed_slice_leader_is_taken_over_over_http`: reads ten bytes of
+/// slice 0, says so, and waits to be killed while its fill is held.
+#[test]
+#[ignore = "run as a child process"]
+fn slice_leader_child() {
+    let dir = std::env::var("SLICE_DIR").expect("SLICE_DIR is set");
+    let url = std::env::var("SLICE_URL").expect("SLICE_URL is set");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let cache = Cache::builder(dir)
+            .origin(HttpOrigin::new().unwrap())
+            .durable(false)
+            .slice_size(2 * MIB)
+            .build()
+            .await
+            .unwrap();
+        let reader = cache.get_range(&url, 0..10).await.unwrap();
+        assert_eq!(reader.kind(), ReadKind::Led);
+        reader.bytes().await.unwrap();
+        println!("READ");
+        std::io::Write::flush(&mut std::io::stdout()).unwrap();
+        futures::future::pending::<()>().await;
+    });
 }
