@@ -83,6 +83,7 @@ impl Engine {
         let head = self.slice_reader(&plan, start / size, (start, end)).await;
         let head = self.unless_changed(&plan, head).await?;
         let kind = head.kind();
+        let head = watched(Arc::clone(self), plan.clone(), head);
         let rest = sliced_body(
             Arc::clone(self),
             plan.clone(),
@@ -191,14 +192,21 @@ fn sliced_body(
             async move {
                 let reader = engine.slice_reader(&plan, index, (start, end)).await;
                 let reader = engine.unless_changed(&plan, reader).await?;
-                let watched = reader.then(move |chunk| {
-                    let (engine, plan) = (Arc::clone(&engine), plan.clone());
-                    async move { engine.unless_changed(&plan, chunk).await }
-                });
-                Ok::<_, Error>(watched)
+                Ok::<_, Error>(watched(engine, plan, reader))
             }
         })
         .try_flatten()
+        .boxed()
+}
+
+/// The chunks of `reader`, a slice's, dropping `plan`'s version when one says the
+/// object changed.
+fn watched(engine: Arc<Engine>, plan: Plan, reader: Reader) -> BoxStream<'static, Result<Bytes>> {
+    reader
+        .then(move |chunk| {
+            let (engine, plan) = (Arc::clone(&engine), plan.clone());
+            async move { engine.unless_changed(&plan, chunk).await }
+        })
         .boxed()
 }
 
