@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 
 use proptest::prelude::*;
@@ -27,6 +27,29 @@ async fn sliced(dir: &std::path::Path, origin: Ranged, size: u64) -> Cache {
         .build()
         .await
         .unwrap()
+}
+
+/// A cache in `dir` over an `HttpOrigin`, with slices of `size`.
+async fn http_sliced(dir: &std::path::Path, size: u64) -> Cache {
+    Cache::builder(dir)
+        .origin(HttpOrigin::new().unwrap())
+        .durable(false)
+        .slice_size(size)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Reads `lines` (a child's output) until one ends with `word`.
+fn wait_for_line(lines: &mut impl BufRead, word: &str) {
+    let mut line = String::new();
+    while !line.trim_end().ends_with(word) {
+        line.clear();
+        assert!(
+            lines.read_line(&mut line).unwrap() > 0,
+            "the child ended early"
+        );
+    }
 }
 
 /// 64 MiB rather than the 1 GiB: the tests run in a debug build on a shared
@@ -271,14 +294,7 @@ async fn a_killed_slice_leader_is_taken_over_over_http() {
     let stdout = child.stdout.take().unwrap();
     let said = tokio::task::spawn_blocking(move || {
         let mut lines = BufReader::new(stdout);
-        let mut line = String::new();
-        while !line.trim_end().ends_with("READ") {
-            line.clear();
-            assert!(
-                lines.read_line(&mut line).unwrap() > 0,
-                "the child ended early"
-            );
-        }
+        wait_for_line(&mut lines, "READ");
         lines
     });
     let _stdout = said.await.unwrap();
@@ -286,13 +302,7 @@ async fn a_killed_slice_leader_is_taken_over_over_http() {
     child.kill().unwrap();
     child.wait().unwrap();
     gate.open();
-    let cache = Cache::builder(dir.path())
-        .origin(HttpOrigin::new().unwrap())
-        .durable(false)
-        .slice_size(2 * MIB)
-        .build()
-        .await
-        .unwrap();
+    let cache = http_sliced(dir.path(), 2 * MIB).await;
     let reader = cache
         .get_range(&server.url("/s"), 0..2 * MIB)
         .await
@@ -330,18 +340,110 @@ fn slice_leader_child() {
     let url = std::env::var("SLICE_URL").expect("SLICE_URL is set");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
-        let cache = Cache::builder(dir)
-            .origin(HttpOrigin::new().unwrap())
-            .durable(false)
-            .slice_size(2 * MIB)
-            .build()
-            .await
-            .unwrap();
+        let cache = http_sliced(dir.as_ref(), 2 * MIB).await;
         let reader = cache.get_range(&url, 0..10).await.unwrap();
         assert_eq!(reader.kind(), ReadKind::Led);
         reader.bytes().await.unwrap();
         println!("READ");
         std::io::Write::flush(&mut std::io::stdout()).unwrap();
         futures::future::pending::<()>().await;
+    });
+}
+
+const SHARED_LEN: usize = (16 << 20) + 4321;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_of_fifty_tasks_fetch_each_slice_once() {
+    let server = Server::start().await;
+    let data = common::body(11, SHARED_LEN);
+    server.route("/shared", Behaviour::body(data.clone()).etag("\"one\""));
+    let dir = tempfile::tempdir().unwrap();
+    let mut children = Vec::new();
+    for seed in 0..4 {
+        let mut child = common::child_test("random_ranges_child")
+            .env("SLICE_DIR", dir.path())
+            .env("SLICE_URL", server.url("/shared"))
+            .env("SLICE_SEED", seed.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        children.push((child, stdout));
+    }
+    // Every child has its cache open before any reads.
+    let children = tokio::task::spawn_blocking(move || {
+        for (_, stdout) in &mut children {
+            wait_for_line(stdout, "READY");
+        }
+        for (child, _) in &mut children {
+            writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
+        }
+        children
+            .into_iter()
+            .map(|(child, _)| child.wait_with_output().unwrap().status.success())
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        children.await.unwrap().iter().all(|ok| *ok),
+        "every range was byte-exact"
+    );
+    // The rest, read here: only the slices no child fetched.
+    let cache = http_sliced(dir.path(), MIB).await;
+    let all = cache.get_range(&server.url("/shared"), 0..).await.unwrap();
+    assert!(all.bytes().await.unwrap() == data);
+    let mut ranges: Vec<String> = server
+        .requests("/shared")
+        .iter()
+        .map(|r| r.header("range").unwrap_or("whole").to_owned())
+        .collect();
+    ranges.sort();
+    let before = ranges.len();
+    ranges.dedup();
+    assert_eq!(
+        before,
+        ranges.len(),
+        "no range was asked for twice: {ranges:?}"
+    );
+    assert_eq!(
+        ranges.len(),
+        1 + SHARED_LEN.div_ceil(MIB as usize),
+        "the probe and each slice"
+    );
+}
+
+/// A child of `four_processes_of_fifty_tasks_fetch_each_slice_once`: says READY, waits
+/// for a line, then reads random ranges in 50 tasks and checks each.
+#[test]
+#[ignore = "run as a child process"]
+fn random_ranges_child() {
+    let env = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set"));
+    let (dir, url) = (env("SLICE_DIR"), env("SLICE_URL"));
+    let seed: u64 = env("SLICE_SEED").parse().unwrap();
+    let data = bytes::Bytes::from(common::body(11, SHARED_LEN));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let cache = http_sliced(dir.as_ref(), MIB).await;
+        println!("READY");
+        std::io::Write::flush(&mut std::io::stdout()).unwrap();
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go).unwrap();
+        let mut tasks = Vec::new();
+        for task in 0..50 {
+            let (cache, url, data) = (cache.clone(), url.clone(), data.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(seed * 1000 + task);
+                for _ in 0..2 {
+                    let start = rng.u64(..SHARED_LEN as u64);
+                    let end = (start + rng.u64(1..2 * MIB)).min(SHARED_LEN as u64);
+                    let got = cache.get_range(&url, start..end).await.unwrap();
+                    let got = got.bytes().await.unwrap();
+                    assert!(got == data.slice(start as usize..end as usize));
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
     });
 }
