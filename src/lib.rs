@@ -142,6 +142,10 @@ mod engine;
 mod maintenance;
 mod store;
 
+// The fleet tier over an object store, below the façade (it depends on origins only).
+#[cfg(feature = "object-store")]
+mod tier;
+
 // Key-value front-ends over the façade.
 mod kv;
 
@@ -175,6 +179,8 @@ pub use storage::Storage;
 pub use store::entry::Entry;
 pub use store::layout::{Layout, ShardedLayout};
 pub use store::scan::{CacheStatus, Corrupt, PrunePolicy, PruneReport, VerifyReport};
+#[cfg(feature = "object-store")]
+pub use tier::{TierEntry, TierPruneReport};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -1,0 +1,350 @@
+//! Reading a key's parts from the tier: a published copy (every part checked against
+//! its manifest), or another host's generation as its parts land (each checked on
+//! its own, the whole against the manifest at the end). On any trouble the read goes
+//! on from the origin after the parts it already returned; a read whose generation
+//! is taken over, or whose holder goes stale, goes on with the next generation.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::error::{BoxError, Error};
+use crate::origin::{FetchOptions, Fetched};
+use crate::stats::add;
+use crate::tier::bucket::Refusal;
+use crate::tier::lead::{Ask, lead, with_expiry};
+use crate::tier::lease::{self, Claim, Seen, Watch};
+use crate::tier::records::{Answer, Lease, LeaseState, Manifest, PartPlace, decode_part};
+use crate::tier::tee::{Sent, rest_of};
+
+/// The first and the longest pause between two looks at a followed generation.
+const FIRST_WAIT: Duration = Duration::from_millis(10);
+const LONGEST_WAIT: Duration = Duration::from_millis(200);
+
+type Body = BoxStream<'static, Result<Bytes, BoxError>>;
+
+enum Source {
+    /// A published copy.
+    Copy(Manifest),
+    /// Another host's generation in progress.
+    Follow(Watch),
+    /// The origin, after the parts already returned.
+    Origin(Body),
+    Done,
+}
+
+struct Reading {
+    ask: Ask,
+    source: Source,
+    /// The next part to read. Below `sent.sums.len()` (after a change of
+    /// generation) parts are checked against those returned, not returned again.
+    index: u64,
+    sent: Sent,
+    whole: Sha256,
+    validator: Option<String>,
+    wait: Duration,
+}
+
+/// The answer for a published copy.
+pub(crate) fn copy(ask: Ask, manifest: Manifest) -> Fetched {
+    let mut answer = manifest.answer.clone();
+    answer.len = Some(manifest.len);
+    let sha256 = hex::decode(&manifest.sha256)
+        .ok()
+        .and_then(|sum| <[u8; 32]>::try_from(sum).ok());
+    let part_size = manifest.part_size;
+    let fetched = answer_with(ask, Source::Copy(manifest), part_size, &answer);
+    match sha256 {
+        Some(sum) => fetched.with_sha256(sum),
+        None => fetched,
+    }
+}
+
+/// The answer for another host's generation, once its holder has the origin's answer.
+pub(crate) fn follow(ask: Ask, watch: Watch, lease: &Lease) -> Fetched {
+    let answer = lease.answer.clone().unwrap_or_default();
+    answer_with(ask, Source::Follow(watch), lease.part_size, &answer)
+}
+
+fn answer_with(ask: Ask, source: Source, part_size: u64, answer: &Answer) -> Fetched {
+    let tier = std::sync::Arc::clone(&ask.tier);
+    let reading = Reading {
+        ask,
+        source,
+        index: 0,
+        sent: Sent {
+            part_size,
+            ..Sent::default()
+        },
+        whole: Sha256::new(),
+        validator: answer.validator.clone(),
+        wait: FIRST_WAIT,
+    };
+    let body = stream::unfold(reading, |mut reading| async move {
+        let item = reading.next().await?;
+        Some((item, reading))
+    });
+    let mut fetched = Fetched::from_stream(body);
+    fetched.len = answer.len;
+    fetched.validator = answer.validator.clone();
+    fetched.content_type = answer.content_type.clone();
+    with_expiry(fetched, &tier, answer.expires_ms)
+}
+
+/// What one step of a read found.
+enum Step {
+    /// Return these bytes.
+    Bytes(Bytes),
+    /// Nothing to return yet: step again.
+    Again,
+    /// The read ended, whole.
+    End,
+    /// The tier failed this read: go on from the origin (dropping a published copy
+    /// that did not check out when `drop`).
+    Trouble { why: String, drop: bool },
+    /// The bytes differ from those already returned.
+    Failed(BoxError),
+}
+
+impl Reading {
+    async fn next(&mut self) -> Option<Result<Bytes, BoxError>> {
+        loop {
+            let step = match &mut self.source {
+                Source::Done => return None,
+                Source::Origin(body) => return body.next().await,
+                Source::Copy(_) => self.copy_step().await,
+                Source::Follow(_) => self.follow_step().await,
+            };
+            match step {
+                Step::Bytes(bytes) => return Some(Ok(bytes)),
+                Step::Again => {}
+                Step::End => {
+                    self.source = Source::Done;
+                    return None;
+                }
+                Step::Trouble { why, drop } => {
+                    if let Err(e) = self.go_to_origin(&why, drop).await {
+                        self.source = Source::Done;
+                        return Some(Err(e));
+                    }
+                }
+                Step::Failed(e) => {
+                    self.source = Source::Done;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+
+    fn place(&self, generation: u64) -> PartPlace<'_> {
+        PartPlace {
+            key: &self.ask.objects.id,
+            generation,
+            index: self.index,
+        }
+    }
+
+    async fn copy_step(&mut self) -> Step {
+        let Source::Copy(manifest) = &self.source else {
+            return Step::Again;
+        };
+        let (generation, parts) = (manifest.generation, manifest.parts.len() as u64);
+        if self.index == parts {
+            let whole = hex::encode(self.whole.clone().finalize());
+            if whole == manifest.sha256 && self.sent.len == manifest.len {
+                return Step::End;
+            }
+            return trouble(
+                "the copy's whole SHA-256 or length differs from its manifest",
+                true,
+            );
+        }
+        let want = manifest.parts[self.index as usize].clone();
+        let len = manifest
+            .part_size
+            .min(manifest.len - self.index * manifest.part_size);
+        let at = self.ask.objects.part(generation, self.index);
+        match self.ask.tier.bucket.get(&at).await {
+            Ok(object) => match decode_part(&object, self.place(generation)) {
+                Some((data, sum)) if sum == want && data.len() as u64 == len => {
+                    self.accept(data, sum)
+                }
+                _ => trouble(
+                    &format!("part {} of the copy does not check out", self.index),
+                    true,
+                ),
+            },
+            Err(Refusal::Missing) => trouble("the copy lost a part", true),
+            Err(e) => trouble(&e.to_string(), false),
+        }
+    }
+
+    async fn follow_step(&mut self) -> Step {
+        let Source::Follow(watch) = &self.source else {
+            return Step::Again;
+        };
+        let generation = watch.generation;
+        let at = self.ask.objects.part(generation, self.index);
+        match self.ask.tier.bucket.get(&at).await {
+            Ok(object) => match decode_part(&object, self.place(generation)) {
+                Some((data, sum)) if data.len() as u64 <= self.sent.part_size => {
+                    if let Source::Follow(watch) = &mut self.source {
+                        watch.progressed();
+                    }
+                    self.wait = FIRST_WAIT;
+                    self.accept(data, sum)
+                }
+                _ => trouble(
+                    &format!(
+                        "part {} of generation {generation} does not check out",
+                        self.index
+                    ),
+                    false,
+                ),
+            },
+            Err(Refusal::Missing) => self.no_part_yet().await,
+            Err(e) => trouble(&e.to_string(), false),
+        }
+    }
+
+    /// The followed generation has no part `index` yet: it may have published, ended,
+    /// been taken over, or gone stale.
+    async fn no_part_yet(&mut self) -> Step {
+        let ask = self.ask.clone();
+        match ask.tier.bucket.get(&ask.objects.manifest()).await {
+            Ok(bytes) => match Manifest::decode(&bytes, &ask.objects.id) {
+                Some(manifest) if manifest.generation >= self.following() => {
+                    return self.adopt(manifest);
+                }
+                Some(_) => {}
+                None => return trouble("the manifest is garbage", false),
+            },
+            Err(Refusal::Missing) => {}
+            Err(e) => return trouble(&e.to_string(), false),
+        }
+        let Source::Follow(watch) = &mut self.source else {
+            return Step::Again;
+        };
+        match watch.look(&ask.tier, &ask.objects).await {
+            Ok(Seen::Alive(_)) => {
+                tokio::time::sleep(self.wait).await;
+                self.wait = (self.wait * 2).min(LONGEST_WAIT);
+                Step::Again
+            }
+            Ok(Seen::Superseded) => {
+                let next = watch.generation + 1;
+                self.switch(next)
+            }
+            Ok(Seen::Stale) => {
+                let next = watch.generation + 1;
+                self.take_over(next).await
+            }
+            Ok(Seen::Ended(lease)) if lease.state == LeaseState::Abandoned => {
+                let next = lease.generation + 1;
+                self.take_over(next).await
+            }
+            Ok(Seen::Ended(_)) => {
+                tokio::time::sleep(self.wait).await;
+                self.wait = (self.wait * 2).min(LONGEST_WAIT);
+                Step::Again
+            }
+            Err(e) => trouble(&e.to_string(), false),
+        }
+    }
+
+    fn following(&self) -> u64 {
+        match &self.source {
+            Source::Follow(watch) => watch.generation,
+            _ => 0,
+        }
+    }
+
+    /// Goes on with a published copy, if its first parts are those already returned.
+    fn adopt(&mut self, manifest: Manifest) -> Step {
+        let returned = self.sent.sums.len();
+        let same = manifest.part_size == self.sent.part_size
+            && manifest.parts.len() >= returned
+            && manifest.parts[..returned] == self.sent.sums[..];
+        if !same {
+            return trouble("the published copy differs from the parts followed", false);
+        }
+        self.index = returned as u64;
+        self.source = Source::Copy(manifest);
+        Step::Again
+    }
+
+    /// Follows `generation` from its first part, checking the parts already returned.
+    fn switch(&mut self, generation: u64) -> Step {
+        self.index = 0;
+        self.source = Source::Follow(Watch::new(generation));
+        Step::Again
+    }
+
+    /// Tries to take the lease of `generation` and fetch from the origin.
+    async fn take_over(&mut self, generation: u64) -> Step {
+        let ask = self.ask.clone();
+        match lease::take(&ask.tier, &ask.objects, generation).await {
+            Ok(Claim::Lead(holding)) => match lead(&ask, *holding, None, self.sent.clone()).await {
+                Ok(fetched) => {
+                    add(&ask.tier.counters.takeovers, 1);
+                    self.source = Source::Origin(fetched.body);
+                    Step::Again
+                }
+                Err(e) => Step::Failed(e),
+            },
+            Ok(Claim::Follow(generation)) => self.switch(generation),
+            Err(e) => trouble(&e.to_string(), false),
+        }
+    }
+
+    /// Takes part `index`, whose data has SHA-256 `sum`: returns it, or checks it
+    /// against the part returned before.
+    fn accept(&mut self, data: Bytes, sum: String) -> Step {
+        let index = self.index as usize;
+        self.index += 1;
+        if let Some(returned) = self.sent.sums.get(index) {
+            if *returned != sum {
+                let offset = index as u64 * self.sent.part_size;
+                let key = self.ask.key.clone();
+                return Step::Failed(Error::Changed { key, offset }.into());
+            }
+            return Step::Again;
+        }
+        self.whole.update(&data);
+        self.sent.sums.push(sum);
+        self.sent.len += data.len() as u64;
+        add(&self.ask.tier.counters.bytes_read, data.len() as u64);
+        Step::Bytes(data)
+    }
+
+    /// Goes on from the origin after the parts already returned.
+    async fn go_to_origin(&mut self, why: &str, drop_copy: bool) -> Result<(), BoxError> {
+        let ask = self.ask.clone();
+        ask.tier.trouble("reading from the tier", &why);
+        if drop_copy && !ask.tier.read_only {
+            let _ = ask.tier.bucket.delete(&ask.objects.manifest()).await;
+        }
+        let mut options = FetchOptions::default();
+        if self.sent.len > 0 {
+            options.offset = self.sent.len;
+            options.if_validator = self.validator.clone();
+        }
+        let fetched = ask.origin(options).await?;
+        self.source = Source::Origin(rest_of(
+            &ask.key,
+            fetched.body,
+            fetched.offset,
+            self.sent.clone(),
+        ));
+        Ok(())
+    }
+}
+
+fn trouble(why: &str, drop: bool) -> Step {
+    Step::Trouble {
+        why: why.to_owned(),
+        drop,
+    }
+}
