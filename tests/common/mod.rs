@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod http_server;
+#[cfg(feature = "s3")]
+pub mod moto;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
