@@ -26,14 +26,19 @@ pub(crate) enum Claim {
     Lead(Box<Holding>),
     /// Another host holds this generation: follow its parts.
     Follow(u64),
+    /// The latest generation published its copy since the caller looked: read it.
+    Published,
 }
 
 /// Takes the lease of a new generation, or names the one to follow. `published` is
-/// the generation of the manifest there is (expired, or none).
+/// the generation of the manifest the caller found (expired, or none); with
+/// `rechecked` the caller looked again after a `Published`, so a finished generation
+/// without a servable copy is followed by a new one.
 pub(crate) async fn claim(
     tier: &Tier,
     objects: &KeyObjects,
     published: Option<u64>,
+    rechecked: bool,
 ) -> Answer<Claim> {
     let leases = tier.bucket.list(&objects.leases()).await?;
     let folder = objects.leases();
@@ -44,8 +49,10 @@ pub(crate) async fn claim(
     let after = top.unwrap_or(0).max(published.unwrap_or(0));
     if let Some(top) = top.filter(|&top| top > published.unwrap_or(0)) {
         let lease = read(tier, objects, top).await?;
-        if lease.state == LeaseState::Running {
-            return Ok(Claim::Follow(top));
+        match lease.state {
+            LeaseState::Running => return Ok(Claim::Follow(top)),
+            LeaseState::Done if !rechecked => return Ok(Claim::Published),
+            LeaseState::Done | LeaseState::Abandoned => {}
         }
     }
     take(tier, objects, after + 1).await

@@ -125,14 +125,20 @@ async fn copy_of(ask: &Ask) -> Answer<Copy> {
 /// Leads a new generation, or follows the one in progress.
 async fn settle(ask: &Ask, mut published: Option<u64>) -> Answer<Result<Fetched, BoxError>> {
     let tier = &ask.tier;
+    let mut rechecked = false;
     for _ in 0..ROUNDS {
-        let mut claim = lease::claim(tier, &ask.objects, published).await?;
+        let mut claim = lease::claim(tier, &ask.objects, published, rechecked).await?;
+        rechecked = false;
         loop {
             let generation = match claim {
                 Claim::Lead(holding) => {
                     return Ok(lead(ask, *holding, published, Default::default()).await);
                 }
                 Claim::Follow(generation) => generation,
+                Claim::Published => {
+                    rechecked = true;
+                    break;
+                }
             };
             add(&tier.counters.lease_waits, 1);
             let mut watch = Watch::new(generation);

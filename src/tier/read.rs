@@ -16,7 +16,7 @@ use crate::stats::add;
 use crate::tier::bucket::Refusal;
 use crate::tier::lead::{Ask, lead, with_expiry};
 use crate::tier::lease::{self, Claim, Seen, Watch};
-use crate::tier::records::{Answer, Lease, LeaseState, Manifest, PartPlace, decode_part};
+use crate::tier::records::{Answer, Lease, Manifest, PartPlace, decode_part};
 use crate::tier::tee::{Sent, rest_of};
 
 /// The first and the longest pause between two looks at a followed generation.
@@ -241,14 +241,10 @@ impl Reading {
                 let next = watch.generation + 1;
                 self.take_over(next).await
             }
-            Ok(Seen::Ended(lease)) if lease.state == LeaseState::Abandoned => {
+            // Given up, or published and since dropped (the manifest was read first).
+            Ok(Seen::Ended(lease)) => {
                 let next = lease.generation + 1;
                 self.take_over(next).await
-            }
-            Ok(Seen::Ended(_)) => {
-                tokio::time::sleep(self.wait).await;
-                self.wait = (self.wait * 2).min(LONGEST_WAIT);
-                Step::Again
             }
             Err(e) => trouble(&e.to_string(), false),
         }
@@ -295,6 +291,7 @@ impl Reading {
                 Err(e) => Step::Failed(e),
             },
             Ok(Claim::Follow(generation)) => self.switch(generation),
+            Ok(Claim::Published) => Step::Again,
             Err(e) => trouble(&e.to_string(), false),
         }
     }

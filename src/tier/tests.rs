@@ -38,9 +38,13 @@ fn objects() -> KeyObjects {
 }
 
 async fn lead(tier: &Tier, published: Option<u64>) -> lease::Holding {
-    match lease::claim(tier, &objects(), published).await.unwrap() {
+    match lease::claim(tier, &objects(), published, true)
+        .await
+        .unwrap()
+    {
         Claim::Lead(holding) => *holding,
         Claim::Follow(generation) => panic!("followed generation {generation}"),
+        Claim::Published => panic!("found a published copy"),
     }
 }
 
@@ -50,7 +54,7 @@ async fn one_claimant_leads_and_the_next_follows() {
     let holding = lead(&tier, None).await;
     assert_eq!(holding.generation(), 1);
     assert!(matches!(
-        lease::claim(&tier, &objects(), None).await.unwrap(),
+        lease::claim(&tier, &objects(), None, false).await.unwrap(),
         Claim::Follow(1)
     ));
     assert!(matches!(
@@ -122,6 +126,22 @@ async fn a_watcher_sees_a_silent_lease_go_stale_on_its_own_clock() {
         watch.look(&tier, &objects()).await.unwrap(),
         Seen::Superseded
     ));
+}
+
+#[tokio::test]
+async fn a_finished_generation_sends_the_claimant_back_to_its_copy() {
+    let tier = tier_over(Arc::new(InMemory::new()), 4);
+    let mut holding = lead(&tier, None).await;
+    holding.renew(&tier, LeaseState::Done).await.unwrap();
+    assert!(matches!(
+        lease::claim(&tier, &objects(), None, false).await.unwrap(),
+        Claim::Published
+    ));
+    assert_eq!(
+        lead(&tier, None).await.generation(),
+        2,
+        "a dropped copy is fetched again"
+    );
 }
 
 #[tokio::test]
