@@ -47,18 +47,16 @@ impl Fleet {
         self.dir.path().join(format!("out-{name}"))
     }
 
-    /// `readthrough get` of origin path `path` on `host`, into `out(name)`.
-    fn get(&self, host: &str, path: &str, name: &str, extra: &[&str]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_readthrough"))
+    /// `readthrough` on `host`, with the fleet's tier.
+    fn readthrough(&self, host: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_readthrough"));
+        command
             .arg("--cache-dir")
             .arg(self.dir.path().join(host))
             .args(["--stale-after", self.stale_after])
             .args(["--shared-tier", &format!("s3://{BUCKET}/fleet")])
             .args(["--shared-tier-part-size", &PART.to_string()])
             .args(["--shared-tier-timeout", "3s"])
-            .args(extra)
-            .args(["get", &self.origin.url(path), "-o"])
-            .arg(self.out(name))
             .env("AWS_ENDPOINT_URL", self.moto.endpoint())
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -67,7 +65,16 @@ impl Fleet {
             .env_remove("AWS_PROFILE")
             .env_remove("READTHROUGH_SHARED_TIER")
             .stdin(Stdio::null())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        command
+    }
+
+    /// `readthrough get` of origin path `path` on `host`, into `out(name)`.
+    fn get(&self, host: &str, path: &str, name: &str, extra: &[&str]) -> Child {
+        self.readthrough(host)
+            .args(extra)
+            .args(["get", &self.origin.url(path), "-o"])
+            .arg(self.out(name))
             .spawn()
             .expect("run readthrough")
     }
@@ -392,4 +399,27 @@ async fn a_read_only_tier_is_read_and_never_written() {
         before,
         "a read-only miss wrote to the tier"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier_ls_lists_copies_and_tier_prune_removes_them() {
+    let Some(fleet) = Fleet::start("30s").await else {
+        return;
+    };
+    fleet.origin.route("/blob", blob(PART + 9));
+    succeeds(fleet.get("a", "/blob", "a", &[])).await;
+    let tier = async |args: &[&str]| fleet.readthrough("a").args(args).output().await.unwrap();
+    let listed = tier(&["tier", "ls", "--json"]).await;
+    assert!(listed.status.success());
+    let entries: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(entries[0]["key"], fleet.origin.url("/blob"));
+    assert_eq!(entries[0]["size"], PART + 9);
+    let pruned = tier(&["tier", "prune", "--older-than", "0s"]).await;
+    assert!(
+        pruned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pruned.stderr)
+    );
+    let listed = tier(&["tier", "ls", "--json"]).await;
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
 }
