@@ -40,19 +40,14 @@ pub(crate) async fn claim(
     published: Option<u64>,
     rechecked: bool,
 ) -> Answer<Claim> {
-    let leases = tier.bucket.list(&objects.leases()).await?;
-    let folder = objects.leases();
-    let top = leases
-        .iter()
-        .filter_map(|meta| generation_of(&folder, &meta.location))
-        .max();
+    let top = latest(tier, objects).await?;
     let after = top.unwrap_or(0).max(published.unwrap_or(0));
     if let Some(top) = top.filter(|&top| top > published.unwrap_or(0)) {
-        let lease = read(tier, objects, top).await?;
-        match lease.state {
-            LeaseState::Running => return Ok(Claim::Follow(top)),
-            LeaseState::Done if !rechecked => return Ok(Claim::Published),
-            LeaseState::Done | LeaseState::Abandoned => {}
+        // A lease that is garbage is followed by the next generation.
+        match decoded(tier, objects, top).await?.map(|lease| lease.state) {
+            Some(LeaseState::Running) => return Ok(Claim::Follow(top)),
+            Some(LeaseState::Done) if !rechecked => return Ok(Claim::Published),
+            _ => {}
         }
     }
     take(tier, objects, after + 1).await
@@ -77,11 +72,32 @@ pub(crate) async fn take(tier: &Tier, objects: &KeyObjects, generation: u64) -> 
     }
 }
 
+/// The latest generation that has a lease.
+async fn latest(tier: &Tier, objects: &KeyObjects) -> Answer<Option<u64>> {
+    let folder = objects.leases();
+    let leases = tier.bucket.list(&folder).await?;
+    Ok(leases
+        .iter()
+        .filter_map(|meta| generation_of(&folder, &meta.location))
+        .max())
+}
+
+/// The lease record of `generation`, or `None` if it is garbage.
+async fn decoded(tier: &Tier, objects: &KeyObjects, generation: u64) -> Answer<Option<Lease>> {
+    let bytes = tier.bucket.get(&objects.lease(generation)).await?;
+    Ok(Lease::decode(&bytes, &objects.id, generation))
+}
+
 /// The lease record of `generation`; garbage there is trouble.
 pub(crate) async fn read(tier: &Tier, objects: &KeyObjects, generation: u64) -> Answer<Lease> {
-    let bytes = tier.bucket.get(&objects.lease(generation)).await?;
-    Lease::decode(&bytes, &objects.id, generation)
+    decoded(tier, objects, generation)
+        .await?
         .ok_or_else(|| Refusal::Trouble(format!("the lease of generation {generation} is garbage")))
+}
+
+/// A generation later than `generation`, if one has started.
+async fn later(tier: &Tier, objects: &KeyObjects, generation: u64) -> Answer<Option<u64>> {
+    Ok(latest(tier, objects).await?.filter(|&top| top > generation))
 }
 
 /// A lease this process holds.
@@ -108,12 +124,9 @@ impl Holding {
         if self.is_fenced() {
             return Ok(true);
         }
-        let next = self.objects.lease(self.generation() + 1);
-        let fenced = match tier.bucket.head(&next).await {
-            Ok(_) => true,
-            Err(Refusal::Missing) => false,
-            Err(other) => return Err(other),
-        };
+        let fenced = later(tier, &self.objects, self.generation())
+            .await?
+            .is_some();
         if fenced {
             self.fenced.store(true, Ordering::SeqCst);
         }
@@ -197,8 +210,8 @@ pub(crate) enum Seen {
     Alive(Lease),
     /// It ended: published, fenced, or abandoned.
     Ended(Lease),
-    /// A later generation exists.
-    Superseded,
+    /// This later generation exists.
+    Superseded(u64),
     /// Its holder has not renewed for the staleness timeout.
     Stale,
 }
@@ -218,10 +231,8 @@ impl Watch {
     }
 
     pub(crate) async fn look(&mut self, tier: &Tier, objects: &KeyObjects) -> Answer<Seen> {
-        match tier.bucket.head(&objects.lease(self.generation + 1)).await {
-            Ok(_) => return Ok(Seen::Superseded),
-            Err(Refusal::Missing) => {}
-            Err(other) => return Err(other),
+        if let Some(next) = later(tier, objects, self.generation).await? {
+            return Ok(Seen::Superseded(next));
         }
         let lease = read(tier, objects, self.generation).await?;
         if lease.state != LeaseState::Running {

@@ -178,7 +178,7 @@ async fn answered(ask: &Ask, watch: &mut Watch) -> Answer<Option<Seen>> {
             Seen::Alive(lease) if lease.answer.is_some() => return Ok(Some(Seen::Alive(lease))),
             Seen::Alive(_) => {}
             Seen::Stale => return Ok(Some(Seen::Stale)),
-            Seen::Ended(_) | Seen::Superseded => return Ok(None),
+            Seen::Ended(_) | Seen::Superseded(_) => return Ok(None),
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(LONGEST_WAIT);

@@ -233,10 +233,7 @@ impl Reading {
                 self.wait = (self.wait * 2).min(LONGEST_WAIT);
                 Step::Again
             }
-            Ok(Seen::Superseded) => {
-                let next = watch.generation + 1;
-                self.switch(next)
-            }
+            Ok(Seen::Superseded(next)) => self.switch(next),
             Ok(Seen::Stale) => {
                 let next = watch.generation + 1;
                 self.take_over(next).await

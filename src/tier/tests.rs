@@ -124,7 +124,7 @@ async fn a_watcher_sees_a_silent_lease_go_stale_on_its_own_clock() {
     ));
     assert!(matches!(
         watch.look(&tier, &objects()).await.unwrap(),
-        Seen::Superseded
+        Seen::Superseded(2)
     ));
 }
 
@@ -142,6 +142,17 @@ async fn a_finished_generation_sends_the_claimant_back_to_its_copy() {
         2,
         "a dropped copy is fetched again"
     );
+}
+
+#[tokio::test]
+async fn a_garbage_lease_is_followed_by_the_next_generation() {
+    let tier = tier_over(Arc::new(InMemory::new()), 4);
+    let at = objects().lease(1);
+    tier.bucket
+        .create(&at, Bytes::from_static(b"garbage"))
+        .await
+        .unwrap();
+    assert_eq!(lead(&tier, None).await.generation(), 2);
 }
 
 #[tokio::test]
