@@ -62,11 +62,11 @@
 //! 9. **Bounded resources.** Each reader holds one buffer of at most 256 KiB; each fill
 //!    holds one file descriptor in each process that reads it, shared by its readers.
 //! 10. **One fetch per fleet.** With a [shared tier](CacheBuilder::shared_tier) (an
-//!    object store every host reaches), hosts that miss a key at the same time make
-//!    one origin fetch between them, and readers on other hosts stream its parts as
-//!    they land. A dead or hung fleet leader is taken over, a tier copy that does not
-//!    check out is never served, and a tier that fails or is slow degrades to the
-//!    origin (the README's fleet section has the protocol and its limits).
+//!     object store every host reaches), hosts that miss a key at the same time make
+//!     one origin fetch between them, and readers on other hosts stream its parts as
+//!     they land. A dead or hung fleet leader is taken over, a tier copy that does not
+//!     check out is never served, and a tier that fails or is slow degrades to the
+//!     origin (the README's fleet section has the protocol and its limits).
 //!
 //! # On disk
 //!
