@@ -2,6 +2,8 @@
 //! count, pause, fail or change.
 #![allow(dead_code)]
 
+#[cfg(feature = "object-store")]
+pub mod flaky_store;
 pub mod http_server;
 #[cfg(feature = "s3")]
 pub mod moto;
