@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use sha2::{Digest, Sha256};
@@ -20,8 +22,11 @@ use crate::tier::records::{Answer, Lease, Manifest, PartPlace, decode_part};
 use crate::tier::tee::{Sent, rest_of};
 
 /// The first and the longest pause between two looks at a followed generation.
-const FIRST_WAIT: Duration = Duration::from_millis(10);
-const LONGEST_WAIT: Duration = Duration::from_millis(200);
+const FIRST_WAIT: Duration = Duration::from_millis(5);
+const LONGEST_WAIT: Duration = Duration::from_millis(50);
+/// How often a follower waiting for a part also looks at the manifest and the lease
+/// (each poll in between is one GET of the part it waits for).
+const LOOK_EVERY: Duration = Duration::from_millis(250);
 
 type Body = BoxStream<'static, Result<Bytes, BoxError>>;
 
@@ -44,7 +49,11 @@ struct Reading {
     sent: Sent,
     whole: Sha256,
     validator: Option<String>,
+    /// The blob's length, when the origin gave it.
+    len: Option<u64>,
     wait: Duration,
+    /// When the manifest and the lease were last looked at.
+    looked: Option<Instant>,
 }
 
 /// The answer for a published copy.
@@ -80,7 +89,9 @@ fn answer_with(ask: Ask, source: Source, part_size: u64, answer: &Answer) -> Fet
         },
         whole: Sha256::new(),
         validator: answer.validator.clone(),
+        len: answer.len,
         wait: FIRST_WAIT,
+        looked: None,
     };
     let body = stream::unfold(reading, |mut reading| async move {
         let item = reading.next().await?;
@@ -212,6 +223,12 @@ impl Reading {
     /// The followed generation has no part `index` yet: it may have published, ended,
     /// been taken over, or gone stale.
     async fn no_part_yet(&mut self) -> Step {
+        // Every part is in: only the manifest is awaited.
+        let complete = self.len.is_some_and(|len| self.sent.len >= len);
+        if !complete && self.looked.is_some_and(|at| at.elapsed() < LOOK_EVERY) {
+            return self.pause().await;
+        }
+        self.looked = Some(Instant::now());
         let ask = self.ask.clone();
         match ask.tier.bucket.get(&ask.objects.manifest()).await {
             Ok(bytes) => match Manifest::decode(&bytes, &ask.objects.id) {
@@ -228,11 +245,7 @@ impl Reading {
             return Step::Again;
         };
         match watch.look(&ask.tier, &ask.objects).await {
-            Ok(Seen::Alive(_)) => {
-                tokio::time::sleep(self.wait).await;
-                self.wait = (self.wait * 2).min(LONGEST_WAIT);
-                Step::Again
-            }
+            Ok(Seen::Alive(_)) => self.pause().await,
             Ok(Seen::Superseded(next)) => self.switch(next),
             Ok(Seen::Stale) => {
                 let next = watch.generation + 1;
@@ -245,6 +258,13 @@ impl Reading {
             }
             Err(e) => trouble(&e.to_string(), false),
         }
+    }
+
+    /// Waits a little longer each time, before the next look for the part.
+    async fn pause(&mut self) -> Step {
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(LONGEST_WAIT);
+        Step::Again
     }
 
     fn following(&self) -> u64 {
