@@ -66,6 +66,21 @@ impl Tier {
         }
     }
 
+    /// Removes the key's manifest if it is still that of `generation` (a newer copy
+    /// may have replaced it meanwhile) or garbage.
+    pub(crate) async fn drop_copy(&self, objects: &KeyObjects, generation: u64) -> Answer<()> {
+        let at = objects.manifest();
+        let bytes = match self.bucket.get(&at).await {
+            Ok(bytes) => bytes,
+            Err(Refusal::Missing) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if Manifest::decode(&bytes, &objects.id).is_none_or(|m| m.generation == generation) {
+            self.bucket.delete(&at).await?;
+        }
+        Ok(())
+    }
+
     /// Every copy that checks out, expired or not.
     pub(crate) async fn entries(&self) -> Answer<Vec<TierEntry>> {
         let mut entries = Vec::new();

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 
@@ -14,13 +13,12 @@ use crate::tier::bucket::{Answer, Refusal};
 use crate::tier::lead::{Ask, lead};
 use crate::tier::lease::{self, Claim, Seen, Watch};
 use crate::tier::names::KeyObjects;
-use crate::tier::read;
+use crate::tier::read::{self, FIRST_WAIT, LONGEST_WAIT};
 use crate::tier::records::Manifest;
 
 /// How many times a read looks for a generation to follow or lead before it goes to
 /// the origin without the tier (the lease kept changing hands).
 const ROUNDS: usize = 8;
-const LONGEST_WAIT: Duration = Duration::from_millis(200);
 
 /// An [`Origin`] that asks the shared tier before the origin it wraps.
 pub(crate) struct TierOrigin {
@@ -115,7 +113,8 @@ async fn copy_of(ask: &Ask) -> Answer<Copy> {
             ask.tier
                 .trouble("reading a manifest", &"it does not check out; removing it");
             if !ask.tier.read_only {
-                ask.tier.bucket.delete(&at).await?;
+                // Only while it is still garbage: a good copy may have replaced it.
+                ask.tier.drop_copy(&ask.objects, u64::MAX).await?;
             }
             Ok(Copy::None)
         }
@@ -172,7 +171,7 @@ async fn settle(ask: &Ask, mut published: Option<u64>) -> Answer<Result<Fetched,
 /// Waits until the holder of the watched generation has the origin's answer
 /// (`Alive`), or goes stale, or the generation ends (`None`).
 async fn answered(ask: &Ask, watch: &mut Watch) -> Answer<Option<Seen>> {
-    let mut wait = Duration::from_millis(10);
+    let mut wait = FIRST_WAIT;
     loop {
         match watch.look(&ask.tier, &ask.objects).await? {
             Seen::Alive(lease) if lease.answer.is_some() => return Ok(Some(Seen::Alive(lease))),

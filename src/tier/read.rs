@@ -22,8 +22,8 @@ use crate::tier::records::{Answer, Lease, Manifest, PartPlace, decode_part};
 use crate::tier::tee::{Sent, rest_of};
 
 /// The first and the longest pause between two looks at a followed generation.
-const FIRST_WAIT: Duration = Duration::from_millis(5);
-const LONGEST_WAIT: Duration = Duration::from_millis(50);
+pub(crate) const FIRST_WAIT: Duration = Duration::from_millis(5);
+pub(crate) const LONGEST_WAIT: Duration = Duration::from_millis(50);
 /// How often a follower waiting for a part also looks at the manifest and the lease
 /// (each poll in between is one GET of the part it waits for).
 const LOOK_EVERY: Duration = Duration::from_millis(250);
@@ -112,9 +112,9 @@ enum Step {
     Again,
     /// The read ended, whole.
     End,
-    /// The tier failed this read: go on from the origin (dropping a published copy
-    /// that did not check out when `drop`).
-    Trouble { why: String, drop: bool },
+    /// The tier failed this read: go on from the origin (dropping the published copy
+    /// of generation `drop`, which did not check out).
+    Trouble { why: String, drop: Option<u64> },
     /// The bytes differ from those already returned.
     Failed(BoxError),
 }
@@ -169,7 +169,7 @@ impl Reading {
             }
             return trouble(
                 "the copy's whole SHA-256 or length differs from its manifest",
-                true,
+                Some(generation),
             );
         }
         let want = manifest.parts[self.index as usize].clone();
@@ -184,11 +184,11 @@ impl Reading {
                 }
                 _ => trouble(
                     &format!("part {} of the copy does not check out", self.index),
-                    true,
+                    Some(generation),
                 ),
             },
-            Err(Refusal::Missing) => trouble("the copy lost a part", true),
-            Err(e) => trouble(&e.to_string(), false),
+            Err(Refusal::Missing) => trouble("the copy lost a part", Some(generation)),
+            Err(e) => trouble(&e.to_string(), None),
         }
     }
 
@@ -212,11 +212,11 @@ impl Reading {
                         "part {} of generation {generation} does not check out",
                         self.index
                     ),
-                    false,
+                    None,
                 ),
             },
             Err(Refusal::Missing) => self.no_part_yet().await,
-            Err(e) => trouble(&e.to_string(), false),
+            Err(e) => trouble(&e.to_string(), None),
         }
     }
 
@@ -236,10 +236,10 @@ impl Reading {
                     return self.adopt(manifest);
                 }
                 Some(_) => {}
-                None => return trouble("the manifest is garbage", false),
+                None => return trouble("the manifest is garbage", None),
             },
             Err(Refusal::Missing) => {}
-            Err(e) => return trouble(&e.to_string(), false),
+            Err(e) => return trouble(&e.to_string(), None),
         }
         let Source::Follow(watch) = &mut self.source else {
             return Step::Again;
@@ -256,7 +256,7 @@ impl Reading {
                 let next = lease.generation + 1;
                 self.take_over(next).await
             }
-            Err(e) => trouble(&e.to_string(), false),
+            Err(e) => trouble(&e.to_string(), None),
         }
     }
 
@@ -281,7 +281,7 @@ impl Reading {
             && manifest.parts.len() >= returned
             && manifest.parts[..returned] == self.sent.sums[..];
         if !same {
-            return trouble("the published copy differs from the parts followed", false);
+            return trouble("the published copy differs from the parts followed", None);
         }
         self.index = returned as u64;
         self.source = Source::Copy(manifest);
@@ -309,7 +309,7 @@ impl Reading {
             },
             Ok(Claim::Follow(generation)) => self.switch(generation),
             Ok(Claim::Published) => Step::Again,
-            Err(e) => trouble(&e.to_string(), false),
+            Err(e) => trouble(&e.to_string(), None),
         }
     }
 
@@ -334,11 +334,11 @@ impl Reading {
     }
 
     /// Goes on from the origin after the parts already returned.
-    async fn go_to_origin(&mut self, why: &str, drop_copy: bool) -> Result<(), BoxError> {
+    async fn go_to_origin(&mut self, why: &str, drop: Option<u64>) -> Result<(), BoxError> {
         let ask = self.ask.clone();
         ask.tier.trouble("reading from the tier", &why);
-        if drop_copy && !ask.tier.read_only {
-            let _ = ask.tier.bucket.delete(&ask.objects.manifest()).await;
+        if let Some(generation) = drop.filter(|_| !ask.tier.read_only) {
+            let _ = ask.tier.drop_copy(&ask.objects, generation).await;
         }
         let mut options = FetchOptions::default();
         if self.sent.len > 0 {
@@ -356,7 +356,7 @@ impl Reading {
     }
 }
 
-fn trouble(why: &str, drop: bool) -> Step {
+fn trouble(why: &str, drop: Option<u64>) -> Step {
     Step::Trouble {
         why: why.to_owned(),
         drop,

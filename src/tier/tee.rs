@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
 use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{BoxError, Error};
 use crate::tier::Tier;
@@ -25,7 +26,10 @@ pub(crate) struct Promise {
 struct Tee {
     tier: Arc<Tier>,
     body: Body,
-    upload: Option<Upload>,
+    /// Where parts go, until the upload stops or falls behind.
+    pieces: Option<mpsc::Sender<Piece>>,
+    /// The upload's end, awaited when the body ends (a process may exit after it).
+    finished: oneshot::Receiver<()>,
     promise: Promise,
     buffer: BytesMut,
     hasher: Sha256,
@@ -38,7 +42,8 @@ pub(crate) fn tee(tier: Arc<Tier>, body: Body, upload: Upload, promise: Promise)
     let tee = Tee {
         tier,
         body,
-        upload: Some(upload),
+        pieces: Some(upload.pieces),
+        finished: upload.finished,
         promise,
         buffer: BytesMut::new(),
         hasher: Sha256::new(),
@@ -63,8 +68,8 @@ impl Tee {
                 Some(Ok(chunk))
             }
             Some(Err(e)) => {
-                // Dropping the upload unfinished abandons the lease.
-                self.upload = None;
+                // An upload left unfinished abandons the lease.
+                self.pieces = None;
                 Some(Err(e))
             }
             None => {
@@ -78,7 +83,7 @@ impl Tee {
     async fn feed(&mut self, chunk: &Bytes) {
         self.hasher.update(chunk);
         self.len += chunk.len() as u64;
-        if self.upload.is_none() {
+        if self.pieces.is_none() {
             return;
         }
         self.buffer.extend_from_slice(chunk);
@@ -92,17 +97,17 @@ impl Tee {
     /// Hands `piece` to the upload; an upload that stopped or fell a timeout behind is
     /// dropped, and the body goes on without it.
     async fn send(&mut self, piece: Piece) {
-        let Some(upload) = &self.upload else { return };
-        match tokio::time::timeout(self.tier.bucket.timeout, upload.pieces.send(piece)).await {
+        let Some(pieces) = &self.pieces else { return };
+        match tokio::time::timeout(self.tier.bucket.timeout, pieces.send(piece)).await {
             Ok(Ok(())) => {}
             // The upload ended itself and said why.
-            Ok(Err(_)) => self.upload = None,
+            Ok(Err(_)) => self.pieces = None,
             Err(_) => {
                 self.tier.trouble(
                     "uploading to the tier",
                     &"the upload fell behind the origin",
                 );
-                self.upload = None;
+                self.pieces = None;
             }
         }
     }
@@ -115,20 +120,15 @@ impl Tee {
         let sha256: [u8; 32] = self.hasher.clone().finalize().into();
         let kept = self.promise.len.is_none_or(|len| len == self.len)
             && self.promise.sha256.is_none_or(|sum| sum == sha256);
-        if !kept {
-            // The engine fails this fill too; nothing is published.
-            self.upload = None;
-            return;
+        if kept {
+            let len = self.len;
+            let sha256 = hex::encode(sha256);
+            self.send(Piece::End { len, sha256 }).await;
         }
-        let len = self.len;
-        self.send(Piece::End {
-            len,
-            sha256: hex::encode(sha256),
-        })
-        .await;
-        if let Some(upload) = self.upload.take() {
-            let _ = upload.finished.await;
-        }
+        // Without an end the upload gives up (the engine fails a body that broke its
+        // promise too); either way it cleans up before it says it finished.
+        self.pieces = None;
+        let _ = (&mut self.finished).await;
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) enum Piece {
 /// The leader's end of an upload.
 pub(crate) struct Upload {
     pub(crate) pieces: mpsc::Sender<Piece>,
-    /// Resolves once the upload has published or given up.
+    /// Resolves once the upload has published or given up, and cleaned up after.
     pub(crate) finished: oneshot::Receiver<()>,
 }
 
@@ -58,7 +58,6 @@ pub(crate) fn start(tier: Arc<Tier>, holding: Holding, publish: Publish) -> Uplo
         };
         let ended = run.run(&mut received, &publish).await;
         drop(received);
-        let _ = done.send(());
         let mut holding = holding.lock().await;
         let state = match ended {
             Ok(true) => LeaseState::Done,
@@ -80,6 +79,8 @@ pub(crate) fn start(tier: Arc<Tier>, holding: Holding, publish: Publish) -> Uplo
         } else {
             remove_older(&tier, &holding).await;
         }
+        // Only now: a process may exit once its read ends.
+        let _ = done.send(());
     });
     Upload { pieces, finished }
 }
@@ -145,12 +146,7 @@ impl Run<'_> {
         }
         let objects = holding.objects.clone();
         if let Some(old) = publish.replaces {
-            let at = objects.manifest();
-            if let Ok(bytes) = self.tier.bucket.get(&at).await
-                && Manifest::decode(&bytes, &objects.id).is_none_or(|m| m.generation == old)
-            {
-                self.tier.bucket.delete(&at).await?;
-            }
+            self.tier.drop_copy(&objects, old).await?;
         }
         let manifest = Manifest {
             format: records::FORMAT,
@@ -184,19 +180,22 @@ impl Run<'_> {
 }
 
 /// After a publish: removes the parts and leases of every earlier generation (their
-/// holders are dead or fenced, and no manifest names them).
+/// holders are dead or fenced, and no manifest names them). Stops at the first
+/// failure: `tier prune` removes what is left.
 async fn remove_older(tier: &Tier, holding: &Holding) {
     let objects = &holding.objects;
     let mine = holding.generation();
     for folder in [objects.generations(), objects.leases()] {
-        let listed = match tier.bucket.list(&folder).await {
-            Ok(listed) => listed,
-            Err(e) => return tier.trouble("listing old generations", &e),
-        };
-        for object in listed {
-            if generation_of(&folder, &object.location).is_some_and(|g| g < mine) {
-                let _ = tier.bucket.delete(&object.location).await;
+        let removed = async {
+            for object in tier.bucket.list(&folder).await? {
+                if generation_of(&folder, &object.location).is_some_and(|g| g < mine) {
+                    tier.bucket.delete(&object.location).await?;
+                }
             }
+            Ok::<_, Refusal>(())
+        };
+        if let Err(e) = removed.await {
+            return tier.trouble("removing old generations", &e);
         }
     }
 }
