@@ -300,11 +300,16 @@ impl Reading {
         let ask = self.ask.clone();
         match lease::take(&ask.tier, &ask.objects, generation).await {
             Ok(Claim::Lead(holding)) => match lead(&ask, *holding, None, self.sent.clone()).await {
-                Ok(fetched) => {
-                    add(&ask.tier.counters.takeovers, 1);
-                    self.source = Source::Origin(fetched.body);
-                    Step::Again
-                }
+                // Dropping a body of another version drops its upload too (the lease
+                // is given up, and the next reader leads with the new version).
+                Ok(fetched) => match self.same_version(&fetched) {
+                    Ok(()) => {
+                        add(&ask.tier.counters.takeovers, 1);
+                        self.source = Source::Origin(fetched.body);
+                        Step::Again
+                    }
+                    Err(e) => Step::Failed(e),
+                },
                 Err(e) => Step::Failed(e),
             },
             Ok(Claim::Follow(generation)) => self.switch(generation),
@@ -332,6 +337,22 @@ impl Reading {
         Step::Bytes(data)
     }
 
+    /// Checks that the origin's answer is of the version this read announced to the
+    /// cache (its validator, length and digest went into the answer already): a new
+    /// version ends the read with [`Error::ObjectChanged`] rather than be stored
+    /// under the old one's validator.
+    fn same_version(&self, fetched: &Fetched) -> Result<(), BoxError> {
+        match (&self.validator, &fetched.validator) {
+            (Some(was), Some(now)) if was != now => Err(Error::ObjectChanged {
+                url: self.ask.key.clone(),
+                validator: was.clone(),
+                now: Some(now.clone()),
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
     /// Goes on from the origin after the parts already returned.
     async fn go_to_origin(&mut self, why: &str, drop: Option<u64>) -> Result<(), BoxError> {
         let ask = self.ask.clone();
@@ -345,6 +366,7 @@ impl Reading {
             options.if_validator = self.validator.clone();
         }
         let fetched = ask.origin(options).await?;
+        self.same_version(&fetched)?;
         self.source = Source::Origin(rest_of(
             &ask.key,
             fetched.body,
