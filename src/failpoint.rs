@@ -11,6 +11,8 @@
 //! - `follow::look`: a follower in another process is about to look at the fill.
 //! - `reader::checked`: a reader that follows a new fill after a takeover has compared
 //!   another step of it with the bytes it had already returned.
+//! - `fill::write`: a leader is about to write a batch of the body into its tmp file
+//!   (a blocking thread); the next batch is being received meanwhile.
 //! - `fill::sync`: a leader is about to flush the complete body (a blocking thread).
 //! - `fill::renamed`: a leader has renamed the blob into the store and not yet its
 //!   metadata (a blocking thread).

@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 
@@ -34,6 +35,58 @@ impl FileId {
     /// The file an open handle refers to.
     pub(crate) fn of_file(file: &File) -> io::Result<Self> {
         Ok(Self::of(&file.metadata()?))
+    }
+}
+
+/// What identifies one version of a file: its inode, length, modification time and
+/// change time (which only the kernel sets). Another version that reuses the inode
+/// differs in its times, on a file system that keeps them finer than seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub(crate) id: FileId,
+    pub(crate) len: u64,
+    pub(crate) modified: SystemTime,
+    pub(crate) changed: (i64, i64),
+}
+
+impl Stamp {
+    pub(crate) fn of(stat: &Metadata) -> io::Result<Self> {
+        Ok(Stamp {
+            id: FileId::of(stat),
+            len: stat.len(),
+            modified: stat.modified()?,
+            changed: (stat.ctime(), stat.ctime_nsec()),
+        })
+    }
+
+    /// The stamp in a `statx` answer, equal to [`Stamp::of`] the same file's metadata.
+    fn of_statx(stat: &rustix::fs::Statx) -> Self {
+        let time = |t: rustix::fs::StatxTimestamp| {
+            let whole = Duration::from_secs(t.tv_sec.unsigned_abs());
+            let at = if t.tv_sec < 0 {
+                UNIX_EPOCH - whole
+            } else {
+                UNIX_EPOCH + whole
+            };
+            at + Duration::from_nanos(u64::from(t.tv_nsec))
+        };
+        Stamp {
+            id: FileId {
+                dev: rustix::fs::makedev(stat.stx_dev_major, stat.stx_dev_minor),
+                ino: stat.stx_ino,
+            },
+            len: stat.stx_size,
+            modified: time(stat.stx_mtime),
+            changed: (stat.stx_ctime.tv_sec, i64::from(stat.stx_ctime.tv_nsec)),
+        }
+    }
+
+    /// Whether the stamp tells versions apart: not on a file system that keeps whole
+    /// seconds, where two versions can share every time.
+    pub(crate) fn is_fine(&self) -> bool {
+        self.modified
+            .duration_since(UNIX_EPOCH)
+            .is_ok_and(|since| since.subsec_nanos() != 0)
     }
 }
 

@@ -132,8 +132,7 @@ impl Cache {
 
     fn get_bytes<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyBytes>> {
         let cache = self.for_key(py, key)?;
-        let body = wait(py, async { cache.get(key).await?.bytes().await })?;
-        Ok(PyBytes::new(py, &body))
+        Reader::new(wait(py, cache.get(key))?).read_all(py)
     }
 
     fn open(&self, py: Python<'_>, key: &str) -> PyResult<Reader> {

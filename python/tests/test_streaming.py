@@ -32,6 +32,30 @@ def test_open_returns_first_bytes_before_the_fill_ends(origin, cache_dir):
     assert cache.contains(origin.url("/big.bin"))
 
 
+@pytest.mark.parametrize("how", ["read()", "read(n) then read(1)", "get_bytes"])
+def test_a_read_that_reaches_the_end_of_a_fill_it_leads_ends_once_the_blob_is_stored(
+    origin, cache_dir, how
+):
+    body = blob(3 << 20, seed=5)
+    url = origin.url("/whole.bin")
+    origin.serve("/whole.bin", body)
+    cache = readthrough.Cache(cache_dir)
+    if how == "get_bytes":
+        assert cache.get_bytes(url) == body
+    else:
+        with cache.open(url) as f:
+            assert f.kind == "led"
+            if how == "read()":
+                assert f.read() == body
+            else:
+                assert f.read(len(body)) == body
+                assert f.read(1) == b""
+    # The end of the body is the end of the fill: a process that exits now leaves the
+    # blob stored, not a fill for another process to fetch again.
+    assert cache.contains(url)
+    assert origin.requests["/whole.bin"] == 1
+
+
 def tar_of(files: dict) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:

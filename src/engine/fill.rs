@@ -4,14 +4,12 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Weak};
 
-use bytes::Bytes;
-use futures::FutureExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use crate::engine::copy::Target;
 use crate::engine::follow::{self, Followed};
 use crate::engine::heartbeat::Heartbeat;
 use crate::engine::progress::{Fill, FillState, Role, Source};
@@ -19,7 +17,7 @@ use crate::engine::publish;
 use crate::engine::resume::Prefix;
 use crate::engine::state::{Engine, wait_final};
 use crate::error::{BoxError, Error, Result};
-use crate::origin::{Expiry, FetchOptions, Fetched, Origin, guarded_fetch, guarded_next};
+use crate::origin::{Expiry, FetchOptions, Fetched, Origin, guarded_fetch};
 use crate::stats::add;
 use crate::store::entry::{self, Standing, Stored};
 use crate::store::layout::KeyPaths;
@@ -27,10 +25,7 @@ use crate::store::lock::{self, Attempt, FillLock, Locking};
 use crate::store::lock_info::{Failure, FailureKind, LenInfo, LockInfo};
 use crate::store::meta::EntryMeta;
 use crate::store::names::TMP_SUFFIX;
-use crate::sys::{self, RootedPath, TmpFile, TmpPath, blocking, blocking_io};
-
-/// The most bytes gathered from a fast origin before they are written in one go.
-const WRITE_BATCH: usize = 1 << 20;
+use crate::sys::{self, RootedPath, TmpFile, TmpPath, blocking_io};
 
 /// What a fill is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -436,9 +431,13 @@ impl Leading<'_> {
         self.heartbeat.beat_tmp(Arc::clone(&source));
         fill.progress(&source, tmp.start, Role::Leader);
         let written = (tmp.start, tmp.hasher);
-        let (len, digest) = self
-            .copy_body(&source, &tmp.path, written, fetched.body, fetched.len)
-            .await?;
+        let target = Target {
+            inner,
+            fill,
+            source: &source,
+            tmp_path: &tmp.path,
+        };
+        let (len, digest) = target.copy_body(written, fetched.body, fetched.len).await?;
         if let Some(expected) = fetched.sha256
             && expected != digest
         {
@@ -458,113 +457,6 @@ impl Leading<'_> {
         meta.validator = fetched.validator;
         meta.content_type = fetched.content_type;
         Ok((source, meta, tmp.path))
-    }
-
-    /// Copies the origin's body into the tmp file after the `written` bytes already
-    /// there (and in the hasher), publishing progress; returns the length and SHA-256
-    /// of the whole.
-    async fn copy_body(
-        &self,
-        source: &Arc<Source>,
-        tmp_path: &TmpPath,
-        (mut written, mut hasher): (u64, Sha256),
-        mut body: futures::stream::BoxStream<'static, Result<Bytes, crate::BoxError>>,
-        promised: Option<u64>,
-    ) -> Result<(u64, [u8; 32])> {
-        let (inner, fill) = (self.inner, self.fill);
-        let key = &fill.key;
-        loop {
-            let Batch {
-                chunks: batch,
-                size,
-                ended,
-            } = Batch::next(&mut body, key).await?;
-            if let Some(promised) = promised
-                && written + size as u64 > promised
-            {
-                return Err(Error::LengthMismatch {
-                    key: key.clone(),
-                    expected: promised,
-                    actual: written + size as u64,
-                });
-            }
-            if size > 0 {
-                let file = Arc::clone(source);
-                let offset = written;
-                hasher = blocking(move || {
-                    let mut at = offset;
-                    for chunk in &batch {
-                        file.file.write_all_at(chunk, at)?;
-                        hasher.update(chunk);
-                        at += chunk.len() as u64;
-                    }
-                    Ok(hasher)
-                })
-                .await
-                .map_err(|e| Error::io("write", tmp_path.path(), e))?;
-                written += size as u64;
-                add(&inner.counters.origin_bytes, size as u64);
-                fill.progress(source, written, Role::Leader);
-            }
-            if ended {
-                break;
-            }
-        }
-        if let Some(promised) = promised
-            && written != promised
-        {
-            return Err(Error::LengthMismatch {
-                key: key.clone(),
-                expected: promised,
-                actual: written,
-            });
-        }
-        if inner.settings.folder.durable {
-            let file = Arc::clone(source);
-            blocking(move || {
-                crate::failpoint::failpoint!("fill::sync");
-                file.file.sync_data()
-            })
-            .await
-            .map_err(|e| Error::io("sync", tmp_path.path(), e))?;
-        }
-        Ok((written, hasher.finalize().into()))
-    }
-}
-
-/// What a fast origin has ready, gathered so that writes are few and large.
-struct Batch {
-    chunks: Vec<Bytes>,
-    size: usize,
-    /// Whether the body ended with these.
-    ended: bool,
-}
-
-impl Batch {
-    /// Waits for the body's next chunk, then takes what else is ready at once, up to
-    /// [`WRITE_BATCH`] bytes.
-    async fn next(
-        body: &mut futures::stream::BoxStream<'static, Result<Bytes, crate::BoxError>>,
-        key: &str,
-    ) -> Result<Batch> {
-        let first = guarded_next(body, key).await?;
-        let mut batch = Batch {
-            ended: first.is_none(),
-            size: first.as_ref().map_or(0, Bytes::len),
-            chunks: first.into_iter().collect(),
-        };
-        while !batch.ended && batch.size < WRITE_BATCH {
-            match guarded_next(body, key).now_or_never() {
-                Some(Ok(Some(chunk))) => {
-                    batch.size += chunk.len();
-                    batch.chunks.push(chunk);
-                }
-                Some(Ok(None)) => batch.ended = true,
-                Some(Err(e)) => return Err(e),
-                None => break,
-            }
-        }
-        Ok(batch)
     }
 }
 

@@ -6,7 +6,8 @@
 //! - [`state`]: [`Engine`], its settings and the map of running fills.
 //! - [`serve`]: the answers to a cache's calls (get, read, load, path, put).
 //! - [`progress`]: a fill as this process's readers see it.
-//! - [`fill`]: starting fills, the task behind each, and leading one.
+//! - [`fill`]: starting fills, the task behind each, and leading one; [`copy`]: the
+//!   leader's copy of the body into its tmp file (received, written and hashed at once).
 //! - [`publish`]: the end of a leader's fill: into the store, or a revalidation.
 //! - [`heartbeat`]: the leader's sign of life.
 //! - [`resume`]: taking over a dead leader's fill where it stopped.
@@ -15,6 +16,7 @@
 //! - [`reader`]: [`Reader`], and hits; [`fill_reader`]: readers of a fill in progress
 //!   (and straight from the origin when the local disk fails).
 
+mod copy;
 mod evict;
 mod fill;
 mod fill_reader;

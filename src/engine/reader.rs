@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::stats::add;
 use crate::store::entry::Stored;
 use crate::store::layout::KeyPaths;
+use crate::store::meta::EntryMeta;
 use crate::store::scan;
 
 /// The most bytes a reader reads from disk at a time: its whole buffer.
@@ -82,6 +83,8 @@ pub struct Reader {
     pending: Bytes,
     /// Builds the body from an offset instead; dropped at the first read.
     restart: Option<Restart>,
+    /// The stored metadata of a hit.
+    meta: Option<Arc<EntryMeta>>,
 }
 
 impl Reader {
@@ -96,6 +99,7 @@ impl Reader {
             kind,
             pending: Bytes::new(),
             restart: None,
+            meta: None,
         }
     }
 
@@ -130,6 +134,7 @@ impl Reader {
         digest: Option<String>,
     ) -> Self {
         let len = stored.len;
+        let meta = stored.meta.clone();
         let source = Arc::new(Source {
             file: stored.file,
             generation: 0,
@@ -150,7 +155,9 @@ impl Reader {
             ),
             None => body,
         };
-        Reader::new(body, Some(len), ReadKind::Hit).with_restart(restart)
+        let mut reader = Reader::new(body, Some(len), ReadKind::Hit).with_restart(restart);
+        reader.meta = meta;
+        reader
     }
 
     /// This reader, yielding the blob's bytes from `offset` on: the bytes before it are
@@ -205,6 +212,34 @@ impl Reader {
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> Option<u64> {
         self.len
+    }
+
+    /// The origin's validator of the blob (its `ETag`, or else its `Last-Modified`),
+    /// for a hit whose origin gave one. `None` for a read of a fill: a fill's metadata
+    /// is written when it is published ([`Cache::metadata`](crate::Cache::metadata)
+    /// reads it then).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = readthrough::Cache::builder(dir.path()).build().await?;
+    /// let body = readthrough::Fetched::from(b"{}".to_vec())
+    ///     .with_validator("\"v7\"")
+    ///     .with_content_type("application/json");
+    /// cache.put("k", body).await?;
+    /// let hit = cache.get("k").await?;
+    /// assert_eq!(hit.validator(), Some("\"v7\""));
+    /// assert_eq!(hit.content_type(), Some("application/json"));
+    /// # Ok(()) }
+    /// ```
+    pub fn validator(&self) -> Option<&str> {
+        self.meta.as_ref()?.validator.as_deref()
+    }
+
+    /// The origin's `Content-Type` of the blob, for a hit whose origin gave one; `None`
+    /// for a read of a fill, as for [`validator`](Self::validator).
+    pub fn content_type(&self) -> Option<&str> {
+        self.meta.as_ref()?.content_type.as_deref()
     }
 
     /// Whether this read was a hit, led a fill, or joined or followed one.

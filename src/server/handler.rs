@@ -162,12 +162,11 @@ async fn cached(
     };
     let (head, how) = match reader.kind() {
         ReadKind::Hit => {
-            let entry = shared.cache.metadata(key).await.ok().flatten();
-            let head = entry.map(|entry| Head {
-                validator: entry.validator,
-                content_type: entry.content_type,
-            });
-            (head, "hit")
+            let head = Head {
+                validator: reader.validator().map(str::to_owned),
+                content_type: reader.content_type().map(str::to_owned),
+            };
+            (Some(head), "hit")
         }
         ReadKind::Led => (shared.heads.get(key), "led"),
         ReadKind::Joined => (shared.heads.get(key), "joined"),

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::store::layout::KeyPaths;
 use crate::store::lock::{self, Attempt, LockSite};
 use crate::store::meta::{self, BlobId, EntryMeta};
-use crate::sys::{self, FileId, RootedPath};
+use crate::sys::{self, RootedPath, Stamp};
 
 /// The largest metadata file read; a key may be long, but not this long.
 pub(crate) const MAX_META: u64 = 4 << 20;
@@ -77,37 +77,6 @@ pub(crate) struct MetaCache(Mutex<HashMap<PathBuf, Remembered>>);
 /// A metadata file's stamp and what it held.
 type Remembered = (Stamp, Option<Arc<EntryMeta>>);
 
-/// What identifies one version of a metadata file: its inode, length, modification
-/// time (which [`prepare_atomic`](crate::store::atomic::prepare_atomic) gives a random part) and change time (which
-/// only the kernel sets). Another version that reuses the inode differs in its times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    id: FileId,
-    len: u64,
-    modified: SystemTime,
-    changed: (i64, i64),
-}
-
-impl Stamp {
-    fn of(stat: &std::fs::Metadata) -> io::Result<Self> {
-        use std::os::unix::fs::MetadataExt;
-        Ok(Stamp {
-            id: FileId::of(stat),
-            len: stat.len(),
-            modified: stat.modified()?,
-            changed: (stat.ctime(), stat.ctime_nsec()),
-        })
-    }
-
-    /// Whether the stamp tells versions apart: not on a file system that keeps whole
-    /// seconds, where two versions can share every time.
-    fn is_fine(&self) -> bool {
-        self.modified
-            .duration_since(UNIX_EPOCH)
-            .is_ok_and(|since| since.subsec_nanos() != 0)
-    }
-}
-
 /// The most metadata files remembered; past it the cache starts over.
 const MAX_REMEMBERED: usize = 16 * 1024;
 
@@ -121,12 +90,11 @@ impl MetaCache {
     /// such file. A file replaced between its `stat` and its open is looked at again.
     fn load(&self, path: &RootedPath) -> io::Result<Option<(Option<Arc<EntryMeta>>, SystemTime)>> {
         for _ in 0..LOOKS {
-            let stat = match path.stat()? {
-                Some(stat) if stat.is_file() => stat,
-                Some(_) => return Ok(Some((None, UNIX_EPOCH))),
+            let stamp = match path.peek()? {
+                Some((stamp, true)) => stamp,
+                Some((_, false)) => return Ok(Some((None, UNIX_EPOCH))),
                 None => return Ok(None),
             };
-            let stamp = Stamp::of(&stat)?;
             if let Some(meta) = self.remembered(path, stamp) {
                 return Ok(Some((meta, stamp.modified)));
             }

@@ -18,10 +18,10 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxFlags};
 use rustix::io::Errno;
 
-use crate::sys::{FileId, Hold, Perms, found};
+use crate::sys::{FileId, Hold, Perms, Stamp, found};
 
 /// The directory handle every path of a cache is resolved from, and the path it was
 /// opened at (to make the directory again if it is removed).
@@ -213,6 +213,36 @@ impl RootedPath {
             Ok(Some(fd)) => File::from(fd).metadata().map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The [`Stamp`] of what the path names (a symlink's own), and whether it is a
+    /// file, from one `statx` that opens nothing; `None` when nothing is there.
+    ///
+    /// Unlike every other call here, a symlink in a folder on the way is followed (a
+    /// symlink at the last name is not). So a peek only tells whether a file is one
+    /// already looked at through a guarded open (the same device, inode and times):
+    /// what is read, and from where, is never decided by it.
+    pub(crate) fn peek(&self) -> io::Result<Option<(Stamp, bool)>> {
+        check_plain(&self.rel)?;
+        let root = self.root.handle();
+        let rel: &Path = if self.rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &self.rel
+        };
+        let wanted = StatxFlags::TYPE
+            | StatxFlags::INO
+            | StatxFlags::SIZE
+            | StatxFlags::MTIME
+            | StatxFlags::CTIME;
+        match rustix::fs::statx(&*root, rel, AtFlags::SYMLINK_NOFOLLOW, wanted) {
+            Ok(stat) => Ok(Some((
+                Stamp::of_statx(&stat),
+                FileType::from_raw_mode(u32::from(stat.stx_mode)) == FileType::RegularFile,
+            ))),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 

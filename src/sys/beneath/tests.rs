@@ -108,3 +108,27 @@ fn a_removed_root_is_made_again() {
     root.join("a").make_dirs(Perms::OWNER).unwrap();
     assert!(path.join("a").is_dir());
 }
+
+#[test]
+fn a_peek_gives_the_stamp_that_the_file_s_own_metadata_gives() {
+    let (dir, root) = tmp_root();
+    let folder = root.join("a");
+    folder.make_dirs(Perms::OWNER).unwrap();
+    let path = folder.join("f");
+    let file = path.create(Perms::OWNER).unwrap();
+    std::io::Write::write_all(&mut &file, b"four").unwrap();
+    let (stamp, is_file) = path.peek().unwrap().unwrap();
+    assert!(is_file);
+    assert_eq!(stamp, Stamp::of(&file.metadata().unwrap()).unwrap());
+    assert_eq!(stamp.len, 4);
+    // Another version of the file in its place is another stamp.
+    let again = folder.join("g").create(Perms::OWNER).unwrap();
+    std::io::Write::write_all(&mut &again, b"five!").unwrap();
+    folder.join("g").rename_to(&path).unwrap();
+    assert_ne!(path.peek().unwrap().unwrap().0, stamp);
+    // A symlink at the last name is its own, not a file; nothing there is `None`.
+    symlink(dir.path().join("a/f"), dir.path().join("a/link")).unwrap();
+    assert!(!folder.join("link").peek().unwrap().unwrap().1);
+    assert!(folder.join("none").peek().unwrap().is_none());
+    assert!(root.join("none/f").peek().unwrap().is_none());
+}
