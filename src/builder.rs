@@ -15,6 +15,8 @@ use crate::store::layout::{Layout, ShardedLayout};
 use crate::store::lock::LockSite;
 use crate::store::names::{BREAK_GUARD, TMP_DIR};
 use crate::sys::{Perms, blocking};
+#[cfg(feature = "object-store")]
+use crate::tier::{Lifetimes, TierSettings};
 
 /// Builds a [`Cache`]. Made by [`Cache::builder`].
 ///
@@ -46,6 +48,8 @@ pub struct CacheBuilder {
     verify_on_read: bool,
     serve_stale: bool,
     perms: Perms,
+    #[cfg(feature = "object-store")]
+    tier: Option<TierSettings>,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -77,6 +81,8 @@ impl CacheBuilder {
             serve_stale: false,
             slice_size: None,
             perms: Perms::OWNER,
+            #[cfg(feature = "object-store")]
+            tier: None,
         }
     }
 
@@ -179,6 +185,87 @@ impl CacheBuilder {
         self
     }
 
+    /// Puts a shared tier below the local cache: an object store every host of a
+    /// fleet reaches (S3, GCS, Azure, a shared volume), under `prefix`. On a local
+    /// miss the local leader reads the tier's copy, or follows the parts another host
+    /// uploads, or takes the key's fleet lease, fetches from the origin once and
+    /// uploads the blob for the others. Every part and every blob is checked before a
+    /// byte of it is returned; any trouble with the tier goes on from the origin with
+    /// a warning (see the README's fleet section). The lease is taken over after
+    /// [`stale_after`](Self::stale_after) without renewal. Needs a store with
+    /// create-only writes (`PutMode::Create`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use std::sync::Arc;
+    /// let bucket = Arc::new(object_store::memory::InMemory::new());
+    /// let cache = readthrough::Cache::builder(dir.path())
+    ///     .origin(readthrough::origin_fn(|_key: String| async { Ok::<_, std::io::Error>(b"x".to_vec()) }))
+    ///     .shared_tier(bucket, "fleet")
+    ///     .build()
+    ///     .await?;
+    /// cache.get("a").await?.bytes().await?;
+    /// assert_eq!(cache.tier_entries().await?.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "object-store")]
+    pub fn shared_tier(
+        mut self,
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        prefix: impl AsRef<str>,
+    ) -> Self {
+        self.tier = Some(TierSettings::new(store, prefix.as_ref(), false));
+        self
+    }
+
+    /// As [`shared_tier`](Self::shared_tier), for a tier others fill: its copies are
+    /// read, and a miss goes to the origin without writing to the tier.
+    #[cfg(feature = "object-store")]
+    pub fn shared_tier_read_only(
+        mut self,
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        prefix: impl AsRef<str>,
+    ) -> Self {
+        self.tier = Some(TierSettings::new(store, prefix.as_ref(), true));
+        self
+    }
+
+    /// The size of the parts a blob is uploaded to the shared tier in (default
+    /// 8 MiB). A fleet leader keeps up to four parts in memory.
+    #[cfg(feature = "object-store")]
+    pub fn tier_part_size(mut self, bytes: u64) -> Self {
+        if let Some(tier) = &mut self.tier {
+            tier.part_size = bytes;
+        }
+        self
+    }
+
+    /// How long one call to the shared tier may take before the read goes on without
+    /// the tier (default 10 s).
+    #[cfg(feature = "object-store")]
+    pub fn tier_timeout(mut self, timeout: Duration) -> Self {
+        if let Some(tier) = &mut self.tier {
+            tier.timeout = timeout;
+        }
+        self
+    }
+
+    /// The origin with the shared tier in front of it, and the tier, when there is one.
+    #[cfg(feature = "object-store")]
+    fn tiered(&self) -> Result<crate::tier::Wrapped> {
+        let origin = self.origin.clone();
+        let Some(tier) = self.tier.clone() else {
+            return Ok((origin, None));
+        };
+        let life = Lifetimes {
+            stale_after: self.stale_after,
+            default_ttl: self.default_ttl,
+            clock: Arc::clone(&self.clock),
+        };
+        tier.wrap(origin, life)
+    }
+
     /// Opens the cache: creates its directories, checks it can write there, and checks
     /// that file locks exclude each other.
     ///
@@ -221,7 +308,11 @@ impl CacheBuilder {
         .await
         .map_err(|e| dir::bad_dir(&self.root, "reach", e))??;
         let guard = base.join(TMP_DIR).join(BREAK_GUARD);
-        Ok(Cache::new(Engine::new(Settings {
+        #[cfg(feature = "object-store")]
+        let (origin, tier) = self.tiered()?;
+        #[cfg(not(feature = "object-store"))]
+        let origin = self.origin;
+        let cache = Cache::new(Engine::new(Settings {
             folder: Folder {
                 root,
                 base,
@@ -230,7 +321,7 @@ impl CacheBuilder {
                 clock: self.clock,
             },
             layout: self.layout,
-            origin: self.origin,
+            origin,
             stale_after: self.stale_after,
             locks: LockSite {
                 locking,
@@ -242,6 +333,9 @@ impl CacheBuilder {
             verify_on_read: self.verify_on_read,
             serve_stale: self.serve_stale,
             slice_size: self.slice_size,
-        })))
+        }));
+        #[cfg(feature = "object-store")]
+        let cache = cache.with_tier(tier);
+        Ok(cache)
     }
 }

@@ -16,6 +16,8 @@ use crate::store::dir::{self, Folder};
 use crate::store::entry::{Entry, entry_of};
 use crate::store::scan;
 use crate::sys::blocking_io;
+#[cfg(feature = "object-store")]
+use crate::tier::Tier;
 
 pub use crate::engine::{ReadKind, Reader};
 
@@ -43,6 +45,8 @@ pub use crate::engine::{ReadKind, Reader};
 #[derive(Clone)]
 pub struct Cache {
     engine: Arc<Engine>,
+    #[cfg(feature = "object-store")]
+    tier: Option<Arc<Tier>>,
 }
 
 impl Cache {
@@ -54,7 +58,22 @@ impl Cache {
     pub(crate) fn new(engine: Engine) -> Self {
         Cache {
             engine: Arc::new(engine),
+            #[cfg(feature = "object-store")]
+            tier: None,
         }
+    }
+
+    /// This cache with a shared tier below it.
+    #[cfg(feature = "object-store")]
+    pub(crate) fn with_tier(mut self, tier: Option<Arc<Tier>>) -> Self {
+        self.tier = tier;
+        self
+    }
+
+    /// The shared tier, when the cache has one.
+    #[cfg(feature = "object-store")]
+    pub(crate) fn tier(&self) -> Option<&Arc<Tier>> {
+        self.tier.as_ref()
     }
 
     /// The cache directory.
@@ -372,7 +391,12 @@ impl Cache {
 
     /// A snapshot of this cache's counters.
     pub fn stats(&self) -> Stats {
-        self.engine.stats()
+        let stats = self.engine.stats();
+        #[cfg(feature = "object-store")]
+        if let Some(tier) = &self.tier {
+            return tier.counters().add_to(stats);
+        }
+        stats
     }
 
     /// Checks that the cache takes `key` (see [`Cache::get`]'s errors).

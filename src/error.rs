@@ -290,6 +290,16 @@ pub enum Error {
         source: Cause<dyn std::error::Error + Send + Sync + 'static>,
     },
 
+    /// The shared tier could not be listed or pruned (reads never fail for the tier:
+    /// they go on from the origin).
+    #[error("the shared tier failed to {op}: {reason}")]
+    Tier {
+        /// What was asked of it: "list" or "prune".
+        op: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A write of a key-value front-end ended without a result (the runtime is
     /// shutting down, or the task panicked); it may or may not have landed.
     #[error("the write of key {key:?} ended without a result")]

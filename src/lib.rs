@@ -63,6 +63,12 @@
 //!    directory is ever read or written through one.
 //! 9. **Bounded resources.** Each reader holds one buffer of at most 256 KiB; each fill
 //!    holds one file descriptor in each process that reads it, shared by its readers.
+//! 10. **One fetch per fleet.** With a [shared tier](CacheBuilder::shared_tier) (an
+//!     object store every host reaches), hosts that miss a key at the same time make
+//!     one origin fetch between them, and readers on other hosts stream its parts as
+//!     they land. A dead or hung fleet leader is taken over, a tier copy that does not
+//!     check out is never served, and a tier that fails or is slow degrades to the
+//!     origin (the README's fleet section has the protocol and its limits).
 //!
 //! # On disk
 //!
@@ -145,6 +151,10 @@ mod engine;
 mod maintenance;
 mod store;
 
+// The fleet tier over an object store, below the façade (it depends on origins only).
+#[cfg(feature = "object-store")]
+mod tier;
+
 // Key-value front-ends over the façade.
 mod kv;
 
@@ -179,6 +189,8 @@ pub use storage::Storage;
 pub use store::entry::Entry;
 pub use store::layout::{Layout, ShardedLayout};
 pub use store::scan::{CacheStatus, Corrupt, PrunePolicy, PruneReport, VerifyReport};
+#[cfg(feature = "object-store")]
+pub use tier::{TierEntry, TierPruneReport};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

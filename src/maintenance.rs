@@ -112,3 +112,55 @@ impl Cache {
         blocking_io("verify", self.engine().base(), move || scan::verify(&base)).await
     }
 }
+
+#[cfg(feature = "object-store")]
+impl Cache {
+    /// Lists the copies published in the shared tier, in no particular order (none
+    /// without a tier). Copies that do not check out are left out.
+    ///
+    /// # Errors
+    /// [`Error::Tier`](crate::Error::Tier) when the tier cannot be listed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = readthrough::Cache::builder(dir.path()).build().await?;
+    /// assert!(cache.tier_entries().await?.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub async fn tier_entries(&self) -> Result<Vec<crate::tier::TierEntry>> {
+        match self.tier() {
+            Some(tier) => tier.list().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Removes from the shared tier its expired copies, those published longer ago
+    /// than `older_than`, those that do not check out, and the parts of generations
+    /// that no manifest names and whose holders are gone. Copies being uploaded stay.
+    ///
+    /// # Errors
+    /// [`Error::Tier`](crate::Error::Tier) when the tier cannot be listed or an object
+    /// cannot be removed.
+    ///
+    /// # Cancellation
+    /// Safe to drop: each object is removed or not; a copy loses its manifest first.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = readthrough::Cache::builder(dir.path()).build().await?;
+    /// let report = cache.tier_prune(Some(std::time::Duration::from_secs(86_400))).await?;
+    /// assert!(report.removed.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub async fn tier_prune(
+        &self,
+        older_than: Option<std::time::Duration>,
+    ) -> Result<crate::tier::TierPruneReport> {
+        match self.tier() {
+            Some(tier) => tier.prune_copies(older_than).await,
+            None => Ok(crate::tier::TierPruneReport::default()),
+        }
+    }
+}

@@ -42,6 +42,21 @@ pub struct Stats {
     pub bytes_served: u64,
     /// Reads that ended in an error (at `get`, or later in the body).
     pub errors: u64,
+    /// Fills served from a copy in the shared tier.
+    pub tier_hits: u64,
+    /// Fills that found no servable copy in the shared tier.
+    pub tier_misses: u64,
+    /// Fills that followed another host's upload to the shared tier.
+    pub tier_lease_waits: u64,
+    /// Fleet leases taken over from a host that stopped renewing its own.
+    pub tier_takeovers: u64,
+    /// Bytes of blobs read from the shared tier.
+    pub tier_bytes_read: u64,
+    /// Bytes of blobs written to the shared tier.
+    pub tier_bytes_written: u64,
+    /// Calls to the shared tier that failed, timed out or found garbage (the read
+    /// went on from the origin).
+    pub tier_errors: u64,
 }
 
 macro_rules! counters {
@@ -53,7 +68,7 @@ macro_rules! counters {
 
         impl Counters {
             pub(crate) fn snapshot(&self) -> Stats {
-                Stats { $($name: self.$name.load(Ordering::Relaxed),)* }
+                Stats { $($name: self.$name.load(Ordering::Relaxed),)* ..Stats::default() }
             }
         }
     };
@@ -71,6 +86,38 @@ counters!(
     bytes_served,
     errors,
 );
+
+/// The shared tier's counters, kept apart from the engine's: the tier is an origin,
+/// and the cache adds them to its [`Stats`].
+#[cfg(feature = "object-store")]
+#[derive(Debug, Default)]
+pub(crate) struct TierCounters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) lease_waits: AtomicU64,
+    pub(crate) takeovers: AtomicU64,
+    pub(crate) bytes_read: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) errors: AtomicU64,
+}
+
+#[cfg(feature = "object-store")]
+impl TierCounters {
+    /// `stats` with the tier's counters in.
+    pub(crate) fn add_to(&self, stats: Stats) -> Stats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Stats {
+            tier_hits: read(&self.hits),
+            tier_misses: read(&self.misses),
+            tier_lease_waits: read(&self.lease_waits),
+            tier_takeovers: read(&self.takeovers),
+            tier_bytes_read: read(&self.bytes_read),
+            tier_bytes_written: read(&self.bytes_written),
+            tier_errors: read(&self.errors),
+            ..stats
+        }
+    }
+}
 
 /// Adds `n` to a counter.
 pub(crate) fn add(counter: &AtomicU64, n: u64) {

@@ -121,6 +121,7 @@ fn chaos_with_file_locks() {
         label: "file locks",
         file_locks: true,
         secs: soak.unwrap_or(50),
+        ..Config::ONE_HOST
     });
 }
 
@@ -131,6 +132,23 @@ fn chaos_without_file_locks() {
         label: "no file locks",
         file_locks: false,
         secs: soak.map_or(15, |s| (s / 3).max(5)),
+        ..Config::ONE_HOST
+    });
+}
+
+/// A fleet: three hosts (cache directories) of three processes each, sharing a tier
+/// on a shared volume that fails a tenth of its calls.
+#[cfg(feature = "object-store")]
+#[test]
+fn chaos_fleet() {
+    let soak = soak_secs();
+    run(Config {
+        label: "fleet",
+        file_locks: true,
+        secs: soak.map_or(20, |s| (s / 3).max(5)),
+        children: 9,
+        hosts: 3,
+        tier_faults_permille: Some(100),
     });
 }
 
@@ -144,6 +162,27 @@ struct Config {
     label: &'static str,
     file_locks: bool,
     secs: u64,
+    children: usize,
+    /// How many cache directories the children are spread over (one per host).
+    hosts: usize,
+    /// With a shared tier: the share of its calls that fail.
+    tier_faults_permille: Option<u64>,
+}
+
+impl Config {
+    const ONE_HOST: Config = Config {
+        label: "",
+        file_locks: true,
+        secs: 0,
+        children: CHILDREN,
+        hosts: 1,
+        tier_faults_permille: None,
+    };
+
+    /// Whether the run plays schedules of two takeovers in a row (one host's locks).
+    fn doubles(&self) -> bool {
+        self.file_locks && self.hosts == 1
+    }
 }
 
 fn run(config: Config) {
@@ -910,6 +949,10 @@ struct Double {
 
 struct Fleet {
     config_locks: bool,
+    /// The cache directories (hosts); child `slot` reads `dirs[slot % dirs.len()]`.
+    dirs: Vec<PathBuf>,
+    /// The shared tier's folder and the share of its calls that fail, if any.
+    tier: Option<(PathBuf, u64)>,
     dir: PathBuf,
     base: String,
     seed: u64,
@@ -946,8 +989,14 @@ impl Fleet {
         };
         // Half of them also put same-length bodies of their own.
         let puts = slot % 4 < 2;
-        let mut child = common::child_test("chaos_child")
-            .env("CHAOS_DIR", &self.dir)
+        let mut command = common::child_test("chaos_child");
+        if let Some((tier, permille)) = &self.tier {
+            command
+                .env("CHAOS_TIER", tier)
+                .env("CHAOS_TIER_FAULTS", permille.to_string());
+        }
+        let mut child = command
+            .env("CHAOS_DIR", &self.dirs[slot % self.dirs.len()])
             .env("CHAOS_BASE", &self.base)
             .env(
                 "CHAOS_SEED",
@@ -1621,14 +1670,23 @@ async fn chaos(config: Config, seed: u64) {
         .unwrap()
         .as_millis() as u64;
     let (lines_tx, lines) = mpsc::channel();
+    let dirs: Vec<PathBuf> = (0..config.hosts)
+        .map(|host| match host {
+            0 => cache_dir.clone(),
+            n => dir.path().join(format!("cache{n}")),
+        })
+        .collect();
+    let tier = (config.tier_faults_permille).map(|permille| (dir.path().join("tier"), permille));
     let mut fleet = Fleet {
         config_locks: config.file_locks,
+        dirs,
+        tier: tier.clone(),
         dir: cache_dir.clone(),
         base: base.clone(),
         seed,
         child_end_ms: now_ms + (config.secs + 120) * 1000,
-        slots: (0..CHILDREN).map(|_| None).collect(),
-        restart_at: vec![None; CHILDREN],
+        slots: (0..config.children).map(|_| None).collect(),
+        restart_at: vec![None; config.children],
         next_instance: 0,
         lines_tx,
         lines,
@@ -1639,7 +1697,7 @@ async fn chaos(config: Config, seed: u64) {
         next_double: Instant::now() + Duration::from_secs(1),
         bumping: Vec::new(),
     };
-    for slot in 0..CHILDREN {
+    for slot in 0..config.children {
         fleet.spawn(slot);
     }
 
@@ -1650,7 +1708,7 @@ async fn chaos(config: Config, seed: u64) {
     // A busy machine reads slowly: with file locks the run goes on (up to twice its
     // time) until a schedule of two takeovers in a row has got to its second kill.
     let longest = end + Duration::from_secs(config.secs);
-    let more = |fleet: &Fleet| config.file_locks && fleet.totals.double.completed == 0;
+    let more = |fleet: &Fleet| config.doubles() && fleet.totals.double.completed == 0;
     while Instant::now() < end || (more(&fleet) && Instant::now() < longest) {
         fleet.drain();
         let now = Instant::now();
@@ -1659,7 +1717,7 @@ async fn chaos(config: Config, seed: u64) {
             fleet.fail(format!("hung: {hung:#?}"));
         }
         fleet.tend(now);
-        if config.file_locks {
+        if config.doubles() {
             fleet.double_step(&mut rng, now);
         }
         // No random kill or stop while a takeover schedule runs: it would take the
@@ -1775,8 +1833,10 @@ async fn chaos(config: Config, seed: u64) {
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     let double = &totals.double;
     println!(
-        "chaos[{label}]: {:.1} s, seed {seed}, {CHILDREN} processes x {TASKS} readers, {} keys ({:.1} MiB): {} reads, {} kills, {} stops, {} double takeovers, {versions_served} version changes served, {} puts, {} wrong bytes",
+        "chaos[{label}]: {:.1} s, seed {seed}, {} processes on {} hosts x {TASKS} readers, {} keys ({:.1} MiB): {} reads, {} kills, {} stops, {} double takeovers, {versions_served} version changes served, {} puts, {} wrong bytes",
         started.elapsed().as_secs_f64(),
+        config.children,
+        config.hosts,
         SIZES.len(),
         mib(SIZES.iter().sum::<usize>() as u64),
         totals.reads_ok + totals.reads_failed,
@@ -1916,7 +1976,31 @@ async fn chaos(config: Config, seed: u64) {
         "{versions_served} new versions served, {} puts stored",
         totals.puts_ok
     );
-    if config.file_locks {
+    #[cfg(feature = "object-store")]
+    if let Some((tier, _)) = &tier {
+        let wrong = tier_copies_wrong(tier, &versions).await;
+        assert!(wrong.is_empty(), "the tier holds wrong copies: {wrong:#?}");
+        let sum = |name: &str| -> u64 {
+            let field = format!("{name}=");
+            (totals.stats.iter())
+                .flat_map(|line| line.split(' '))
+                .filter_map(|word| word.strip_prefix(field.as_str())?.parse::<u64>().ok())
+                .sum()
+        };
+        let names = [
+            "tier_hits",
+            "tier_lease_waits",
+            "tier_takeovers",
+            "tier_errors",
+        ];
+        let figures: Vec<String> = names.iter().map(|n| format!("{n} {}", sum(n))).collect();
+        println!(
+            "  the tier (children that ended cleanly): {}",
+            figures.join(", ")
+        );
+        assert!(sum("tier_hits") > 0, "no read was served from the tier");
+    }
+    if config.doubles() {
         if double.completed == 0 {
             // Not a failure of the cache: too few fills were followed from other
             // processes for a schedule to start (a machine far busier than CI).
@@ -1930,6 +2014,39 @@ async fn chaos(config: Config, seed: u64) {
         );
     }
     drop(dir);
+}
+
+/// The tier's copies that are not a whole version of their key: the tier is read
+/// without faults, and every key through a new host, so each copy is also streamed.
+#[cfg(feature = "object-store")]
+async fn tier_copies_wrong(tier: &Path, versions: &Versions) -> Vec<String> {
+    let host = tempfile::tempdir().unwrap();
+    let cache = Cache::builder(host.path())
+        .shared_tier(tier_store(tier, 0, 0), "fleet")
+        .build()
+        .await
+        .unwrap();
+    let mut wrong = Vec::new();
+    for entry in cache.tier_entries().await.unwrap() {
+        let accepted = key_of_url(&entry.key)
+            .is_some_and(|k| entry.size == SIZES[k] as u64 && versions.accepts(k, &entry.sha256));
+        if !accepted {
+            wrong.push(format!("{entry:?}"));
+        }
+    }
+    wrong
+}
+
+/// The shared tier on the folder `tier`, failing `permille` of its calls.
+#[cfg(feature = "object-store")]
+fn tier_store(tier: &Path, permille: u64, seed: u64) -> Arc<dyn object_store::ObjectStore> {
+    std::fs::create_dir_all(tier).unwrap();
+    let local = object_store::local::LocalFileSystem::new_with_prefix(tier).unwrap();
+    Arc::new(common::flaky_store::Flaky::new(
+        Arc::new(local),
+        permille,
+        seed,
+    ))
 }
 
 fn http_origin() -> HttpOrigin {
@@ -1985,6 +2102,14 @@ fn chaos_child() {
         if let Some(max) = max_bytes {
             builder = builder.max_bytes(max);
         }
+        #[cfg(feature = "object-store")]
+        if let Ok(tier) = std::env::var("CHAOS_TIER") {
+            let permille = env("CHAOS_TIER_FAULTS").parse().unwrap();
+            builder = builder
+                .shared_tier(tier_store(Path::new(&tier), permille, seed), "fleet")
+                .tier_part_size(64 * 1024)
+                .tier_timeout(Duration::from_secs(2));
+        }
         let cache = builder.build().await.unwrap();
         say("READY");
         let readers: Vec<_> = (0..TASKS)
@@ -2000,7 +2125,7 @@ fn chaos_child() {
         }
         let s = cache.stats();
         say(&format!(
-            "STATS hits={} misses={} led={} joined={} followed={} stale_reclaims={} origin_bytes={} served={} errors={}",
+            "STATS hits={} misses={} led={} joined={} followed={} stale_reclaims={} origin_bytes={} served={} errors={} tier_hits={} tier_lease_waits={} tier_takeovers={} tier_errors={}",
             s.hits,
             s.misses,
             s.fills_led,
@@ -2009,7 +2134,11 @@ fn chaos_child() {
             s.stale_reclaims,
             s.origin_bytes,
             s.bytes_served,
-            s.errors
+            s.errors,
+            s.tier_hits,
+            s.tier_lease_waits,
+            s.tier_takeovers,
+            s.tier_errors
         ));
     });
 }

@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 
 /// The layers, lowest first, and the top-level modules of each.
-const LAYERS: [(&str, &[&str]); 7] = [
+const LAYERS: [(&str, &[&str]); 8] = [
     (
         "ground",
         &["sys", "error", "range", "clock", "stats", "failpoint"],
     ),
     ("origin", &["origin", "storage"]),
+    ("tier", &["tier"]),
     ("store", &["store"]),
     ("engine", &["engine"]),
     ("facade", &["cache", "builder", "maintenance"]),
@@ -23,9 +24,10 @@ fn allowed(layer: &str) -> &'static [&'static str] {
     match layer {
         "ground" => &[],
         "origin" => &["ground"],
+        "tier" => &["ground", "origin"],
         "store" => &["ground"],
         "engine" => &["ground", "origin", "store"],
-        "facade" => &["ground", "origin", "store", "engine"],
+        "facade" => &["ground", "origin", "tier", "store", "engine"],
         "kv" => &["ground", "origin", "store", "facade"],
         "server" => &["ground", "origin", "facade"],
         other => panic!("no layer {other}"),

@@ -2,7 +2,11 @@
 //! count, pause, fail or change.
 #![allow(dead_code)]
 
+#[cfg(feature = "object-store")]
+pub mod flaky_store;
 pub mod http_server;
+#[cfg(feature = "s3")]
+pub mod moto;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

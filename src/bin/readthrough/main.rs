@@ -4,6 +4,7 @@
 
 mod report;
 mod serve;
+mod tier;
 mod warm;
 
 use std::io::{IsTerminal, Write};
@@ -36,6 +37,8 @@ struct Cli {
     /// Log what the cache does to stderr
     #[arg(short, long, global = true)]
     verbose: bool,
+    #[command(flatten)]
+    tier: tier::Options,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,6 +93,9 @@ enum Command {
     },
     /// Serve upstream URLs over HTTP through the cache (a caching reverse proxy)
     Serve(serve::Args),
+    /// Look after the shared tier (--shared-tier)
+    #[command(subcommand)]
+    Tier(tier::Command),
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -172,11 +178,10 @@ async fn open(cli: &Cli) -> Result<Cache> {
     if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
         origin = origin.s3_endpoint(endpoint);
     }
-    Ok(Cache::builder(dir)
+    let builder = Cache::builder(dir)
         .origin(origin)
-        .stale_after(cli.stale_after)
-        .build()
-        .await?)
+        .stale_after(cli.stale_after);
+    Ok(cli.tier.apply(builder)?.build().await?)
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -197,7 +202,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", path.display());
         }
         Command::Ls { json } => ls(&cache, *json).await?,
-        Command::Stat { json } => stat(&cache, *json).await?,
+        Command::Stat { json } => stat(&cache, *json, cli.tier.url()).await?,
         Command::Rm { keys } => return rm(&cache, keys, cli.quiet).await,
         Command::Prune {
             max_size,
@@ -219,6 +224,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Verify { json } => return verify(&cache, *json, cli.quiet).await,
         Command::Serve(args) => serve::run(cache, args, cli.quiet).await?,
+        Command::Tier(command) => tier::run(&cache, command, cli.quiet).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -324,12 +330,17 @@ async fn ls(cache: &Cache, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn stat(cache: &Cache, as_json: bool) -> Result<()> {
+async fn stat(cache: &Cache, as_json: bool, tier_url: Option<String>) -> Result<()> {
     let status = cache.status().await?;
+    let tier = match &tier_url {
+        Some(url) => Some(tier::figures(cache, url).await?),
+        None => None,
+    };
     let value = json!({
         "dir": cache.dir(), "entries": status.entries, "bytes": status.bytes,
         "fills_in_progress": status.fills_in_progress,
         "abandoned_tmp_files": status.abandoned_tmp_files, "abandoned_bytes": status.abandoned_bytes,
+        "shared_tier": tier,
     });
     if as_json {
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -343,6 +354,17 @@ async fn stat(cache: &Cache, as_json: bool) -> Result<()> {
             status.abandoned_tmp_files,
             bytesize::ByteSize(status.abandoned_bytes)
         );
+        if let Some(tier) = &tier {
+            println!(
+                "shared tier          {}",
+                tier["url"].as_str().unwrap_or_default()
+            );
+            println!(
+                "shared tier copies   {} ({})",
+                tier["copies"],
+                bytesize::ByteSize(tier["bytes"].as_u64().unwrap_or_default())
+            );
+        }
     }
     Ok(())
 }
