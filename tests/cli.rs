@@ -263,6 +263,61 @@ async fn get_prints_the_body_writes_files_and_reads_hits_from_disk() {
     assert_eq!(server.count("/b.bin"), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_is_copied_whole_to_a_file_as_stdout_over_longer_contents_and_to_a_pipe_closed_early()
+{
+    let server = Server::start().await;
+    let body = common::body(9, (3 << 20) + 17);
+    server.route("/hit.bin", Behaviour::body(body.clone()));
+    let url = server.url("/hit.bin");
+    let sb = Sandbox::new();
+    sb.run(&["get", &url, "-o", sb.root().join("first").to_str().unwrap()])
+        .await
+        .ok();
+
+    // stdout is a regular file: the copy goes file to file.
+    let as_stdout = sb.root().join("stdout.bin");
+    let mut cmd = sb.cmd(&["get", &url]);
+    cmd.stdout(std::fs::File::create(&as_stdout).unwrap())
+        .stderr(Stdio::piped());
+    let out = cmd.spawn().unwrap().wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read(&as_stdout).unwrap() == body,
+        "stdout's file is the body"
+    );
+
+    // -o over a longer file leaves exactly the body.
+    let longer = sb.root().join("longer.bin");
+    std::fs::write(&longer, vec![7u8; body.len() + 4096]).unwrap();
+    sb.run(&["get", &url, "-o", longer.to_str().unwrap()])
+        .await
+        .ok();
+    assert!(
+        std::fs::read(&longer).unwrap() == body,
+        "the file is the body, no more"
+    );
+
+    // A reader that takes a few bytes and closes the pipe ends the copy quietly.
+    let mut cmd = sb.cmd(&["get", &url]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let got = read_at_least(&mut stdout, 10, Duration::from_secs(20)).await;
+    assert!(got[..10] == body[..10]);
+    drop(stdout);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("get ends once its reader has gone")
+        .unwrap();
+    assert!(out.status.success(), "a closed pipe is no failure: {out:?}");
+    assert_eq!(server.count("/hit.bin"), 1, "every copy was a hit");
+}
+
 // 2. one origin request for many processes ------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

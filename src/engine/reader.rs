@@ -96,6 +96,8 @@ pub struct Reader {
     later_len: Option<LaterLen>,
     /// The stored metadata of a hit.
     meta: Option<Arc<EntryMeta>>,
+    /// A hit's blob, while the reader is still its whole, unchecked, unread body.
+    whole_file: Option<Arc<Source>>,
 }
 
 impl Reader {
@@ -113,6 +115,7 @@ impl Reader {
             window: (0, None),
             later_len: None,
             meta: None,
+            whole_file: None,
         }
     }
 
@@ -162,6 +165,7 @@ impl Reader {
             validator: None,
         });
         let body = stored_body(Arc::clone(engine), Arc::clone(&source), 0, len);
+        let whole_file = digest.is_none().then(|| Arc::clone(&source));
         let restart_engine = Arc::clone(engine);
         let restart: Restart = Box::new(move |start, end| {
             stored_body(restart_engine, source, start, end.unwrap_or(len))
@@ -178,6 +182,7 @@ impl Reader {
         };
         let mut reader = Reader::new(body, Some(len), ReadKind::Hit).with_restart(restart);
         reader.meta = meta;
+        reader.whole_file = whole_file;
         reader
     }
 
@@ -216,6 +221,7 @@ impl Reader {
             ));
         }
         self.body = None;
+        self.whole_file = None;
         self.window.0 += offset;
         Ok(self)
     }
@@ -229,6 +235,7 @@ impl Reader {
             ));
         }
         self.body = None;
+        self.whole_file = None;
         self.len = Some(window.end - window.start);
         self.window = (window.start, Some(window.end));
         Ok(self)
@@ -251,6 +258,7 @@ impl Reader {
     /// The body, built over the window at the first read when it was moved; the
     /// reader can no longer be moved.
     fn body(&mut self) -> &mut BoxStream<'static, Result<Bytes>> {
+        self.whole_file = None;
         let restart = self.restart.take();
         let (start, end) = self.window;
         self.body.get_or_insert_with(|| match restart {
@@ -302,6 +310,30 @@ impl Reader {
     /// for a read of a fill, as for [`validator`](Self::validator).
     pub fn content_type(&self) -> Option<&str> {
         self.meta.as_ref()?.content_type.as_deref()
+    }
+
+    /// The open file of a stored blob, for a hit that is to be read whole, is not
+    /// checked on read ([`verify_on_read`](crate::CacheBuilder::verify_on_read)) and
+    /// has not been read from: the reader's very bytes, for a caller that copies them
+    /// with the kernel's help (`sendfile`, `splice` or `copy_file_range`, as
+    /// `std::io::copy` does between files, pipes and sockets). `None` for any other
+    /// reader. The file is the blob this read opened, whatever the store holds since;
+    /// its offset is this reader's own, at 0.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = readthrough::Cache::builder(dir.path()).build().await?;
+    /// cache.put("k", readthrough::Fetched::from(b"on disk".to_vec())).await?;
+    /// let hit = cache.get("k").await?;
+    /// let mut copy = Vec::new();
+    /// std::io::copy(&mut hit.stored_file().expect("a whole hit"), &mut copy).unwrap();
+    /// assert_eq!(copy, b"on disk");
+    /// assert!(cache.get("k").await?.starting_at(3)?.stored_file().is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn stored_file(&self) -> Option<&std::fs::File> {
+        self.whole_file.as_ref().map(|source| &source.file)
     }
 
     /// Whether this read was a hit, led a fill, or joined or followed one.

@@ -2,6 +2,7 @@
 //!
 //! A thin layer over the library: every command is one or two library calls.
 
+mod output;
 mod report;
 mod serve;
 mod tier;
@@ -247,6 +248,13 @@ async fn get(
     };
     let Some(path) = output else {
         let mut reader = read().await.map_err(|e| report::about(url, e))?;
+        if let Some(file) = reader.stored_file() {
+            return match kernel_copy(file, None).await {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+                Ok(()) => Ok(()),
+            };
+        }
         return match copy(&mut reader, tokio::io::stdout()).await {
             Err(Copy::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
             Err(Copy::Write(e)) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
@@ -258,6 +266,13 @@ async fn get(
         .await
         .with_context(|| format!("cannot create {}", path.display()))?;
     let copied = match read().await {
+        Ok(reader) if reader.stored_file().is_some() => {
+            let stored = reader.stored_file().expect("checked");
+            let out = file.into_std().await;
+            kernel_copy(stored, Some(out))
+                .await
+                .with_context(|| format!("cannot write {}", path.display()))
+        }
         Ok(mut reader) => copy(&mut reader, file).await.map_err(|e| match e {
             Copy::Read(e) => report::about(url, e),
             Copy::Write(e) => {
@@ -270,6 +285,17 @@ async fn get(
         let _ = tokio::fs::remove_file(path).await;
     }
     copied
+}
+
+/// Copies a stored blob to `out`, or to stdout, on a blocking thread, with the
+/// kernel's help ([`output::copy_stored`]).
+async fn kernel_copy(stored: &std::fs::File, out: Option<std::fs::File>) -> std::io::Result<()> {
+    let stored = stored.try_clone()?;
+    tokio::task::spawn_blocking(move || match out {
+        Some(out) => output::copy_stored(&stored, std::os::fd::AsFd::as_fd(&out)),
+        None => output::copy_stored_to_stdout(&stored),
+    })
+    .await?
 }
 
 /// Where a copy failed.
