@@ -44,6 +44,7 @@ pub struct CacheBuilder {
     clock: Arc<dyn Clock>,
     default_ttl: Option<Duration>,
     max_bytes: Option<u64>,
+    slice_size: Option<u64>,
     verify_on_read: bool,
     serve_stale: bool,
     perms: Perms,
@@ -78,6 +79,7 @@ impl CacheBuilder {
             max_bytes: None,
             verify_on_read: false,
             serve_stale: false,
+            slice_size: None,
             perms: Perms::OWNER,
             #[cfg(feature = "object-store")]
             tier: None,
@@ -146,6 +148,18 @@ impl CacheBuilder {
     /// read fetches it again. Its length is checked on every read either way.
     pub fn verify_on_read(mut self, on: bool) -> Self {
         self.verify_on_read = on;
+        self
+    }
+
+    /// Reads ranges of cold blobs by slices of `size` bytes (default off): a
+    /// [`get_range`](Cache::get_range) of a blob that is not stored fetches only the
+    /// slices the range covers, each one fill of its own (coalesced across tasks and
+    /// processes, published atomically), all of one version of the object. Whole
+    /// reads still fetch whole blobs. Only origins that
+    /// [serve ranges](crate::Origin::serves_ranges) and give a validator are sliced;
+    /// others are read whole. See the README's section on ranges.
+    pub fn slice_size(mut self, size: u64) -> Self {
+        self.slice_size = Some(size);
         self
     }
 
@@ -258,7 +272,8 @@ impl CacheBuilder {
     /// # Errors
     /// [`Error::BadDirectory`] naming the path when the directory is a file, cannot be
     /// created, or cannot be written; [`Error::InvalidSetting`] for a staleness
-    /// timeout under a millisecond, a zero default TTL or a zero size bound.
+    /// timeout under a millisecond, a zero default TTL, a zero size bound or a zero
+    /// slice size.
     ///
     /// # Cancellation
     /// Safe to drop; at worst the directories exist.
@@ -269,6 +284,11 @@ impl CacheBuilder {
         if self.default_ttl == Some(Duration::ZERO) {
             return Err(Error::InvalidSetting(
                 "a default TTL of zero would store nothing servable",
+            ));
+        }
+        if self.slice_size == Some(0) {
+            return Err(Error::InvalidSetting(
+                "a slice size must be at least 1 byte",
             ));
         }
         if self.max_bytes == Some(0) {
@@ -312,6 +332,7 @@ impl CacheBuilder {
             max_bytes: self.max_bytes,
             verify_on_read: self.verify_on_read,
             serve_stale: self.serve_stale,
+            slice_size: self.slice_size,
         }));
         #[cfg(feature = "object-store")]
         let cache = cache.with_tier(tier);

@@ -10,6 +10,7 @@ use crate::builder::CacheBuilder;
 use crate::engine::{Engine, LoadedEntry};
 use crate::error::{BoxError, Result};
 use crate::origin::{Fetched, Origin, origin_fn};
+use crate::range::ByteRange;
 use crate::stats::Stats;
 use crate::store::dir::{self, Folder};
 use crate::store::entry::{Entry, entry_of};
@@ -112,6 +113,49 @@ impl Cache {
     /// ```
     pub async fn get(&self, key: &str) -> Result<Reader> {
         self.engine.get(key, None, false).await
+    }
+
+    /// Reads the bytes `range` of `key` (`a..b`, `a..`, or [`ByteRange::last`]`(n)`),
+    /// as [`get`](Self::get) reads the whole blob.
+    ///
+    /// The reader yields exactly those bytes, and its [`len`](Reader::len) is their
+    /// number. A hit reads only them from the stored file. On a miss the whole blob's
+    /// one fill starts (or is joined, in this process or another) and the reader
+    /// streams the range as soon as its bytes land, stopping at its end without
+    /// waiting for the rest of the fill. When the origin announces no length, the
+    /// read waits for the fill to end, since only then is the range known. Ranges
+    /// are resolved as HTTP resolves them: an end past the blob's end is cut to it,
+    /// and a suffix longer than the blob is the whole blob (on an empty blob, an
+    /// empty body). The bytes are not checked against the blob's digest (only a
+    /// whole body can be), whatever [`verify_on_read`](crate::CacheBuilder::verify_on_read)
+    /// says.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get); [`Error::InvalidRange`](crate::Error::InvalidRange) for a
+    /// range that ends before it starts, and
+    /// [`Error::RangeNotSatisfiable`](crate::Error::RangeNotSatisfiable), with the
+    /// blob's length, for one that starts at or past the blob's end (or a suffix of
+    /// zero bytes).
+    ///
+    /// # Cancellation
+    /// As [`get`](Self::get).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use readthrough::{ByteRange, Error};
+    /// let cache = readthrough::Cache::builder(dir.path())
+    ///     .origin(readthrough::origin_fn(|_key: String| async { Ok::<_, std::io::Error>(b"0123456789".to_vec()) }))
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(cache.get_range("k", 2..5).await?.bytes().await?, "234");
+    /// assert_eq!(cache.get_range("k", ByteRange::last(3)).await?.bytes().await?, "789");
+    /// let past = cache.get_range("k", 10..).await.unwrap_err();
+    /// assert!(matches!(past, Error::RangeNotSatisfiable { length: 10, .. }));
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_range(&self, key: &str, range: impl Into<ByteRange>) -> Result<Reader> {
+        self.engine.get_range(key, None, range.into()).await
     }
 
     /// Reads `key` as [`get`](Self::get) does, with `options`.

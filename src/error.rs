@@ -102,6 +102,27 @@ pub enum Error {
         offset: u64,
     },
 
+    /// A range read asked for bytes the blob does not have: its range starts at or
+    /// past the blob's end (as HTTP's `416`). An empty range is not an empty body.
+    #[error("the range {range} of key {key:?} cannot be read: the blob has {length} bytes")]
+    RangeNotSatisfiable {
+        /// The key being read.
+        key: String,
+        /// The range asked for, in HTTP form (`A-B`, `A-` or `-N`).
+        range: String,
+        /// The blob's length.
+        length: u64,
+    },
+
+    /// A range spec cannot be parsed, or asks for nothing (`A-B` with `B` before `A`).
+    #[error("invalid range {spec:?}: {reason}")]
+    InvalidRange {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
     /// This process's fill was taken over by another process while it made no
     /// progress (it was stopped or hung), so its body was not stored; the other
     /// process's fill stores the blob.
@@ -401,9 +422,11 @@ impl From<Error> for io::Error {
             Error::HttpStatus {
                 status: 404 | 410, ..
             } => io::ErrorKind::NotFound,
-            Error::InvalidKey { .. } | Error::LayoutEscape { .. } | Error::InvalidSetting(_) => {
-                io::ErrorKind::InvalidInput
-            }
+            Error::InvalidKey { .. }
+            | Error::LayoutEscape { .. }
+            | Error::InvalidSetting(_)
+            | Error::InvalidRange { .. }
+            | Error::RangeNotSatisfiable { .. } => io::ErrorKind::InvalidInput,
             #[cfg(feature = "server")]
             Error::InvalidRoute { .. } => io::ErrorKind::InvalidInput,
             Error::RecordExists { .. } => io::ErrorKind::AlreadyExists,

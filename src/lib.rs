@@ -4,7 +4,9 @@
 //! hit). If not, exactly one fetch from the [`Origin`] runs, however many tasks in this
 //! process and processes on this machine ask at the same time, and every one of them
 //! streams the bytes as they land. The blob is written to a tmp file and published
-//! atomically under the key.
+//! atomically under the key. [`Cache::get_range`] reads part of a blob (a
+//! [`ByteRange`]: `a..b`, `a..` or the last `n` bytes): only those bytes of a hit, or
+//! of a fill as they land.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
@@ -130,10 +132,11 @@
 //! - Only Unix is supported.
 #![deny(missing_docs)]
 
-// The ground: Unix calls, errors, time, counters, test-only failpoints.
+// The ground: Unix calls, errors, byte ranges, time, counters, test-only failpoints.
 mod clock;
 mod error;
 mod failpoint;
+mod range;
 mod stats;
 mod sys;
 
@@ -176,6 +179,7 @@ pub use origin::{Expiry, FetchOptions, Fetched, FnOrigin, Origin, origin_fn};
 pub use origin::{HttpOrigin, HttpOriginBuilder};
 #[cfg(feature = "s3")]
 pub use origin::{S3Location, s3_store, s3_store_with};
+pub use range::ByteRange;
 #[cfg(feature = "server")]
 pub use server::{Route, Server};
 pub use stats::Stats;

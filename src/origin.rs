@@ -10,6 +10,7 @@ use futures::stream::{self, BoxStream};
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 
 use crate::error::BoxError;
+use crate::range::ByteRange;
 
 #[cfg(feature = "http")]
 mod http;
@@ -69,6 +70,19 @@ pub trait Origin: Send + Sync + 'static {
         key: &str,
         options: FetchOptions,
     ) -> BoxFuture<'static, Result<Fetched, BoxError>>;
+
+    /// Whether this origin honours ranges ([`FetchOptions::offset`] and
+    /// [`FetchOptions::end`]): the cache asks an origin for part of a blob only when
+    /// it says so, and fetches whole blobs from the others. The default is no.
+    ///
+    /// ```
+    /// # use readthrough::{Origin, origin_fn};
+    /// let origin = origin_fn(|_key: String| async { Ok::<_, std::io::Error>(b"x".to_vec()) });
+    /// assert!(!origin.serves_ranges());
+    /// ```
+    fn serves_ranges(&self) -> bool {
+        false
+    }
 }
 
 impl<T: Origin + ?Sized> Origin for Arc<T> {
@@ -78,6 +92,10 @@ impl<T: Origin + ?Sized> Origin for Arc<T> {
         options: FetchOptions,
     ) -> BoxFuture<'static, Result<Fetched, BoxError>> {
         (**self).fetch(key, options)
+    }
+
+    fn serves_ranges(&self) -> bool {
+        (**self).serves_ranges()
     }
 }
 
@@ -89,23 +107,35 @@ impl<T: Origin + ?Sized> Origin for Box<T> {
     ) -> BoxFuture<'static, Result<Fetched, BoxError>> {
         (**self).fetch(key, options)
     }
+
+    fn serves_ranges(&self) -> bool {
+        (**self).serves_ranges()
+    }
 }
 
 /// What the cache asks of an origin for one fetch. It grows with new fields, so build
 /// it from [`FetchOptions::default`].
 ///
 /// ```
-/// use readthrough::FetchOptions;
-/// let options = FetchOptions::default();
-/// assert_eq!(options.offset, 0);
+/// use readthrough::{ByteRange, FetchOptions};
+/// let mut options = FetchOptions::default();
+/// assert_eq!(options.range(), None);
+/// options.offset = 6;
+/// assert_eq!(options.range(), Some(ByteRange::from(6..)));
+/// options.end = Some(10);
+/// assert_eq!(options.range(), Some(ByteRange::from(6..10)));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FetchOptions {
-    /// Send the body from this byte on (0: the whole body). Asked only when the cache
-    /// resumes a body it already has the start of.
+    /// Send the body from this byte on (0: from the first). Asked when the cache
+    /// resumes a body it already has the start of, and (of an origin that
+    /// [serves ranges](Origin::serves_ranges)) for part of a blob.
     pub offset: u64,
-    /// With a non-zero `offset`: send the range only if the blob still has this
+    /// Send the body only up to, not including, this byte (`None`: to the end).
+    /// Asked only of an origin that [serves ranges](Origin::serves_ranges).
+    pub end: Option<u64>,
+    /// With a range asked for: send the range only if the blob still has this
     /// validator (as HTTP's `If-Range`), else the whole body.
     pub if_validator: Option<String>,
     /// The validator of an expired copy the cache holds. If the blob still has it,
@@ -113,6 +143,16 @@ pub struct FetchOptions {
     /// (as HTTP's `If-None-Match` / `If-Modified-Since`); the copy is then kept for
     /// another lifetime. An origin that ignores this sends the body as usual.
     pub revalidate: Option<String>,
+}
+
+impl FetchOptions {
+    /// The part of the blob asked for (`offset..end`), or `None` for the whole.
+    pub fn range(&self) -> Option<ByteRange> {
+        match (self.offset, self.end) {
+            (0, None) => None,
+            (start, end) => Some(ByteRange::From { start, end }),
+        }
+    }
 }
 
 /// An origin's answer: the body stream and what is known about it.
@@ -362,18 +402,28 @@ pub(crate) async fn guarded_fetch(
 }
 
 /// An origin's error as [`Error::Origin`](crate::Error::Origin) for `key`. One that
-/// already is one (the crate's own origins make them) keeps its cause and names `key`,
-/// the cache's key, rather than what the origin was asked for (an object path).
+/// already is one (the crate's own origins make them), or a range the blob does not
+/// have ([`Error::RangeNotSatisfiable`](crate::Error::RangeNotSatisfiable)), keeps its
+/// cause and names `key`, the cache's key, rather than what the origin was asked for
+/// (an object path).
 fn origin_error(key: &str, error: BoxError) -> crate::Error {
     match error.downcast::<crate::Error>() {
-        Ok(error) if matches!(*error, crate::Error::Origin { .. }) => match *error {
+        Ok(error) => match *error {
             crate::Error::Origin { source, .. } => crate::Error::Origin {
                 key: key.to_owned(),
                 source,
             },
-            other => other,
+            crate::Error::RangeNotSatisfiable { range, length, .. } => {
+                crate::Error::RangeNotSatisfiable {
+                    key: key.to_owned(),
+                    range,
+                    length,
+                }
+            }
+            // The origin of a slice says the object changed under the cache's key.
+            changed @ crate::Error::Changed { .. } => changed,
+            other => crate::Error::origin(key, Box::new(other)),
         },
-        Ok(error) => crate::Error::origin(key, error),
         Err(error) => crate::Error::origin(key, error),
     }
 }

@@ -1126,3 +1126,38 @@ async fn get_into_a_closed_pipe_ends_quietly() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+#[tokio::test]
+async fn get_range_prints_only_the_range_and_refuses_bad_specs() {
+    let server = Server::start().await;
+    let body = common::body(41, 300_000);
+    server.route("/r.bin", Behaviour::body(body.clone()));
+    let url = server.url("/r.bin");
+    let sb = Sandbox::new();
+
+    let footer = sb.run(&["get", &url, "--range", "-65536"]).await;
+    footer.ok();
+    assert!(
+        footer.stdout == body[body.len() - 65536..],
+        "the last 64 KiB"
+    );
+    for (spec, want) in [("0-1023", &body[..1024]), ("299990-", &body[299_990..])] {
+        let out = sb.run(&["get", &url, "--range", spec]).await;
+        out.ok();
+        assert!(out.stdout == want, "{spec}");
+    }
+    assert_eq!(server.count("/r.bin"), 1, "one fetch, then hits");
+
+    let past = sb.run(&["get", &url, "--range", "300000-"]).await;
+    past.code(1);
+    let line = past.one_error_line();
+    assert!(
+        line.contains("300000-") && line.contains("300000 bytes"),
+        "{line}"
+    );
+    assert!(past.stdout.is_empty());
+
+    let bad = sb.run(&["get", &url, "--range", "9-1"]).await;
+    bad.code(2);
+    assert!(bad.stderr.contains("9-1"), "{}", bad.stderr);
+}

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first, and the top-level modules of each.
 const LAYERS: [(&str, &[&str]); 8] = [
-    ("ground", &["sys", "error", "clock", "stats", "failpoint"]),
+    (
+        "ground",
+        &["sys", "error", "range", "clock", "stats", "failpoint"],
+    ),
     ("origin", &["origin", "storage"]),
     ("tier", &["tier"]),
     ("store", &["store"]),

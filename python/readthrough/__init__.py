@@ -152,10 +152,11 @@ class Cache:
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes ``start`` up to ``end`` (exclusive; clamped to the blob's end, so
-        ``b""`` past it) of the blob of ``key``: a read of part of a stored or filling
-        blob, from ``start`` on, without reading the bytes before it (a fill's read
-        waits until they have landed). A cold key is fetched whole, and stored, since
-        the crate has no ranged fills yet: the call returns once ``end`` has landed."""
+        ``b""`` past it, as a slice) of the blob of ``key``, through the crate's
+        ``Cache::get_range``: a hit reads only those bytes; a stored or filling blob is
+        read from ``start`` on, without reading the bytes before it (a fill's read
+        waits until they have landed). A cold key is fetched whole, and stored (the
+        crate has no slices yet): the call returns once ``end`` has landed."""
         if start < 0 or end < 0:
             raise ValueError(f"a range is of offsets at least 0, not {start}..{end}")
         return self._native.get_range(key, start, end)

@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use futures::StreamExt;
+use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use readthrough::{Fetched, HttpOrigin, PrunePolicy, UrlOrigin};
+use readthrough::{Error, Fetched, HttpOrigin, PrunePolicy, UrlOrigin};
 
 use crate::errors;
 use crate::origin::PyOrigin;
@@ -140,8 +139,8 @@ impl Cache {
         Ok(Reader::new(wait(py, cache.get(key))?))
     }
 
-    /// Bytes `start` up to `end` (clamped to the blob's end) of the blob of `key`, read
-    /// from `start` on through `Reader::starting_at`.
+    /// Bytes `start` up to `end` (clamped to the blob's end) of the blob of `key`,
+    /// through `Cache::get_range`.
     fn get_range<'py>(
         &self,
         py: Python<'py>,
@@ -150,21 +149,15 @@ impl Cache {
         end: u64,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let cache = self.for_key(py, key)?;
+        // As a Python slice: an empty range, or one past the end, is no bytes.
         let part = wait(py, async {
-            let reader = cache.get(key).await?;
-            let end = reader.len().map_or(end, |len| end.min(len));
-            let mut part = BytesMut::new();
-            if start < end {
-                let mut reader = reader.starting_at(start)?;
-                while (part.len() as u64) < end - start {
-                    match reader.next().await {
-                        Some(chunk) => part.extend_from_slice(&chunk?),
-                        None => break,
-                    }
-                }
-                part.truncate((end - start) as usize);
+            if start >= end {
+                return Ok(Bytes::new());
             }
-            Ok(part)
+            match cache.get_range(key, start..end).await {
+                Err(Error::RangeNotSatisfiable { .. }) => Ok(Bytes::new()),
+                reader => reader?.bytes().await,
+            }
         })?;
         Ok(PyBytes::new(py, &part))
     }

@@ -11,8 +11,8 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::watch;
 
 use crate::engine::progress::{FillState, Role, Source};
-use crate::engine::reader::{CHUNK, ReadKind, Reader, Restart};
-use crate::engine::state::Engine;
+use crate::engine::reader::{CHUNK, LaterLen, ReadKind, Reader, Restart};
+use crate::engine::state::{Engine, wait_final};
 use crate::error::{BoxError, Error, Result};
 use crate::origin::{FetchOptions, Origin, guarded_fetch, guarded_next};
 use crate::stats::add;
@@ -51,12 +51,32 @@ impl Reader {
             (true, Role::Found) => ReadKind::Hit,
         };
         let (engine, key) = (Arc::clone(engine), key.to_owned());
-        let body = FillReader::new(&engine, &key, &origin, &state, len, 0).into_body();
-        let restart: Restart = Box::new(move |offset| {
-            FillReader::new(&engine, &key, &origin, &state, len, offset).into_body()
+        let whole = (0, None);
+        let body = FillReader::new(&engine, &key, &origin, &state, len, whole).into_body();
+        let later = later_len(state.clone(), key.clone());
+        let restart: Restart = Box::new(move |start, end| {
+            FillReader::new(&engine, &key, &origin, &state, len, (start, end)).into_body()
         });
-        Ok(Reader::new(body, len, kind).with_restart(restart))
+        let reader = Reader::new(body, len, kind).with_restart(restart);
+        Ok(match len {
+            Some(_) => reader,
+            None => reader.with_later_len(later),
+        })
     }
+}
+
+/// The length of the fill `state` watches, once it has ended: its error when it
+/// failed (a fill that failed on the local disk has no length to give).
+fn later_len(state: watch::Receiver<FillState>, key: String) -> LaterLen {
+    Box::pin(async move {
+        match wait_final(state, &key).await? {
+            FillState::Complete { len, .. } => Ok(len),
+            FillState::Failed(e) => Err(e),
+            FillState::Starting | FillState::Streaming { .. } => {
+                unreachable!("wait_final returns a final state")
+            }
+        }
+    })
 }
 
 /// A reader of a fill in progress in this process (led here, or followed from another
@@ -71,6 +91,8 @@ struct FillReader {
     start: u64,
     /// The blob offset of the next byte to return.
     pos: u64,
+    /// The blob offset this reader stops at, if not the blob's end.
+    end: Option<u64>,
     /// The file this reader reads.
     current: Option<Arc<Source>>,
     /// After a takeover: the file the first `pos` bytes came from, kept until the new
@@ -109,14 +131,15 @@ enum Phase {
 }
 
 impl FillReader {
-    /// A reader of the fill that `state` watches, from blob offset `start` on.
+    /// A reader of the fill that `state` watches, of the blob bytes from `start` to
+    /// `end` (the blob's end when `None`).
     fn new(
         engine: &Arc<Engine>,
         key: &str,
         origin: &Arc<dyn Origin>,
         state: &watch::Receiver<FillState>,
         promised: Option<u64>,
-        start: u64,
+        (start, end): (u64, Option<u64>),
     ) -> Self {
         FillReader {
             inner: Arc::clone(engine),
@@ -125,6 +148,7 @@ impl FillReader {
             state: state.clone(),
             start,
             pos: start,
+            end,
             current: None,
             previous: None,
             checked: start,
@@ -192,6 +216,10 @@ impl FillReader {
                     self.changed().await?;
                     continue;
                 }
+            }
+            let available = self.end.map_or(available, |e| e.min(available));
+            if self.end.is_some_and(|e| self.pos >= e) {
+                return Ok(Next::End);
             }
             if self.pos < available {
                 let want = ((available - self.pos) as usize).min(CHUNK);
@@ -298,6 +326,7 @@ impl FillReader {
                 inner: self.inner,
                 key: self.key,
                 from: self.start,
+                end: self.end,
                 body: stream::empty().boxed(),
                 at: self.pos,
                 len: Some(self.pos),
@@ -309,6 +338,9 @@ impl FillReader {
         let offset = if validator.is_some() { self.pos } else { 0 };
         let options = FetchOptions {
             offset,
+            end: self
+                .end
+                .filter(|_| offset > 0 && self.origin.serves_ranges()),
             if_validator: validator.clone(),
             ..FetchOptions::default()
         };
@@ -332,6 +364,7 @@ impl FillReader {
             inner: self.inner,
             key: self.key,
             from: self.start,
+            end: self.end,
             body: fetched.body,
             at: fetched.offset,
             len: fetched.len,
@@ -347,6 +380,8 @@ struct Direct {
     key: String,
     /// The blob offset the reader started at: bytes before it are skipped unchecked.
     from: u64,
+    /// The blob offset the reader stops at, if not the blob's end.
+    end: Option<u64>,
     body: BoxStream<'static, Result<Bytes, BoxError>>,
     /// The blob offset of the body's next byte.
     at: u64,
@@ -360,6 +395,9 @@ struct Direct {
 impl Direct {
     async fn next(&mut self) -> Result<Option<Bytes>> {
         loop {
+            if self.end.is_some_and(|end| self.pos >= end) {
+                return Ok(None);
+            }
             let Some(mut chunk) = guarded_next(&mut self.body, &self.key).await? else {
                 return match self.len {
                     Some(len) if len != self.at => Err(Error::LengthMismatch {
@@ -400,6 +438,9 @@ impl Direct {
                     }
                 }
                 chunk.advance(overlap);
+            }
+            if let Some(end) = self.end {
+                chunk.truncate((end - self.pos).min(chunk.len() as u64) as usize);
             }
             if !chunk.is_empty() {
                 self.pos += chunk.len() as u64;

@@ -13,6 +13,7 @@
 //! - [`resume`]: taking over a dead leader's fill where it stopped.
 //! - [`follow`]: following another process's fill, and taking over.
 //! - [`evict`]: eviction after a publish takes the store over its bound.
+//! - [`slices`]: range reads of cold blobs by slices, one version per blob.
 //! - [`reader`]: [`Reader`], and hits; [`fill_reader`]: readers of a fill in progress
 //!   (and straight from the origin when the local disk fails).
 
@@ -27,6 +28,7 @@ mod publish;
 mod reader;
 mod resume;
 mod serve;
+mod slices;
 mod state;
 
 pub use reader::{ReadKind, Reader};

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -24,8 +25,13 @@ use crate::store::scan;
 /// The most bytes a reader reads from disk at a time: its whole buffer.
 pub(crate) const CHUNK: usize = 256 * 1024;
 
-/// Builds a reader's body from a blob offset on ([`Reader::starting_at`]).
-pub(crate) type Restart = Box<dyn FnOnce(u64) -> BoxStream<'static, Result<Bytes>> + Send>;
+/// Builds a reader's body of the blob's bytes from a start offset to an end offset
+/// (the blob's end when `None`), for [`Reader::starting_at`] and ranges.
+pub(crate) type Restart =
+    Box<dyn FnOnce(u64, Option<u64>) -> BoxStream<'static, Result<Bytes>> + Send>;
+
+/// Waits for the length of a blob whose fill did not announce one: the fill's end.
+pub(crate) type LaterLen = BoxFuture<'static, Result<u64>>;
 
 /// How a read was served.
 ///
@@ -76,13 +82,18 @@ impl fmt::Display for ReadKind {
 /// Dropping a reader stops only that reader. A fill it started goes on in the
 /// background, so the blob is still stored and the next read is a hit.
 pub struct Reader {
-    body: BoxStream<'static, Result<Bytes>>,
+    /// `None` until the first read builds it through `restart` over `window`.
+    body: Option<BoxStream<'static, Result<Bytes>>>,
     len: Option<u64>,
     kind: ReadKind,
     /// What the last chunk has left for `AsyncRead`.
     pending: Bytes,
-    /// Builds the body from an offset instead; dropped at the first read.
+    /// Builds the body over a window of the blob instead; dropped at the first read.
     restart: Option<Restart>,
+    /// The blob bytes the body is to hold, when built through `restart`.
+    window: (u64, Option<u64>),
+    /// The blob's length, for a fill that did not announce it.
+    later_len: Option<LaterLen>,
     /// The stored metadata of a hit.
     meta: Option<Arc<EntryMeta>>,
 }
@@ -94,13 +105,21 @@ impl Reader {
         kind: ReadKind,
     ) -> Self {
         Reader {
-            body,
+            body: Some(body),
             len,
             kind,
             pending: Bytes::new(),
             restart: None,
+            window: (0, None),
+            later_len: None,
             meta: None,
         }
+    }
+
+    /// This reader, able to learn the blob's length, when unknown, through `later`.
+    pub(super) fn with_later_len(mut self, later: LaterLen) -> Self {
+        self.later_len = Some(later);
+        self
     }
 
     /// This reader, able to start at an offset through `restart`.
@@ -118,8 +137,9 @@ impl Reader {
             Some(len),
             kind,
         )
-        .with_restart(Box::new(move |offset| {
-            let rest = value.slice(offset as usize..);
+        .with_restart(Box::new(move |start, end| {
+            let end = end.map_or(value.len(), |end| end as usize);
+            let rest = value.slice(start as usize..end);
             stream::once(async move { Ok(rest) }).boxed()
         }))
     }
@@ -143,8 +163,9 @@ impl Reader {
         });
         let body = stored_body(Arc::clone(engine), Arc::clone(&source), 0, len);
         let restart_engine = Arc::clone(engine);
-        let restart: Restart =
-            Box::new(move |offset| stored_body(restart_engine, source, offset, len));
+        let restart: Restart = Box::new(move |start, end| {
+            stored_body(restart_engine, source, start, end.unwrap_or(len))
+        });
         let body = match digest {
             Some(digest) => checked_body(
                 body,
@@ -160,8 +181,8 @@ impl Reader {
         reader
     }
 
-    /// This reader, yielding the blob's bytes from `offset` on: the bytes before it are
-    /// not read at all. A hit reads its file from `offset`; a reader of a fill in
+    /// This reader, yielding the blob's bytes from `offset` on (of a range reader: the
+    /// range's bytes from `offset` into it on): the bytes before it are not read at all. A hit reads its file from `offset`; a reader of a fill in
     /// progress waits until the fill has written past `offset`, then streams from
     /// there as the bytes land. [`len`](Self::len) still gives the whole blob's
     /// length. A hit read this way is not checked against its digest (only a whole
@@ -189,17 +210,58 @@ impl Reader {
                 "a reader cannot start past the end of its blob",
             ));
         }
-        let Some(restart) = self.restart.take() else {
+        if self.restart.is_none() {
             return Err(Error::InvalidSetting(
                 "a reader can start at an offset only before its first read",
             ));
-        };
-        self.body = restart(offset);
+        }
+        self.body = None;
+        self.window.0 += offset;
         Ok(self)
     }
 
+    /// This reader, yielding only the bytes `window` of its blob, of which there are
+    /// `len`; it must not have been read from.
+    pub(super) fn windowed(mut self, window: std::ops::Range<u64>) -> Result<Reader> {
+        if self.restart.is_none() {
+            return Err(Error::InvalidSetting(
+                "a reader can be cut to a range only before its first read",
+            ));
+        }
+        self.body = None;
+        self.len = Some(window.end - window.start);
+        self.window = (window.start, Some(window.end));
+        Ok(self)
+    }
+
+    /// The blob's length: known at once for a hit and for a fill that announced it,
+    /// else once the fill has ended.
+    pub(super) async fn blob_len(&mut self) -> Result<u64> {
+        if let Some(len) = self.len {
+            return Ok(len);
+        }
+        let later = self.later_len.take().ok_or(Error::InvalidSetting(
+            "the length of this reader's blob cannot be learnt",
+        ))?;
+        let len = later.await?;
+        self.len = Some(len);
+        Ok(len)
+    }
+
+    /// The body, built over the window at the first read when it was moved; the
+    /// reader can no longer be moved.
+    fn body(&mut self) -> &mut BoxStream<'static, Result<Bytes>> {
+        let restart = self.restart.take();
+        let (start, end) = self.window;
+        self.body.get_or_insert_with(|| match restart {
+            Some(restart) => restart(start, end),
+            None => stream::empty().boxed(),
+        })
+    }
+
     /// The blob's length, when known: always for a hit, and for a fill when the origin
-    /// announced it.
+    /// announced it. For a reader of a range ([`Cache::get_range`](crate::Cache::get_range)),
+    /// the range's length, always known.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
@@ -269,7 +331,7 @@ impl Reader {
         if !self.pending.is_empty() {
             all.extend_from_slice(&std::mem::take(&mut self.pending));
         }
-        while let Some(chunk) = self.body.next().await {
+        while let Some(chunk) = self.body().next().await {
             all.extend_from_slice(&chunk?);
         }
         Ok(all.freeze())
@@ -289,11 +351,10 @@ impl Stream for Reader {
     type Item = Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.restart = None;
         if !self.pending.is_empty() {
             return Poll::Ready(Some(Ok(std::mem::take(&mut self.pending))));
         }
-        self.body.poll_next_unpin(cx)
+        self.body().poll_next_unpin(cx)
     }
 }
 
@@ -303,9 +364,8 @@ impl AsyncRead for Reader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.restart = None;
         while self.pending.is_empty() {
-            match ready!(self.body.poll_next_unpin(cx)) {
+            match ready!(self.body().poll_next_unpin(cx)) {
                 Some(Ok(chunk)) => self.pending = chunk,
                 Some(Err(e)) => return Poll::Ready(Err(e.into())),
                 None => return Poll::Ready(Ok(())),

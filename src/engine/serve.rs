@@ -15,6 +15,7 @@ use crate::engine::reader::Reader;
 use crate::engine::state::{Engine, wait_final};
 use crate::error::{BoxError, Error, Result};
 use crate::origin::{FetchOptions, Fetched, Origin};
+use crate::range::ByteRange;
 use crate::stats::add;
 use crate::store::entry::{self, Serving, Stored};
 use crate::store::layout::KeyPaths;
@@ -54,6 +55,63 @@ impl Engine {
         })?;
         let (state, origin, started) = self.join_or_start(key, &paths, origin);
         Reader::of_fill(self, key, state, origin, started).await
+    }
+
+    /// Reads the bytes `range` of `key`, as [`get`](Self::get) reads the whole: a hit
+    /// reads only those bytes of the stored file; a fill (joined or started) is read
+    /// from the range's start as its bytes land, and the reader stops at the range's
+    /// end without waiting for the rest. A fill whose origin announced no length is
+    /// waited for to its end, since only then is the range known.
+    pub(crate) async fn get_range(
+        self: &Arc<Self>,
+        key: &str,
+        origin: Option<Arc<dyn Origin>>,
+        range: ByteRange,
+    ) -> Result<Reader> {
+        range.check()?;
+        let origin = origin.or_else(|| self.settings.origin.clone());
+        let mut reader = match self.try_sliced(key, origin.clone(), range).await? {
+            Slicing::Sliced(reader) => return Ok(reader),
+            Slicing::Stored(reader) => reader,
+            Slicing::Whole => self.get(key, origin, false).await?,
+        };
+        let length = reader.blob_len().await?;
+        let window = range
+            .resolve(length)
+            .ok_or_else(|| Error::RangeNotSatisfiable {
+                key: key.to_owned(),
+                range: range.to_string(),
+                length,
+            })?;
+        reader.windowed(window)
+    }
+
+    /// Reads `range` of `key` by slices when the cache slices, the origin serves
+    /// ranges, and the blob is neither stored whole (then the hit, refreshed as
+    /// [`get`](Self::get) refreshes it) nor being filled whole in this process.
+    async fn try_sliced(
+        self: &Arc<Self>,
+        key: &str,
+        origin: Option<Arc<dyn Origin>>,
+        range: ByteRange,
+    ) -> Result<Slicing> {
+        let (Some(size), Some(origin)) = (self.settings.slice_size, origin) else {
+            return Ok(Slicing::Whole);
+        };
+        if !origin.serves_ranges() || self.is_filling(key) {
+            return Ok(Slicing::Whole);
+        }
+        let paths = self.paths(key)?;
+        if let Some((stored, stale)) = self.servable(key, &paths, false)? {
+            if stale {
+                self.join_or_start(key, &paths, origin);
+            }
+            return Ok(Slicing::Stored(self.stored_reader(key, &paths, stored)));
+        }
+        Ok(match self.get_sliced(key, origin, range, size).await? {
+            Some(reader) => Slicing::Sliced(reader),
+            None => Slicing::Whole,
+        })
     }
 
     /// Reads `key` only if it is stored: `None` on a miss.
@@ -142,6 +200,13 @@ impl Engine {
             .filter(|_| self.settings.verify_on_read);
         Reader::stored(self, key, paths, stored, digest)
     }
+}
+
+/// How a range read goes on: by slices, from the stored blob, or as a whole read.
+enum Slicing {
+    Sliced(Reader),
+    Stored(Reader),
+    Whole,
 }
 
 /// The length of a fill that ended with its body stored, or why it is not.

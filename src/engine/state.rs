@@ -30,6 +30,8 @@ pub(crate) struct Settings {
     pub(crate) max_bytes: Option<u64>,
     pub(crate) verify_on_read: bool,
     pub(crate) serve_stale: bool,
+    /// Read ranges of cold blobs by slices of this many bytes.
+    pub(crate) slice_size: Option<u64>,
 }
 
 /// The engine behind a cache: its settings and its shared state. It keeps one
@@ -101,6 +103,12 @@ impl Engine {
             &self.settings.folder.base,
             key,
         )
+    }
+
+    /// Whether a fill of `key` runs in this process.
+    pub(super) fn is_filling(&self, key: &str) -> bool {
+        let fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
+        fills.get(key).is_some_and(|fill| fill.strong_count() > 0)
     }
 
     /// Removes a fill from the map of running fills, if it is still the one there.

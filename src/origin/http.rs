@@ -13,8 +13,13 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Response, StatusCode};
 
 use crate::error::{BoxError, Cause, Error, Result};
-use crate::origin::resume::{Reopen, Resuming};
+use crate::origin::resume::{Reopen, Resuming, skip_to};
 use crate::origin::{FetchOptions, Fetched, Origin};
+use crate::range::ByteRange;
+
+mod headers;
+
+use headers::{content_range, retry_after, unsatisfied_length, validator_of};
 
 /// A function that adds headers to the request for one URL.
 type HeadersFor = dyn Fn(&str) -> HeaderMap + Send + Sync;
@@ -28,10 +33,17 @@ type HeadersFor = dyn Fn(&str) -> HeaderMap + Send + Sync;
 ///   retried with exponential backoff (honouring `Retry-After`), [`retries`] times.
 /// - No byte for the [idle timeout] ends the fetch with [`Error::IdleTimeout`], so a
 ///   stalled server cannot hold a fill forever.
+/// - It [serves ranges](Origin::serves_ranges): a range is asked for with `Range`
+///   (under `If-Range` when the cache pins a validator), a `206` is checked against
+///   its `Content-Range`, and a `416` is [`Error::RangeNotSatisfiable`] with the
+///   blob's length. A server that ignores `Range` answers `200` with the whole body:
+///   of the same version (the same validator, or none asked for) its leading bytes
+///   are skipped, so that is not a change.
 /// - When a body breaks off and the response carried a strong `ETag` or a
 ///   `Last-Modified`, the download resumes with `Range` and `If-Range`. A `206`
-///   continues the same body; a `200` means the object changed, and the fetch fails
-///   with [`Error::ObjectChanged`] rather than mix two versions.
+///   continues the same body, as does a `200` with the same validator (its leading
+///   bytes skipped); a `200` with another validator means the object changed, and
+///   the fetch fails with [`Error::ObjectChanged`] rather than mix two versions.
 /// - The validator and the `Content-Type` are handed to the cache with the body.
 ///
 /// [`retries`]: HttpOriginBuilder::retries
@@ -218,6 +230,10 @@ impl Origin for HttpOrigin {
         let url = key.to_owned();
         Box::pin(async move { open(settings, url, options).await.map_err(BoxError::from) })
     }
+
+    fn serves_ranges(&self) -> bool {
+        true
+    }
 }
 
 fn http_error(url: &str, source: reqwest::Error) -> Error {
@@ -271,25 +287,33 @@ fn broken(url: &str, what: String) -> Error {
     }
 }
 
-/// Requests `url` (from `options.offset` when asked) and wraps the answer.
+/// What one request asks for: a range (under `If-Range`), or a revalidation.
+#[derive(Clone, Copy)]
+struct Ask<'a> {
+    range: Option<ByteRange>,
+    if_range: Option<&'a str>,
+    revalidate: Option<&'a str>,
+}
+
+/// Requests `url` (the range `options` ask for, if any) and wraps the answer.
 async fn open(settings: Arc<Settings>, url: String, options: FetchOptions) -> Result<Fetched> {
-    let revalidate = options
-        .revalidate
-        .as_deref()
-        .filter(|_| options.offset == 0);
-    let response = settings
-        .send(
-            &url,
-            options.offset,
-            options.if_validator.as_deref(),
-            revalidate,
-        )
-        .await?;
+    let range = options.range();
+    let ask = Ask {
+        range,
+        if_range: options.if_validator.as_deref().filter(|_| range.is_some()),
+        revalidate: options.revalidate.as_deref().filter(|_| range.is_none()),
+    };
+    let response = settings.send(&url, ask).await?;
     if response.status() == StatusCode::NOT_MODIFIED {
         return Ok(Fetched::not_modified());
     }
     let validator = validator_of(response.headers());
-    let (offset, len) = if response.status() == StatusCode::PARTIAL_CONTENT {
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (offset, len, stream) = if response.status() == StatusCode::PARTIAL_CONTENT {
         let (start, total) = content_range(response.headers())
             .ok_or_else(|| broken(&url, "a 206 answer without a usable Content-Range".into()))?;
         if start != options.offset {
@@ -301,15 +325,19 @@ async fn open(settings: Arc<Settings>, url: String, options: FetchOptions) -> Re
                 ),
             ));
         }
-        (start, total)
+        (start, total, body_stream(response, &url))
+    } else if range.is_some() && (ask.if_range.is_none() || ask.if_range == validator.as_deref()) {
+        // A server that ignores Range sends the whole body of the version asked for:
+        // its leading bytes are skipped, not taken for a change.
+        let len = response.content_length();
+        let body = skip_to(body_stream(response, &url), options.offset);
+        (options.offset, len, body)
     } else {
-        (0, response.content_length())
+        (0, response.content_length(), body_stream(response, &url))
     };
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let end = options
+        .end
+        .filter(|_| offset == options.offset && range.is_some());
     let reopen = validator.clone().map(|validator| {
         let settings = Arc::clone(&settings);
         let url = url.clone();
@@ -317,14 +345,15 @@ async fn open(settings: Arc<Settings>, url: String, options: FetchOptions) -> Re
             let settings = Arc::clone(&settings);
             let url = url.clone();
             let validator = validator.clone();
-            async move { resume(&settings, &url, offset, &validator).await }.boxed()
+            async move { resume(&settings, &url, (offset, end), &validator).await }.boxed()
         }) as Reopen
     });
     let body = Resuming {
-        stream: body_stream(response, &url),
+        stream,
         name: url,
         received: offset,
         len,
+        end,
         idle: settings.idle_timeout,
         resumes: settings.retries,
         reopen,
@@ -333,28 +362,19 @@ async fn open(settings: Arc<Settings>, url: String, options: FetchOptions) -> Re
 }
 
 impl Settings {
-    /// Sends a `GET` for `url`, ranged from `offset` under `if_range` when `offset` is
-    /// not 0, and conditional on `revalidate` (an ETag or a date) when given.
-    /// A `GET` of `url` with the origin's headers: from `offset` (under `If-Range`
-    /// when a validator is given), or conditional on `revalidate`.
-    fn request(
-        &self,
-        url: &str,
-        offset: u64,
-        if_range: Option<&str>,
-        revalidate: Option<&str>,
-    ) -> reqwest::RequestBuilder {
+    /// A `GET` of `url` with the origin's headers and what `ask` asks for.
+    fn request(&self, url: &str, ask: Ask<'_>) -> reqwest::RequestBuilder {
         let mut request = self.client.get(url).headers(self.headers.clone());
         if let Some(headers_for) = &self.headers_for {
             request = request.headers(headers_for(url));
         }
-        if offset > 0 {
-            request = request.header(header::RANGE, format!("bytes={offset}-"));
-            if let Some(validator) = if_range {
+        if let Some(range) = ask.range {
+            request = request.header(header::RANGE, format!("bytes={range}"));
+            if let Some(validator) = ask.if_range {
                 request = request.header(header::IF_RANGE, validator);
             }
         }
-        if let Some(validator) = revalidate {
+        if let Some(validator) = ask.revalidate {
             let is_etag = validator.starts_with('"') || validator.starts_with("W/");
             let name = if is_etag {
                 header::IF_NONE_MATCH
@@ -367,17 +387,12 @@ impl Settings {
     }
 
     /// Retries connection failures, 429 and 5xx; returns a success or (when
-    /// revalidating) a 304, and fails on any other status.
-    async fn send(
-        &self,
-        url: &str,
-        offset: u64,
-        if_range: Option<&str>,
-        revalidate: Option<&str>,
-    ) -> Result<Response> {
+    /// revalidating) a 304, maps a 416 to a range the blob does not have, and fails
+    /// on any other status.
+    async fn send(&self, url: &str, ask: Ask<'_>) -> Result<Response> {
         let mut attempt = 0;
         loop {
-            let request = self.request(url, offset, if_range, revalidate);
+            let request = self.request(url, ask);
             let (failure, wait) = match tokio::time::timeout(self.idle_timeout, request.send())
                 .await
             {
@@ -400,17 +415,12 @@ impl Settings {
                 }
                 Ok(Ok(response)) if response.status().is_success() => return Ok(response),
                 Ok(Ok(response))
-                    if revalidate.is_some() && response.status() == StatusCode::NOT_MODIFIED =>
+                    if ask.revalidate.is_some()
+                        && response.status() == StatusCode::NOT_MODIFIED =>
                 {
                     return Ok(response);
                 }
-                Ok(Ok(response)) => {
-                    let status = response.status().as_u16();
-                    return Err(Error::HttpStatus {
-                        url: url.to_owned(),
-                        status,
-                    });
-                }
+                Ok(Ok(response)) => return Err(refused(url, ask, &response)),
                 Ok(Err(e)) if e.is_builder() || e.is_redirect() => return Err(http_error(url, e)),
                 Ok(Err(e)) => (request_error(url, e, self.connect_timeout), None),
             };
@@ -425,49 +435,31 @@ impl Settings {
     }
 }
 
+/// The error for a refusal: a `416` with the blob's length (`Content-Range:
+/// bytes */LEN`) is a range the blob does not have, any other status is itself.
+fn refused(url: &str, ask: Ask<'_>, response: &Response) -> Error {
+    let status = response.status();
+    let length = unsatisfied_length(response.headers());
+    match (ask.range, length) {
+        (Some(range), Some(length)) if status == StatusCode::RANGE_NOT_SATISFIABLE => {
+            Error::RangeNotSatisfiable {
+                key: url.to_owned(),
+                range: range.to_string(),
+                length,
+            }
+        }
+        _ => Error::HttpStatus {
+            url: url.to_owned(),
+            status: status.as_u16(),
+        },
+    }
+}
+
 /// The longest pause between retries, whatever `Retry-After` asks.
 const MAX_PAUSE: Duration = Duration::from_secs(30);
 
 fn retryable(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
-}
-
-/// `Retry-After` in seconds (the date form is not honoured).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds = headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds))
-}
-
-/// A strong `ETag`, else `Last-Modified`: what `If-Range` may carry.
-fn validator_of(headers: &HeaderMap) -> Option<String> {
-    let text = |name| {
-        headers
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    text(header::ETAG)
-        .filter(|etag| !etag.starts_with("W/"))
-        .or_else(|| text(header::LAST_MODIFIED))
-        .map(str::to_owned)
-}
-
-/// The start and total length of `Content-Range: bytes START-END/TOTAL`.
-fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
-    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
-    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
-    let (start, _end) = range.split_once('-')?;
-    let total = if total == "*" {
-        None
-    } else {
-        Some(total.parse().ok()?)
-    };
-    Some((start.parse().ok()?, total))
 }
 
 /// The body of `response`, with errors that name `url`.
@@ -479,75 +471,44 @@ fn body_stream(response: Response, url: &str) -> BoxStream<'static, Result<Bytes
         .boxed()
 }
 
-/// Requests the rest of `url` from `offset` under `validator` (`If-Range`). A whole
-/// answer instead of a range means the object changed; from offset 0 the whole
-/// answer must carry the same validator.
+/// Requests the rest of `url`, from `offset` to `end`, under `validator`
+/// (`If-Range`). A whole answer with another validator (or none) means the object
+/// changed; with the same one, the server ignores ranges and its leading bytes are
+/// skipped.
 async fn resume(
     settings: &Settings,
     url: &str,
-    offset: u64,
+    (offset, end): (u64, Option<u64>),
     validator: &str,
 ) -> Result<BoxStream<'static, Result<Bytes>>> {
-    let response = settings.send(url, offset, Some(validator), None).await?;
-    let now = validator_of(response.headers());
-    let changed = || Error::ObjectChanged {
-        url: url.to_owned(),
-        validator: validator.to_owned(),
-        now: now.clone(),
+    let range = FetchOptions {
+        offset,
+        end,
+        ..FetchOptions::default()
+    }
+    .range();
+    let ask = Ask {
+        range,
+        if_range: Some(validator),
+        revalidate: None,
     };
-    if offset == 0 {
-        // Nothing arrived before the break: the whole body again, if it is the same.
-        return match &now {
-            Some(now) if now == validator => Ok(body_stream(response, url)),
-            _ => Err(changed()),
+    let response = settings.send(url, ask).await?;
+    let now = validator_of(response.headers());
+    if response.status() == StatusCode::PARTIAL_CONTENT {
+        return match content_range(response.headers()) {
+            Some((start, _)) if start == offset => Ok(body_stream(response, url)),
+            _ => Err(broken(
+                url,
+                "a resumed body does not start where the last one broke off".into(),
+            )),
         };
     }
-    if response.status() != StatusCode::PARTIAL_CONTENT {
-        return Err(changed());
-    }
-    match content_range(response.headers()) {
-        Some((start, _)) if start == offset => Ok(body_stream(response, url)),
-        _ => Err(broken(
-            url,
-            "a resumed body does not start where the last one broke off".into(),
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_content_range() {
-        let mut headers = HeaderMap::new();
-        let mut with = |v: &'static str| {
-            headers.insert(header::CONTENT_RANGE, HeaderValue::from_static(v));
-            content_range(&headers)
-        };
-        assert_eq!(with("bytes 10-19/20"), Some((10, Some(20))));
-        assert_eq!(with("bytes 0-0/*"), Some((0, None)));
-        assert_eq!(with("bytes */20"), None);
-        assert_eq!(with("items 1-2/3"), None);
-        assert_eq!(with("bytes x-2/3"), None);
-    }
-
-    #[test]
-    fn prefers_a_strong_etag_as_validator() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::LAST_MODIFIED,
-            HeaderValue::from_static("Tue, 01 Jan 2030 00:00:00 GMT"),
-        );
-        headers.insert(header::ETAG, HeaderValue::from_static("W/\"weak\""));
-        assert_eq!(
-            validator_of(&headers).as_deref(),
-            Some("Tue, 01 Jan 2030 00:00:00 GMT")
-        );
-        headers.insert(header::ETAG, HeaderValue::from_static("\"strong\""));
-        assert_eq!(validator_of(&headers).as_deref(), Some("\"strong\""));
-        headers.remove(header::LAST_MODIFIED);
-        headers.insert(header::ETAG, HeaderValue::from_static("W/\"weak\""));
-        assert_eq!(validator_of(&headers), None);
+    match &now {
+        Some(now) if now == validator => Ok(skip_to(body_stream(response, url), offset)),
+        _ => Err(Error::ObjectChanged {
+            url: url.to_owned(),
+            validator: validator.to_owned(),
+            now,
+        }),
     }
 }

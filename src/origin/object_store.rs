@@ -10,11 +10,12 @@ use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use futures::{FutureExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{Attribute, GetOptions, GetRange, GetResult, ObjectStore};
+use object_store::{Attribute, GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt};
 
 use crate::error::{BoxError, Error, Result};
 use crate::origin::resume::{Reopen, Resuming};
 use crate::origin::{FetchOptions, Fetched, Origin};
+use crate::range::ByteRange;
 
 /// An [`Origin`] over an [`ObjectStore`]: each key is an object path in the store.
 ///
@@ -90,15 +91,20 @@ impl Origin for ObjectStoreOrigin {
         let key = key.to_owned();
         Box::pin(async move { this.open(key, options).await.map_err(BoxError::from) })
     }
+
+    fn serves_ranges(&self) -> bool {
+        true
+    }
 }
 
 impl ObjectStoreOrigin {
     pub(crate) async fn open(self, key: String, options: FetchOptions) -> Result<Fetched> {
         let location = Path::parse(&key).map_err(|e| store_error(&key, e))?;
+        let range = options.range();
         let ranged = GetOptions {
-            range: (options.offset > 0).then_some(GetRange::Offset(options.offset)),
-            if_match: options.if_validator.clone().filter(|_| options.offset > 0),
-            if_none_match: options.revalidate.clone().filter(|_| options.offset == 0),
+            range: range.map(get_range),
+            if_match: options.if_validator.clone().filter(|_| range.is_some()),
+            if_none_match: options.revalidate.clone().filter(|_| range.is_none()),
             ..GetOptions::default()
         };
         let result = match self.store.get_opts(&location, ranged).await {
@@ -107,12 +113,16 @@ impl ObjectStoreOrigin {
                 self.store.get_opts(&location, GetOptions::default()).await
             }
             Err(object_store::Error::NotModified { .. }) => return Ok(Fetched::not_modified()),
+            Err(e) if let Some(range) = range => {
+                return Err(self.range_error(&key, &location, range, e).await);
+            }
             other => other,
         }
         .map_err(|e| store_error(&key, e))?;
         let validator = result.meta.e_tag.clone();
         let len = result.meta.size;
         let offset = result.range.start;
+        let end = (range.is_some() && offset == options.offset).then_some(result.range.end);
         let content_type = result
             .attributes
             .get(&Attribute::ContentType)
@@ -121,7 +131,7 @@ impl ObjectStoreOrigin {
             let store = Arc::clone(&self.store);
             let key = key.clone();
             Box::new(move |from| {
-                resume(Arc::clone(&store), key.clone(), from, etag.clone()).boxed()
+                resume(Arc::clone(&store), key.clone(), (from, end), etag.clone()).boxed()
             }) as Reopen
         });
         let body = Resuming {
@@ -129,11 +139,46 @@ impl ObjectStoreOrigin {
             name: key,
             received: offset,
             len: Some(len),
+            end,
             idle: self.idle_timeout,
             resumes: self.resumes,
             reopen,
         };
         Ok(body.into_fetched(validator, content_type))
+    }
+}
+
+impl ObjectStoreOrigin {
+    /// The error of a ranged get that failed with `error`: a range that starts at or
+    /// past the object's end (the store's errors do not say so in a form to match,
+    /// so its size is asked) is [`Error::RangeNotSatisfiable`].
+    async fn range_error(
+        &self,
+        key: &str,
+        location: &Path,
+        range: ByteRange,
+        error: object_store::Error,
+    ) -> Error {
+        match self.store.head(location).await {
+            Ok(meta) if range.resolve(meta.size).is_none() => Error::RangeNotSatisfiable {
+                key: key.to_owned(),
+                range: range.to_string(),
+                length: meta.size,
+            },
+            _ => store_error(key, error),
+        }
+    }
+}
+
+/// `range` as object_store asks for it.
+fn get_range(range: ByteRange) -> GetRange {
+    match range {
+        ByteRange::From { start, end: None } => GetRange::Offset(start),
+        ByteRange::From {
+            start,
+            end: Some(end),
+        } => GetRange::Bounded(start..end),
+        ByteRange::Last(n) => GetRange::Suffix(n),
     }
 }
 
@@ -149,16 +194,16 @@ fn body_stream(result: GetResult, key: &str) -> BoxStream<'static, Result<Bytes>
         .boxed()
 }
 
-/// Gets the rest of the object from `from` if its ETag is still `etag`.
+/// Gets the rest of the object, from `from` to `end`, if its ETag is still `etag`.
 async fn resume(
     store: Arc<dyn ObjectStore>,
     key: String,
-    from: u64,
+    (from, end): (u64, Option<u64>),
     etag: String,
 ) -> Result<BoxStream<'static, Result<Bytes>>> {
     let location = Path::parse(&key).map_err(|e| store_error(&key, e))?;
     let options = GetOptions {
-        range: Some(GetRange::Offset(from)),
+        range: Some(get_range(ByteRange::From { start: from, end })),
         if_match: Some(etag.clone()),
         ..GetOptions::default()
     };

@@ -10,19 +10,22 @@ use futures::stream::{self, BoxStream, StreamExt};
 use crate::error::{BoxError, Error, Result};
 use crate::origin::{Expiry, Fetched};
 
-/// Opens the rest of a body from a byte offset, under the validator the first answer
-/// carried; fails with [`Error::ObjectChanged`] when the object is no longer that one.
+/// Opens the rest of a body (up to the end of the range first asked for) from a byte
+/// offset, under the validator the first answer carried; fails with
+/// [`Error::ObjectChanged`] when the object is no longer that one.
 pub(crate) type Reopen =
     Box<dyn FnMut(u64) -> BoxFuture<'static, Result<BoxStream<'static, Result<Bytes>>>> + Send>;
 
 /// A body that resumes by range, at most `resumes` times, when its stream fails, ends
-/// short of `len`, or sends nothing for `idle`.
+/// short of `end` (else `len`), or sends nothing for `idle`.
 pub(crate) struct Resuming {
     pub(crate) name: String,
     pub(crate) stream: BoxStream<'static, Result<Bytes>>,
     /// The blob offset of the next byte.
     pub(crate) received: u64,
     pub(crate) len: Option<u64>,
+    /// The blob offset the body ends at, when a range was asked for and honoured.
+    pub(crate) end: Option<u64>,
     pub(crate) idle: Duration,
     pub(crate) resumes: u32,
     /// `None` when the first answer had no validator: then a break is final.
@@ -62,12 +65,18 @@ impl Resuming {
 
     async fn next(&mut self) -> Result<Option<Bytes>> {
         loop {
+            if self.end.is_some_and(|end| self.received >= end) {
+                return Ok(None);
+            }
             let failure = match tokio::time::timeout(self.idle, self.stream.next()).await {
-                Ok(Some(Ok(chunk))) => {
+                Ok(Some(Ok(mut chunk))) => {
+                    if let Some(end) = self.end {
+                        chunk.truncate((end - self.received).min(chunk.len() as u64) as usize);
+                    }
                     self.received += chunk.len() as u64;
                     return Ok(Some(chunk));
                 }
-                Ok(None) => match self.len {
+                Ok(None) => match self.end.or(self.len) {
                     Some(len) if self.received < len => Error::origin(
                         &self.name,
                         format!("the body ended after {} of {len} bytes", self.received).into(),
@@ -81,7 +90,11 @@ impl Resuming {
                 },
             };
             // A break after the last byte loses nothing.
-            if self.len.is_some_and(|len| self.received >= len) {
+            if self
+                .end
+                .or(self.len)
+                .is_some_and(|len| self.received >= len)
+            {
                 return Ok(None);
             }
             let Some(reopen) = self.reopen.as_mut().filter(|_| self.resumes > 0) else {
@@ -92,4 +105,24 @@ impl Resuming {
             self.stream = reopen(self.received).await?;
         }
     }
+}
+
+/// `body`, a whole body, from byte `offset` on: what a server that ignores a range
+/// sends, cut to the range asked for. The skipped bytes are read and dropped.
+pub(crate) fn skip_to(
+    body: BoxStream<'static, Result<Bytes>>,
+    offset: u64,
+) -> BoxStream<'static, Result<Bytes>> {
+    stream::try_unfold((body, offset), |(mut body, mut skip)| async move {
+        while let Some(mut chunk) = body.next().await.transpose()? {
+            if skip >= chunk.len() as u64 {
+                skip -= chunk.len() as u64;
+                continue;
+            }
+            let rest = chunk.split_off(skip as usize);
+            return Ok(Some((rest, (body, 0))));
+        }
+        Ok(None)
+    })
+    .boxed()
 }

@@ -98,6 +98,10 @@ impl Origin for UrlOrigin {
             Err(_) => self.http.fetch(key, options),
         }
     }
+
+    fn serves_ranges(&self) -> bool {
+        true
+    }
 }
 
 impl fmt::Debug for UrlOrigin {

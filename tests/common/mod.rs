@@ -265,3 +265,134 @@ impl readthrough::Clock for ManualClock {
         *self.0.lock().unwrap()
     }
 }
+
+/// A range an origin was asked for: its offset and end.
+pub type Asked = (u64, Option<u64>);
+
+/// An origin that serves ranges of a versioned body (`body_of(key, version, len)`,
+/// validator `"v{version}"` unless `no_validator`), counting the fetches and the
+/// bytes it sends, and the offset of each fetch.
+#[derive(Clone)]
+pub struct Ranged {
+    pub len: usize,
+    pub version: Arc<AtomicUsize>,
+    pub no_validator: bool,
+    pub fetches: Arc<AtomicUsize>,
+    pub bytes_sent: Arc<AtomicUsize>,
+    pub offsets: Arc<std::sync::Mutex<Vec<Asked>>>,
+    /// The bodies made so far, by key and version.
+    bodies: Arc<std::sync::Mutex<std::collections::HashMap<(String, u64), Bytes>>>,
+}
+
+impl Ranged {
+    pub fn new(len: usize) -> Self {
+        Ranged {
+            len,
+            version: Arc::default(),
+            no_validator: false,
+            fetches: Arc::default(),
+            bytes_sent: Arc::default(),
+            offsets: Arc::default(),
+            bodies: Arc::default(),
+        }
+    }
+
+    /// The body of `key` at `version`, made once.
+    pub fn data(&self, key: &str, version: u64) -> Bytes {
+        let mut bodies = self.bodies.lock().unwrap();
+        let entry = bodies.entry((key.to_owned(), version));
+        entry
+            .or_insert_with(|| Bytes::from(body_of(key, version, self.len)))
+            .clone()
+    }
+
+    pub fn bytes_sent(&self) -> usize {
+        self.bytes_sent.load(Ordering::SeqCst)
+    }
+
+    /// The ranges asked for, in order.
+    pub fn asked(&self) -> Vec<Asked> {
+        self.offsets.lock().unwrap().clone()
+    }
+}
+
+impl Origin for Ranged {
+    fn fetch(
+        &self,
+        key: &str,
+        options: FetchOptions,
+    ) -> BoxFuture<'static, Result<Fetched, BoxError>> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        self.offsets
+            .lock()
+            .unwrap()
+            .push((options.offset, options.end));
+        let version = self.version.load(Ordering::SeqCst) as u64;
+        let validator = format!("\"v{version}\"");
+        let data = self.data(key, version);
+        // As HTTP's If-Range: another version comes back whole.
+        let whole = options.if_validator.is_some_and(|v| v != validator);
+        let (start, end) = if whole {
+            (0, self.len)
+        } else {
+            let end = options.end.map_or(self.len, |e| (e as usize).min(self.len));
+            ((options.offset as usize).min(end), end)
+        };
+        let part = data.slice(start..end);
+        let sent = Arc::clone(&self.bytes_sent);
+        let pieces = (start..end).step_by(64 * 1024).map(move |at| {
+            let piece = part.slice(at - start..(at + 64 * 1024).min(end) - start);
+            sent.fetch_add(piece.len(), Ordering::SeqCst);
+            Ok::<_, BoxError>(piece)
+        });
+        let body = stream::iter(pieces);
+        let mut fetched = Fetched::from_stream(body)
+            .with_len(self.len as u64)
+            .with_offset(start as u64);
+        if !self.no_validator {
+            fetched = fetched.with_validator(validator);
+        }
+        Box::pin(async move { Ok(fetched) })
+    }
+
+    fn serves_ranges(&self) -> bool {
+        true
+    }
+}
+
+/// Reads `key`, whose body is `data`, as each of `reads` says: `(a, b, form)` is the
+/// range `a..b` (in order, made non-empty), `a..`, the last `a` bytes, or (form 3) a
+/// whole read, with `a` and `b` taken modulo a little past the end. Each read must
+/// return exactly those bytes of `data`, or `RangeNotSatisfiable` when HTTP says so.
+pub async fn check_range_reads(cache: &Cache, key: &str, data: &[u8], reads: Vec<(u64, u64, u8)>) {
+    let len = data.len() as u64;
+    for (a, b, form) in reads {
+        let (a, b) = (a % (len + 10), b % (len + 10));
+        let range = match form {
+            0 => readthrough::ByteRange::from(a.min(b)..a.max(b) + 1),
+            1 => readthrough::ByteRange::from(a..),
+            2 => readthrough::ByteRange::last(a),
+            _ => {
+                let whole = cache.get(key).await.unwrap().bytes().await.unwrap();
+                assert!(whole == data, "a whole read");
+                continue;
+            }
+        };
+        match range.resolve(len) {
+            Some(want) => {
+                let reader = cache.get_range(key, range).await.unwrap();
+                assert_eq!(reader.len(), Some(want.end - want.start));
+                let got = reader.bytes().await.unwrap();
+                assert!(
+                    got == data[want.start as usize..want.end as usize],
+                    "{range}"
+                );
+            }
+            None => {
+                let error = cache.get_range(key, range).await.unwrap_err();
+                let unsatisfiable = matches!(error, readthrough::Error::RangeNotSatisfiable { .. });
+                assert!(unsatisfiable, "{range}: {error}");
+            }
+        }
+    }
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use readthrough::{Cache, HttpOrigin, PrunePolicy, UrlOrigin};
+use readthrough::{ByteRange, Cache, HttpOrigin, PrunePolicy, UrlOrigin};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -51,6 +51,9 @@ enum Command {
         /// Write to this file instead of stdout
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Only these bytes, in HTTP Range syntax: 0-1023, 1048576- or -65536 (the last 64 KiB)
+        #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
+        range: Option<ByteRange>,
     },
     /// Fetch URLs into the cache, several at a time (each URL once)
     Warm(warm::Args),
@@ -184,7 +187,14 @@ async fn open(cli: &Cli) -> Result<Cache> {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let cache = open(&cli).await?;
     match &cli.command {
-        Command::Get { url, output } => get(&cache, url, output.as_deref()).await?,
+        Command::Get { url, output, range } => {
+            get(&cache, url, *range, output.as_deref()).await?;
+            if range.is_some() {
+                // The range is out; the fill it started stores the whole blob before
+                // the process ends, so the next read is a hit.
+                cache.path(url).await.map_err(|e| report::about(url, e))?;
+            }
+        }
         Command::Warm(args) => return warm::run(&cache, args, cli.quiet).await,
         Command::Path { url } => {
             UrlOrigin::check(url).map_err(|e| report::about(url, e))?;
@@ -219,12 +229,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Streams a body to stdout or a file as it arrives. A reader that closes stdout
-/// early (`| head`) ends it quietly; the fill it led is then abandoned.
-async fn get(cache: &Cache, url: &str, output: Option<&Path>) -> Result<()> {
+/// Streams a body (or the `range` of it) to stdout or a file as it arrives. A reader
+/// that closes stdout early (`| head`) ends it quietly; the fill it led is then
+/// abandoned.
+async fn get(
+    cache: &Cache,
+    url: &str,
+    range: Option<ByteRange>,
+    output: Option<&Path>,
+) -> Result<()> {
     UrlOrigin::check(url).map_err(|e| report::about(url, e))?;
+    let read = || async {
+        match range {
+            Some(range) => cache.get_range(url, range).await,
+            None => cache.get(url).await,
+        }
+    };
     let Some(path) = output else {
-        let mut reader = cache.get(url).await.map_err(|e| report::about(url, e))?;
+        let mut reader = read().await.map_err(|e| report::about(url, e))?;
         return match copy(&mut reader, tokio::io::stdout()).await {
             Err(Copy::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
             Err(Copy::Write(e)) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
@@ -235,7 +257,7 @@ async fn get(cache: &Cache, url: &str, output: Option<&Path>) -> Result<()> {
     let file = tokio::fs::File::create(path)
         .await
         .with_context(|| format!("cannot create {}", path.display()))?;
-    let copied = match cache.get(url).await {
+    let copied = match read().await {
         Ok(mut reader) => copy(&mut reader, file).await.map_err(|e| match e {
             Copy::Read(e) => report::about(url, e),
             Copy::Write(e) => {

@@ -108,6 +108,9 @@ fn describe_crate(error: &Error) -> Option<String> {
             format!("changed at byte {offset} while it was read; read it again")
         }
         Error::OriginPanicked { .. } => "the origin panicked".to_owned(),
+        Error::RangeNotSatisfiable { range, length, .. } => {
+            format!("the range {range} is past the end of its {length} bytes")
+        }
         Error::Corrupt { reason, .. } => format!("the cached copy was corrupt ({reason})"),
         _ => return None,
     })
