@@ -384,3 +384,30 @@ async fn the_rest_of_a_body_from_its_start_is_checked_against_the_parts_returned
         "a body shorter than what was returned"
     );
 }
+
+#[tokio::test]
+async fn part_of_a_blob_is_asked_of_the_origin_and_never_of_the_tier() {
+    let store = Arc::new(InMemory::new());
+    let tier = tier_over(Arc::clone(&store), 4);
+    let origin = through(&tier, serving(Bytes::from_static(b"0123456789"), 4));
+    let options = FetchOptions {
+        offset: 2,
+        end: Some(5),
+        ..FetchOptions::default()
+    };
+    let fetched = origin.fetch("the key", options).await.unwrap();
+    let body: Vec<_> = fetched.body.collect().await;
+    let body: Vec<u8> = body.into_iter().flat_map(|c| c.unwrap()).collect();
+    // This origin ignores ranges: its whole body is its answer, the tier's none.
+    assert_eq!(body, b"0123456789");
+    let listed = tier.bucket.list(&Path::from("fleet")).await.unwrap();
+    assert!(
+        listed.is_empty(),
+        "a ranged fetch wrote to the tier: {listed:?}"
+    );
+    let misses = tier
+        .counters
+        .misses
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(misses, 0, "a ranged fetch looked in the tier");
+}
