@@ -55,6 +55,11 @@ impl Origin for TierOrigin {
         };
         Box::pin(open(ask, options))
     }
+
+    /// As the origin it wraps: parts of blobs are its to serve.
+    fn serves_ranges(&self) -> bool {
+        self.origin.serves_ranges()
+    }
 }
 
 /// What the tier holds for a key.
@@ -66,8 +71,9 @@ enum Copy {
 }
 
 async fn open(ask: Ask, options: FetchOptions) -> Result<Fetched, BoxError> {
-    // A resumed fill (the engine has the start of the body) goes to the origin.
-    if options.offset > 0 {
+    // Part of a blob (a resumed fill, a slice) goes to the origin: the tier holds
+    // whole blobs.
+    if options.range().is_some() {
         return ask.origin(options).await;
     }
     let tier = &ask.tier;

@@ -327,3 +327,87 @@ async fn a_corrupt_part_is_never_served_and_the_copy_is_dropped() {
         Err(Refusal::Missing)
     ));
 }
+
+fn body_of(
+    data: &'static [u8],
+    chunk: usize,
+) -> futures::stream::BoxStream<'static, Result<Bytes, crate::error::BoxError>> {
+    let data = Bytes::from_static(data);
+    let chunks: Vec<_> = (0..data.len())
+        .step_by(chunk)
+        .map(|at| Ok(data.slice(at..(at + chunk).min(data.len()))))
+        .collect();
+    futures::stream::iter(chunks).boxed()
+}
+
+fn sent(parts: &[&[u8]], part_size: u64) -> crate::tier::tee::Sent {
+    use sha2::Digest;
+    crate::tier::tee::Sent {
+        sums: parts
+            .iter()
+            .map(|p| hex::encode(sha2::Sha256::digest(p)))
+            .collect(),
+        part_size,
+        len: parts.iter().map(|p| p.len() as u64).sum(),
+    }
+}
+
+#[tokio::test]
+async fn the_rest_of_a_body_from_its_start_is_checked_against_the_parts_returned() {
+    use crate::tier::tee::rest_of;
+    let returned = sent(&[b"0123", b"4567"], 4);
+    let rest: Vec<_> = rest_of("k", body_of(b"0123456789", 3), 0, returned.clone())
+        .collect()
+        .await;
+    let rest: Vec<u8> = rest.into_iter().flat_map(|c| c.unwrap()).collect();
+    assert_eq!(rest, b"89");
+    let ranged: Vec<_> = rest_of("k", body_of(b"89", 3), 8, returned.clone())
+        .collect()
+        .await;
+    assert_eq!(ranged.len(), 1);
+    let changed: Vec<_> = rest_of("k", body_of(b"0123x56789", 3), 0, returned.clone())
+        .collect()
+        .await;
+    let error = changed.last().unwrap().as_ref().unwrap_err();
+    assert!(
+        matches!(
+            error.downcast_ref(),
+            Some(crate::Error::Changed { offset: 4, .. })
+        ),
+        "{error}"
+    );
+    let short: Vec<_> = rest_of("k", body_of(b"0123", 3), 0, returned)
+        .collect()
+        .await;
+    assert!(
+        short.last().unwrap().is_err(),
+        "a body shorter than what was returned"
+    );
+}
+
+#[tokio::test]
+async fn part_of_a_blob_is_asked_of_the_origin_and_never_of_the_tier() {
+    let store = Arc::new(InMemory::new());
+    let tier = tier_over(Arc::clone(&store), 4);
+    let origin = through(&tier, serving(Bytes::from_static(b"0123456789"), 4));
+    let options = FetchOptions {
+        offset: 2,
+        end: Some(5),
+        ..FetchOptions::default()
+    };
+    let fetched = origin.fetch("the key", options).await.unwrap();
+    let body: Vec<_> = fetched.body.collect().await;
+    let body: Vec<u8> = body.into_iter().flat_map(|c| c.unwrap()).collect();
+    // This origin ignores ranges: its whole body is its answer, the tier's none.
+    assert_eq!(body, b"0123456789");
+    let listed = tier.bucket.list(&Path::from("fleet")).await.unwrap();
+    assert!(
+        listed.is_empty(),
+        "a ranged fetch wrote to the tier: {listed:?}"
+    );
+    let misses = tier
+        .counters
+        .misses
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(misses, 0, "a ranged fetch looked in the tier");
+}
