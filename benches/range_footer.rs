@@ -84,13 +84,19 @@ fn main() {
         println!("{:<28} {:>12} {:>16}", "read", "time", "origin bytes");
         for _ in 0..runs {
             let (took, bytes) = through_cache(&url, Some(8 << 20)).await;
-            println!("{:<28} {:>12.1?} {:>16}", "get_range, slices of 8 MiB", took, bytes);
+            println!(
+                "{:<28} {:>12.1?} {:>16}",
+                "get_range, slices of 8 MiB", took, bytes
+            );
         }
         for _ in 0..runs {
             let (took, bytes) = plain_ranged(&client, &url).await;
             println!("{:<28} {:>12.1?} {:>16}", "reqwest ranged GET", took, bytes);
         }
         let (took, bytes) = through_cache(&url, None).await;
-        println!("{:<28} {:>12.1?} {:>16}", "get_range, no slices", took, bytes);
+        println!(
+            "{:<28} {:>12.1?} {:>16}",
+            "get_range, no slices", took, bytes
+        );
     });
 }
