@@ -103,7 +103,9 @@ impl Cache {
     /// number. A hit reads only them from the stored file. On a miss the whole blob's
     /// one fill starts (or is joined, in this process or another) and the reader
     /// streams the range as soon as its bytes land, stopping at its end without
-    /// waiting for the rest of the fill. When the origin announces no length, the
+    /// waiting for the rest of the fill. With a
+    /// [slice size](crate::CacheBuilder::slice_size), a miss fetches only the slices
+    /// the range covers instead, all of one version of the object. When the origin announces no length, the
     /// read waits for the fill to end, since only then is the range known. Ranges
     /// are resolved as HTTP resolves them: an end past the blob's end is cut to it,
     /// and a suffix longer than the blob is the whole blob (on an empty blob, an
@@ -116,7 +118,9 @@ impl Cache {
     /// range that ends before it starts, and
     /// [`Error::RangeNotSatisfiable`](crate::Error::RangeNotSatisfiable), with the
     /// blob's length, for one that starts at or past the blob's end (or a suffix of
-    /// zero bytes).
+    /// zero bytes); with slices, [`Error::Changed`](crate::Error::Changed) when the
+    /// object changed between the fetches of two of its slices (the next read starts
+    /// over with the new version).
     ///
     /// # Cancellation
     /// As [`get`](Self::get).

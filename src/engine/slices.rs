@@ -177,7 +177,11 @@ impl Engine {
             let slices = plan.len.div_ceil(plan.size);
             let mut names: Vec<String> = (0..slices).map(|i| slice_key(plan, i)).collect();
             names.push(manifest_key(&plan.key, plan.size));
-            self.remove_keys(names).await?;
+            if let Err(error) = self.remove_keys(names).await {
+                // The change is the reader's error; slices of the old version stay
+                // apart from the new one's under their own keys whatever is left.
+                tracing::warn!(key = %plan.key, %error, "could not drop the slices of a changed object");
+            }
         }
         result
     }
