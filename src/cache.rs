@@ -374,6 +374,31 @@ impl Cache {
         Ok(())
     }
 
+    /// Waits until every fill running in this process when it is called has ended:
+    /// stored its blob (or slice) or failed. Reads return as soon as their bytes are
+    /// out, and a range read's fill (of the whole blob, or of a slice) goes on in the
+    /// background; a program about to exit calls this so that what it fetched is
+    /// stored for the next one. Errors of the fills are their readers' to report.
+    ///
+    /// # Cancellation
+    /// Dropping the future stops the waiting only; the fills go on.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = readthrough::Cache::builder(dir.path())
+    ///     .origin(readthrough::origin_fn(|_key: String| async { Ok::<_, std::io::Error>(vec![0u8; 1 << 20]) }))
+    ///     .build()
+    ///     .await?;
+    /// cache.get_range("k", 0..10).await?.bytes().await?;
+    /// cache.fills_ended().await;
+    /// assert!(cache.contains("k").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn fills_ended(&self) {
+        self.engine.fills_ended().await
+    }
+
     /// A snapshot of this cache's counters.
     pub fn stats(&self) -> Stats {
         self.engine.stats()
