@@ -154,8 +154,10 @@ impl CacheBuilder {
     /// Reads ranges of cold blobs by slices of `size` bytes (default off): a
     /// [`get_range`](Cache::get_range) of a blob that is not stored fetches only the
     /// slices the range covers, each one fill of its own (coalesced across tasks and
-    /// processes, published atomically), all of one version of the object. Whole
-    /// reads still fetch whole blobs. Only origins that
+    /// processes, published atomically), all of one version of the object. A whole
+    /// [`get`](Cache::get) of a blob read by slices before reads it by slices too,
+    /// fetching only the missing ones; a cold one, and [`path`](Cache::path), fetch
+    /// the whole blob. Only origins that
     /// [serve ranges](crate::Origin::serves_ranges) and give a validator are sliced;
     /// others are read whole. See the README's section on ranges.
     pub fn slice_size(mut self, size: u64) -> Self {

@@ -122,7 +122,9 @@ impl Cache {
     /// number. A hit reads only them from the stored file. On a miss the whole blob's
     /// one fill starts (or is joined, in this process or another) and the reader
     /// streams the range as soon as its bytes land, stopping at its end without
-    /// waiting for the rest of the fill. When the origin announces no length, the
+    /// waiting for the rest of the fill. With a
+    /// [slice size](crate::CacheBuilder::slice_size), a miss fetches only the slices
+    /// the range covers instead, all of one version of the object. When the origin announces no length, the
     /// read waits for the fill to end, since only then is the range known. Ranges
     /// are resolved as HTTP resolves them: an end past the blob's end is cut to it,
     /// and a suffix longer than the blob is the whole blob (on an empty blob, an
@@ -135,7 +137,9 @@ impl Cache {
     /// range that ends before it starts, and
     /// [`Error::RangeNotSatisfiable`](crate::Error::RangeNotSatisfiable), with the
     /// blob's length, for one that starts at or past the blob's end (or a suffix of
-    /// zero bytes).
+    /// zero bytes); with slices, [`Error::Changed`](crate::Error::Changed) when the
+    /// object changed between the fetches of two of its slices (the next read starts
+    /// over with the new version).
     ///
     /// # Cancellation
     /// As [`get`](Self::get).
@@ -387,6 +391,31 @@ impl Cache {
         })
         .await??;
         Ok(())
+    }
+
+    /// Waits until every fill running in this process when it is called has ended:
+    /// stored its blob (or slice) or failed. Reads return as soon as their bytes are
+    /// out, and a range read's fill (of the whole blob, or of a slice) goes on in the
+    /// background; a program about to exit calls this so that what it fetched is
+    /// stored for the next one. Errors of the fills are their readers' to report.
+    ///
+    /// # Cancellation
+    /// Dropping the future stops the waiting only; the fills go on.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = readthrough::Cache::builder(dir.path())
+    ///     .origin(readthrough::origin_fn(|_key: String| async { Ok::<_, std::io::Error>(vec![0u8; 1 << 20]) }))
+    ///     .build()
+    ///     .await?;
+    /// cache.get_range("k", 0..10).await?.bytes().await?;
+    /// cache.fills_ended().await;
+    /// assert!(cache.contains("k").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn fills_ended(&self) {
+        self.engine.fills_ended().await
     }
 
     /// A snapshot of this cache's counters.

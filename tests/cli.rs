@@ -1216,3 +1216,29 @@ async fn get_range_prints_only_the_range_and_refuses_bad_specs() {
     bad.code(2);
     assert!(bad.stderr.contains("9-1"), "{}", bad.stderr);
 }
+
+#[tokio::test]
+async fn get_range_with_slices_fetches_one_slice_and_stores_it() {
+    let server = Server::start().await;
+    let body = common::body(42, 1_000_000);
+    server.route("/s.bin", Behaviour::body(body.clone()).etag("\"s\""));
+    let url = server.url("/s.bin");
+    let sb = Sandbox::new();
+    let args = ["--slice-size", "64KiB", "get", &url, "--range", "-1000"];
+    for _ in 0..2 {
+        let out = sb.run(&args).await;
+        out.ok();
+        assert!(out.stdout == body[body.len() - 1000..]);
+    }
+    let ranges: Vec<_> = server
+        .requests("/s.bin")
+        .iter()
+        .map(|r| r.header("range").map(str::to_owned))
+        .collect();
+    let slice = format!("bytes={}-999999", 15 * 65536);
+    assert_eq!(
+        ranges,
+        [Some("bytes=0-0".to_owned()), Some(slice)],
+        "the probe and the last slice, once: the second run reads them stored"
+    );
+}

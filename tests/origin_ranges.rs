@@ -13,7 +13,8 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use readthrough::{
-    Cache, Error, FetchOptions, Fetched, HttpOrigin, ObjectStoreOrigin, Origin, origin_fn,
+    ByteRange, Cache, Error, FetchOptions, Fetched, HttpOrigin, ObjectStoreOrigin, Origin,
+    origin_fn,
 };
 
 fn ranged(offset: u64, end: Option<u64>, if_validator: Option<&str>) -> FetchOptions {
@@ -187,4 +188,43 @@ fn origins_say_whether_they_serve_ranges() {
     assert!(http.serves_ranges());
     let store: Box<dyn Origin> = Box::new(ObjectStoreOrigin::new(Arc::new(InMemory::new())));
     assert!(store.serves_ranges());
+}
+
+#[tokio::test]
+async fn an_object_store_blob_is_read_by_slices_of_one_version() {
+    let store = Arc::new(InMemory::new());
+    let old = common::body(5, 3_000_000);
+    let location = Path::from("data/big");
+    store
+        .put(&location, PutPayload::from(old.clone()))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::builder(dir.path())
+        .origin(ObjectStoreOrigin::new(store.clone()))
+        .durable(false)
+        .slice_size(1 << 20)
+        .build()
+        .await
+        .unwrap();
+    let footer = cache
+        .get_range("data/big", ByteRange::last(100))
+        .await
+        .unwrap();
+    assert_eq!(footer.bytes().await.unwrap(), &old[old.len() - 100..]);
+    assert!(
+        !cache.contains("data/big").await.unwrap(),
+        "only a slice was fetched"
+    );
+    // The object changes: the next slice is refused under the pinned ETag, the read
+    // fails, and the one after reads the new version.
+    let new = common::body(6, 3_000_000);
+    store
+        .put(&location, PutPayload::from(new.clone()))
+        .await
+        .unwrap();
+    let error = cache.get_range("data/big", 0..10).await.unwrap_err();
+    assert!(matches!(error, Error::Changed { .. }), "{error}");
+    let head = cache.get_range("data/big", 0..10).await.unwrap();
+    assert_eq!(head.bytes().await.unwrap(), &new[..10]);
 }

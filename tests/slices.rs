@@ -447,3 +447,29 @@ fn random_ranges_child() {
         }
     });
 }
+
+#[tokio::test]
+async fn a_whole_read_after_ranges_fetches_only_the_missing_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Ranged::new((4 * MIB) as usize);
+    let cache = sliced(dir.path(), origin.clone(), MIB).await;
+    let data = origin.data("big", 0);
+    let tail = cache.get_range("big", 3 * MIB..).await.unwrap();
+    assert!(tail.bytes().await.unwrap() == data.slice(3 << 20..));
+    let whole = cache.get("big").await.unwrap();
+    assert_eq!(whole.len(), Some(4 * MIB));
+    assert!(whole.bytes().await.unwrap() == data);
+    let asked = origin.asked();
+    assert_eq!(asked[..2], [(0, Some(1)), (3 * MIB, Some(4 * MIB))]);
+    let mut rest: Vec<_> = asked[2..].to_vec();
+    rest.sort();
+    assert_eq!(
+        rest,
+        [
+            (0, Some(MIB)),
+            (MIB, Some(2 * MIB)),
+            (2 * MIB, Some(3 * MIB))
+        ],
+        "only the three missing slices, and no whole fetch"
+    );
+}

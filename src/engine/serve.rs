@@ -53,6 +53,9 @@ impl Engine {
         let origin = origin.ok_or_else(|| Error::NoOrigin {
             key: key.to_owned(),
         })?;
+        if let Some(reader) = self.whole_by_slices(key, &origin).await? {
+            return Ok(reader);
+        }
         let (state, origin, started) = self.join_or_start(key, &paths, origin);
         Reader::of_fill(self, key, state, origin, started).await
     }

@@ -100,6 +100,29 @@ impl Engine {
         ))
     }
 
+    /// A whole read of `key` by its slices, when the blob has been read by slices
+    /// before (its manifest is stored): the slices present are read and only the
+    /// missing ones fetched. `None` for a whole fill.
+    pub(super) async fn whole_by_slices(
+        self: &Arc<Self>,
+        key: &str,
+        origin: &Arc<dyn Origin>,
+    ) -> Result<Option<Reader>> {
+        let Some(size) = self.settings.slice_size else {
+            return Ok(None);
+        };
+        if !origin.serves_ranges() || self.is_filling(key) {
+            return Ok(None);
+        }
+        let manifest = self.paths(&manifest_key(key, size))?;
+        if !matches!(manifest.store.stat(), Ok(Some(_))) {
+            return Ok(None);
+        }
+        // A suffix as long as any blob: the whole of it, even an empty one.
+        let whole = ByteRange::last(u64::MAX);
+        self.get_sliced(key, Arc::clone(origin), whole, size).await
+    }
+
     /// The manifest of `key` for slices of `size`: stored, or probed (one coalesced
     /// fill of its derived key).
     async fn manifest(
@@ -113,7 +136,7 @@ impl Engine {
             key: key.to_owned(),
         });
         let name = manifest_key(key, size);
-        let text = self.get(&name, Some(probe), false).await?.bytes().await?;
+        let text = get_derived(self, &name, probe).await?.bytes().await?;
         match serde_json::from_slice(&text) {
             Ok(manifest) => Ok(manifest),
             Err(_) => {
@@ -142,7 +165,7 @@ impl Engine {
             end: last,
         });
         let name = slice_key(plan, index);
-        let reader = self.get(&name, Some(origin), false).await?;
+        let reader = get_derived(self, &name, origin).await?;
         reader.windowed(start.max(first) - first..end.min(last) - first)
     }
 
@@ -154,7 +177,11 @@ impl Engine {
             let slices = plan.len.div_ceil(plan.size);
             let mut names: Vec<String> = (0..slices).map(|i| slice_key(plan, i)).collect();
             names.push(manifest_key(&plan.key, plan.size));
-            self.remove_keys(names).await?;
+            if let Err(error) = self.remove_keys(names).await {
+                // The change is the reader's error; slices of the old version stay
+                // apart from the new one's under their own keys whatever is left.
+                tracing::warn!(key = %plan.key, %error, "could not drop the slices of a changed object");
+            }
         }
         result
     }
@@ -197,6 +224,16 @@ fn sliced_body(
         })
         .try_flatten()
         .boxed()
+}
+
+/// [`Engine::get`] of the derived key `name` through `origin`, boxed: a whole read by
+/// slices reads each slice through that call.
+fn get_derived<'a>(
+    engine: &'a Arc<Engine>,
+    name: &'a str,
+    origin: Arc<dyn Origin>,
+) -> BoxFuture<'a, Result<Reader>> {
+    Box::pin(engine.get(name, Some(origin), false))
 }
 
 /// The chunks of `reader`, a slice's, dropping `plan`'s version when one says the

@@ -105,6 +105,20 @@ impl Engine {
         )
     }
 
+    /// Waits until every fill running in this process now has ended.
+    pub(crate) async fn fills_ended(&self) {
+        let running: Vec<_> = {
+            let fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
+            let live = fills.values().filter_map(Weak::upgrade);
+            live.map(|fill| (fill.key.clone(), fill.state.subscribe()))
+                .collect()
+        };
+        for (key, state) in running {
+            // Its end, stored or failed, is its readers' to report.
+            let _ = wait_final(state, &key).await;
+        }
+    }
+
     /// Whether a fill of `key` runs in this process.
     pub(super) fn is_filling(&self, key: &str) -> bool {
         let fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());

@@ -32,6 +32,10 @@ struct Cli {
     /// Take over another process's fill after it makes no progress for this long
     #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     stale_after: Duration,
+    /// Read ranges of blobs that are not stored by slices of this size (e.g. 8MiB),
+    /// fetching only the slices a range covers
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    slice_size: Option<u64>,
     /// Print nothing but errors
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -179,9 +183,12 @@ async fn open(cli: &Cli) -> Result<Cache> {
     if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
         origin = origin.s3_endpoint(endpoint);
     }
-    let builder = Cache::builder(dir)
+    let mut builder = Cache::builder(dir)
         .origin(origin)
         .stale_after(cli.stale_after);
+    if let Some(size) = cli.slice_size {
+        builder = builder.slice_size(size);
+    }
     Ok(cli.tier.apply(builder)?.build().await?)
 }
 
@@ -191,9 +198,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Get { url, output, range } => {
             get(&cache, url, *range, output.as_deref()).await?;
             if range.is_some() {
-                // The range is out; the fill it started stores the whole blob before
-                // the process ends, so the next read is a hit.
-                cache.path(url).await.map_err(|e| report::about(url, e))?;
+                // The range is out; the fill it started (of the whole blob, or of
+                // its slices) stores what it fetched before the process ends, so the
+                // next read is a hit.
+                cache.fills_ended().await;
             }
         }
         Command::Warm(args) => return warm::run(&cache, args, cli.quiet).await,
