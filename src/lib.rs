@@ -190,7 +190,7 @@ pub use store::entry::Entry;
 pub use store::layout::{Layout, ShardedLayout};
 pub use store::scan::{CacheStatus, Corrupt, PrunePolicy, PruneReport, VerifyReport};
 #[cfg(feature = "object-store")]
-pub use tier::{TierEntry, TierPruneReport};
+pub use tier::{TierEntry, TierPruneReport, tier_store};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -61,7 +61,10 @@ def _seconds(name: str, value: Seconds) -> float:
 
 def _size(name: str, value: Size) -> int:
     if isinstance(value, str):
-        return _readthrough.parse_size(value)
+        try:
+            return _readthrough.parse_size(value)
+        except InvalidSettingError as e:
+            raise InvalidSettingError(f"{name}: {e}") from None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidSettingError(f"{name} must be a number of bytes or a size such as \"200GiB\", not {value!r}")
     return value
@@ -92,7 +95,11 @@ class Cache:
     ``default_ttl`` (how long a blob is served, default forever); ``max_bytes`` (evict
     the least recently read beyond this, an int or a size such as "200GiB");
     ``verify_on_read`` (check every hit's SHA-256); ``stale_while_revalidate``;
-    ``group_shared`` (share the directory with the group).
+    ``group_shared`` (share the directory with the group); ``slice_size`` (an int or a
+    size: a range read of a cold blob fetches only the slices of this size it covers);
+    ``shared_tier`` (a fleet's tier below the cache: ``s3://bucket/prefix`` or
+    ``file:///path``, settings from the usual environment variables) and
+    ``shared_tier_read_only`` (read the tier, never write it).
 
     Raises ``BadDirectoryError`` when the directory cannot be used and
     ``InvalidSettingError`` for a setting that cannot work.
@@ -112,6 +119,9 @@ class Cache:
         stale_while_revalidate: bool = False,
         group_shared: bool = False,
         s3_endpoint: Optional[str] = None,
+        slice_size: Optional[Size] = None,
+        shared_tier: Optional[str] = None,
+        shared_tier_read_only: bool = False,
     ) -> None:
         self._native = _readthrough.Cache(
             os.fspath(dir),
@@ -125,6 +135,9 @@ class Cache:
             stale_while_revalidate=stale_while_revalidate,
             group_shared=group_shared,
             s3_endpoint=s3_endpoint,
+            slice_size=None if slice_size is None else _size("slice_size", slice_size),
+            shared_tier=shared_tier,
+            shared_tier_read_only=shared_tier_read_only,
         )
 
     @property

@@ -29,6 +29,20 @@ class Stats:
     """Bytes handed to readers."""
     errors: int
     """Reads that ended in an error."""
+    tier_hits: int
+    """Fills served from a copy in the shared tier."""
+    tier_misses: int
+    """Fills that found no copy in the shared tier."""
+    tier_lease_waits: int
+    """Fills that followed another host's upload to the shared tier."""
+    tier_takeovers: int
+    """Fleet leases taken over from a host that stopped renewing them."""
+    tier_bytes_read: int
+    """Bytes read from the shared tier."""
+    tier_bytes_written: int
+    """Bytes uploaded to the shared tier."""
+    tier_errors: int
+    """Calls to the shared tier that failed (each read went on from the origin)."""
 
 class Entry:
     """A stored blob and what the cache knows of it."""
@@ -138,6 +152,9 @@ class Cache:
         stale_while_revalidate: bool,
         group_shared: bool,
         s3_endpoint: Optional[str],
+        slice_size: Optional[int],
+        shared_tier: Optional[str],
+        shared_tier_read_only: bool,
     ) -> None: ...
     @property
     def dir(self) -> str: ...

@@ -69,7 +69,7 @@ impl Cache {
 #[pymethods]
 impl Cache {
     #[new]
-    #[pyo3(signature = (dir, *, origin, stale_after, durable, file_locks, default_ttl, max_bytes, verify_on_read, stale_while_revalidate, group_shared, s3_endpoint))]
+    #[pyo3(signature = (dir, *, origin, stale_after, durable, file_locks, default_ttl, max_bytes, verify_on_read, stale_while_revalidate, group_shared, s3_endpoint, slice_size, shared_tier, shared_tier_read_only))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -84,6 +84,9 @@ impl Cache {
         stale_while_revalidate: bool,
         group_shared: bool,
         s3_endpoint: Option<String>,
+        slice_size: Option<u64>,
+        shared_tier: Option<String>,
+        shared_tier_read_only: bool,
     ) -> PyResult<Self> {
         let mut builder = readthrough::Cache::builder(dir)
             .stale_after(duration("stale_after", stale_after)?)
@@ -97,6 +100,17 @@ impl Cache {
         }
         if let Some(max) = max_bytes {
             builder = builder.max_bytes(max);
+        }
+        if let Some(size) = slice_size {
+            builder = builder.slice_size(size);
+        }
+        if let Some(url) = shared_tier {
+            let (store, prefix) =
+                readthrough::tier_store(&url).map_err(|e| errors::to_py(py, &e))?;
+            builder = match shared_tier_read_only {
+                true => builder.shared_tier_read_only(store, prefix),
+                false => builder.shared_tier(store, prefix),
+            };
         }
         let urls = origin.is_none();
         builder = match origin {

@@ -35,6 +35,13 @@ pub(crate) struct Stats {
     origin_bytes: u64,
     bytes_served: u64,
     errors: u64,
+    tier_hits: u64,
+    tier_misses: u64,
+    tier_lease_waits: u64,
+    tier_takeovers: u64,
+    tier_bytes_read: u64,
+    tier_bytes_written: u64,
+    tier_errors: u64,
 }
 
 impl From<readthrough::Stats> for Stats {
@@ -50,6 +57,13 @@ impl From<readthrough::Stats> for Stats {
             origin_bytes: s.origin_bytes,
             bytes_served: s.bytes_served,
             errors: s.errors,
+            tier_hits: s.tier_hits,
+            tier_misses: s.tier_misses,
+            tier_lease_waits: s.tier_lease_waits,
+            tier_takeovers: s.tier_takeovers,
+            tier_bytes_read: s.tier_bytes_read,
+            tier_bytes_written: s.tier_bytes_written,
+            tier_errors: s.tier_errors,
         }
     }
 }
@@ -57,20 +71,27 @@ impl From<readthrough::Stats> for Stats {
 #[pymethods]
 impl Stats {
     fn __repr__(&self) -> String {
-        format!(
-            "Stats(hits={}, misses={}, fills_led={}, fills_joined={}, fills_followed={}, \
-             stale_reclaims={}, revalidations={}, origin_bytes={}, bytes_served={}, errors={})",
-            self.hits,
-            self.misses,
-            self.fills_led,
-            self.fills_joined,
-            self.fills_followed,
-            self.stale_reclaims,
-            self.revalidations,
-            self.origin_bytes,
-            self.bytes_served,
-            self.errors
-        )
+        let fields = [
+            ("hits", self.hits),
+            ("misses", self.misses),
+            ("fills_led", self.fills_led),
+            ("fills_joined", self.fills_joined),
+            ("fills_followed", self.fills_followed),
+            ("stale_reclaims", self.stale_reclaims),
+            ("revalidations", self.revalidations),
+            ("origin_bytes", self.origin_bytes),
+            ("bytes_served", self.bytes_served),
+            ("errors", self.errors),
+            ("tier_hits", self.tier_hits),
+            ("tier_misses", self.tier_misses),
+            ("tier_lease_waits", self.tier_lease_waits),
+            ("tier_takeovers", self.tier_takeovers),
+            ("tier_bytes_read", self.tier_bytes_read),
+            ("tier_bytes_written", self.tier_bytes_written),
+            ("tier_errors", self.tier_errors),
+        ];
+        let listed: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("Stats({})", listed.join(", "))
     }
 }
 

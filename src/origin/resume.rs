@@ -109,6 +109,7 @@ impl Resuming {
 
 /// `body`, a whole body, from byte `offset` on: what a server that ignores a range
 /// sends, cut to the range asked for. The skipped bytes are read and dropped.
+#[cfg(feature = "http")]
 pub(crate) fn skip_to(
     body: BoxStream<'static, Result<Bytes>>,
     offset: u64,

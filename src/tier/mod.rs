@@ -21,6 +21,7 @@ mod tee;
 #[cfg(test)]
 mod tests;
 mod upload;
+mod url;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -35,6 +36,7 @@ use crate::stats::{TierCounters, add};
 pub(crate) use bucket::Bucket;
 pub use listing::{TierEntry, TierPruneReport};
 use origin::TierOrigin;
+pub use url::tier_store;
 
 /// The default size of a part: 8 MiB.
 pub(crate) const DEFAULT_PART_SIZE: u64 = 8 << 20;

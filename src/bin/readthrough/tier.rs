@@ -1,11 +1,9 @@
 //! The shared tier: its URL (`--shared-tier`), and `readthrough tier ls | prune`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::Subcommand;
-use object_store::ObjectStore;
 use readthrough::{Cache, CacheBuilder};
 use serde_json::json;
 
@@ -58,7 +56,7 @@ impl Options {
         let Some(url) = self.url() else {
             return Ok(builder);
         };
-        let (store, prefix) = store_of(&url).with_context(|| format!("shared tier {url}"))?;
+        let (store, prefix) = readthrough::tier_store(&url)?;
         let builder = if self.shared_tier_read_only {
             builder.shared_tier_read_only(store, prefix)
         } else {
@@ -68,41 +66,6 @@ impl Options {
             .tier_part_size(self.shared_tier_part_size)
             .tier_timeout(self.shared_tier_timeout))
     }
-}
-
-/// The store and the prefix a tier URL names. The clouds' settings come from their
-/// usual environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
-fn store_of(url: &str) -> Result<(Arc<dyn ObjectStore>, String)> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        bail!("not a URL: use s3://, gs://, az:// or file://");
-    };
-    if scheme == "file" {
-        if !rest.starts_with('/') {
-            bail!("a file URL names an absolute path: file:///path");
-        }
-        std::fs::create_dir_all(rest).with_context(|| format!("cannot create {rest}"))?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(rest)?;
-        return Ok((Arc::new(store), String::new()));
-    }
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        bail!("the URL names no bucket: {scheme}://bucket/prefix");
-    }
-    let store: Arc<dyn ObjectStore> = match scheme {
-        "s3" => readthrough::s3_store(bucket, std::env::var("AWS_ENDPOINT_URL").ok().as_deref())?,
-        "gs" => Arc::new(
-            object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_bucket_name(bucket)
-                .build()?,
-        ),
-        "az" => Arc::new(
-            object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_container_name(bucket)
-                .build()?,
-        ),
-        other => bail!("no shared tier over {other}://: use s3://, gs://, az:// or file://"),
-    };
-    Ok((store, prefix.to_owned()))
 }
 
 pub(crate) async fn run(cache: &Cache, command: &Command, quiet: bool) -> Result<()> {
