@@ -437,6 +437,7 @@ async fn conditional_range_head_http2_and_urllib_requests() {
         "readthrough_http_responses_total{status=\"206\"} 2",
         "readthrough_http_responses_total{status=\"304\"} 1",
         "readthrough_cache_fills_led_total 1",
+        "readthrough_cache_tier_hits_total 0",
         "readthrough_fills_in_flight ",
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");

@@ -101,7 +101,7 @@ impl Metrics {
 }
 
 /// The cache's counters: name, value, help.
-fn cache_counters(stats: &Stats) -> [(&'static str, u64, &'static str); 10] {
+fn cache_counters(stats: &Stats) -> [(&'static str, u64, &'static str); 17] {
     [
         ("hits", stats.hits, "Reads served from a stored blob"),
         ("misses", stats.misses, "Reads that found no stored blob"),
@@ -137,6 +137,41 @@ fn cache_counters(stats: &Stats) -> [(&'static str, u64, &'static str); 10] {
             "Bytes read out of the cache",
         ),
         ("errors", stats.errors, "Reads that ended in an error"),
+        (
+            "tier_hits",
+            stats.tier_hits,
+            "Fills served from the shared tier",
+        ),
+        (
+            "tier_misses",
+            stats.tier_misses,
+            "Fills that found no copy in the shared tier",
+        ),
+        (
+            "tier_lease_waits",
+            stats.tier_lease_waits,
+            "Fills that followed another host's upload",
+        ),
+        (
+            "tier_takeovers",
+            stats.tier_takeovers,
+            "Fleet leases taken over from a stalled host",
+        ),
+        (
+            "tier_read_bytes",
+            stats.tier_bytes_read,
+            "Bytes read from the shared tier",
+        ),
+        (
+            "tier_written_bytes",
+            stats.tier_bytes_written,
+            "Bytes uploaded to the shared tier",
+        ),
+        (
+            "tier_errors",
+            stats.tier_errors,
+            "Shared tier calls that failed (read from the upstream instead)",
+        ),
     ]
 }
 
