@@ -74,7 +74,7 @@ fn setup_failed(url: &str, e: &object_store::Error) -> Error {
 
 #[cfg(feature = "s3")]
 fn s3(bucket: &str, _: &str) -> Result<Arc<dyn ObjectStore>> {
-    crate::s3_store(bucket, std::env::var("AWS_ENDPOINT_URL").ok().as_deref())
+    crate::origin::s3_store(bucket, std::env::var("AWS_ENDPOINT_URL").ok().as_deref())
 }
 
 #[cfg(not(feature = "s3"))]
