@@ -1,8 +1,12 @@
 //! A leader's copy of the origin's body into its tmp file, as a pipeline: while one
-//! batch is written and, beside it, hashed, each on a blocking thread of its own, the
-//! next is received from the origin. Readers are told of each batch once it is
-//! written. At most three batches are held at once: one written and hashed, one
-//! received and waiting for that, one being received.
+//! batch is written and hashed on a blocking thread, the next is received from the
+//! origin. Readers are told of each batch once it is written. At most three batches
+//! are held at once: one written and hashed, one received and waiting for that, one
+//! being received.
+//!
+//! Hashing on a thread of its own beside the write was measured too (`benches/miss.rs`,
+//! 2 cores): 7% slower, as the receive, the write, the hash and the origin itself all
+//! want a core; so one thread writes and hashes.
 
 use std::future::Future;
 use std::os::unix::fs::FileExt;
@@ -11,7 +15,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use futures::future::Join;
 use futures::stream::BoxStream;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
@@ -34,8 +37,8 @@ pub(super) struct Target<'a> {
     pub(super) tmp_path: &'a TmpPath,
 }
 
-/// One batch being written and hashed: the write's result and the hasher after it.
-type InFlight = Join<JoinHandle<std::io::Result<()>>, JoinHandle<Sha256>>;
+/// One batch being written and hashed: the hasher after it, or the write's error.
+type InFlight = JoinHandle<std::io::Result<Sha256>>;
 
 /// A batch being received.
 type Gathering<'b> = Pin<Box<dyn Future<Output = Result<Batch>> + Send + 'b>>;
@@ -120,12 +123,10 @@ impl Target<'_> {
     }
 
     /// The hasher after a batch that was written and hashed, or why it was not.
-    fn landed(&self, (wrote, hashed): <InFlight as Future>::Output) -> Result<Sha256> {
-        wrote
-            .map_err(std::io::Error::other)
-            .and_then(|wrote| wrote)
-            .map_err(|e| self.io("write", e))?;
-        hashed.map_err(|e| self.io("hash", e.into()))
+    fn landed(&self, done: <InFlight as Future>::Output) -> Result<Sha256> {
+        done.map_err(std::io::Error::other)
+            .and_then(|done| done)
+            .map_err(|e| self.io("write", e))
     }
 
     /// Flushes the whole body to the disk.
@@ -139,26 +140,19 @@ impl Target<'_> {
         .map_err(|e| self.io("sync", e))
     }
 
-    /// Writes `chunks` at `offset` on one blocking thread while another hashes them.
+    /// Writes `chunks` at `offset`, hashing each after its write, on a blocking thread.
     fn write_and_hash(&self, chunks: Vec<Bytes>, offset: u64, mut hasher: Sha256) -> InFlight {
         let file = Arc::clone(self.source);
-        let to_hash = chunks.clone();
-        let write = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             crate::failpoint::failpoint!("fill::write");
             let mut at = offset;
             for chunk in &chunks {
                 file.file.write_all_at(chunk, at)?;
+                hasher.update(chunk);
                 at += chunk.len() as u64;
             }
-            Ok(())
-        });
-        let hash = tokio::task::spawn_blocking(move || {
-            for chunk in &to_hash {
-                hasher.update(chunk);
-            }
-            hasher
-        });
-        futures::future::join(write, hash)
+            Ok(hasher)
+        })
     }
 
     fn io(&self, op: &'static str, e: std::io::Error) -> Error {
