@@ -63,7 +63,10 @@ impl Metrics {
     /// The metrics in the Prometheus text format, with the cache's counters `stats`.
     pub(crate) fn render(&self, stats: &Stats) -> String {
         let mut out = String::new();
-        for (name, value, help) in cache_counters(stats) {
+        for (name, value, help) in cache_counters(stats)
+            .into_iter()
+            .chain(tier_counters(stats))
+        {
             let name = format!("readthrough_cache_{name}_total");
             metric(&mut out, &name, "counter", help, value);
         }
@@ -101,7 +104,7 @@ impl Metrics {
 }
 
 /// The cache's counters: name, value, help.
-fn cache_counters(stats: &Stats) -> [(&'static str, u64, &'static str); 17] {
+fn cache_counters(stats: &Stats) -> [(&'static str, u64, &'static str); 10] {
     [
         ("hits", stats.hits, "Reads served from a stored blob"),
         ("misses", stats.misses, "Reads that found no stored blob"),
@@ -137,6 +140,12 @@ fn cache_counters(stats: &Stats) -> [(&'static str, u64, &'static str); 17] {
             "Bytes read out of the cache",
         ),
         ("errors", stats.errors, "Reads that ended in an error"),
+    ]
+}
+
+/// The shared tier's counters among the cache's (all 0 without a tier).
+fn tier_counters(stats: &Stats) -> [(&'static str, u64, &'static str); 7] {
+    [
         (
             "tier_hits",
             stats.tier_hits,
