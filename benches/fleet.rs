@@ -11,6 +11,8 @@
 
 #[path = "support/counting_store.rs"]
 mod counting_store;
+#[path = "../tests/common/hooked_store.rs"]
+mod hooked_store;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,7 +140,7 @@ async fn fleet(
 }
 
 fn tiered() -> Arc<counting_store::Counting> {
-    Arc::new(counting_store::Counting::new(Arc::new(InMemory::new())))
+    Arc::new(counting_store::counting(Arc::new(InMemory::new())))
 }
 
 fn main() {
@@ -175,7 +177,7 @@ fn main() {
                 last - first,
             );
         }
-        let calls = store.calls();
+        let calls = store.hook.by_kind();
         let requests: u64 = calls.values().sum();
         let gib_from_tier = (hosts - 1) as f64 * size / f64::from(1 << 30);
         println!(

@@ -2042,11 +2042,7 @@ async fn tier_copies_wrong(tier: &Path, versions: &Versions) -> Vec<String> {
 fn tier_store(tier: &Path, permille: u64, seed: u64) -> Arc<dyn object_store::ObjectStore> {
     std::fs::create_dir_all(tier).unwrap();
     let local = object_store::local::LocalFileSystem::new_with_prefix(tier).unwrap();
-    Arc::new(common::flaky_store::Flaky::new(
-        Arc::new(local),
-        permille,
-        seed,
-    ))
+    Arc::new(common::flaky_store::flaky(Arc::new(local), permille, seed))
 }
 
 fn http_origin() -> HttpOrigin {

@@ -110,6 +110,18 @@ impl Fleet {
             .expect("the object never appeared")
     }
 
+    /// Host `a`'s `get` of a `/blob` of `len` bytes, which the origin holds after its
+    /// first part until the gate opens, once that part is in the tier: the gate and the
+    /// process.
+    async fn leader_past_its_first_part(&self, len: usize) -> (Gate, Child) {
+        let gate = Gate::new();
+        self.origin.route("/blob", blob(len).hold_at(PART, &gate));
+        let leader = self.get("a", "/blob", "a", &[]);
+        gate.reached(1).await;
+        self.object_like("/gen/00000000000000000001/00000000").await;
+        (gate, leader)
+    }
+
     /// Waits until `out(name)` holds at least `len` bytes.
     async fn received(&self, name: &str, len: usize) {
         let path = self.out(name);
@@ -232,14 +244,8 @@ async fn a_second_host_streams_the_first_part_before_the_origin_resumes() {
     let Some(fleet) = Fleet::start("30s").await else {
         return;
     };
-    let gate = Gate::new();
     let len = 4 * PART;
-    fleet.origin.route("/blob", blob(len).hold_at(PART, &gate));
-    let leader = fleet.get("a", "/blob", "a", &[]);
-    gate.reached(1).await;
-    fleet
-        .object_like("/gen/00000000000000000001/00000000")
-        .await;
+    let (gate, leader) = fleet.leader_past_its_first_part(len).await;
     let follower = fleet.get("b", "/blob", "b", &[]);
     fleet.received("b", PART).await;
     gate.open();
@@ -255,14 +261,8 @@ async fn a_killed_fleet_leader_is_taken_over_and_its_parts_removed() {
     let Some(fleet) = Fleet::start("2s").await else {
         return;
     };
-    let gate = Gate::new();
     let len = 4 * PART;
-    fleet.origin.route("/blob", blob(len).hold_at(PART, &gate));
-    let mut leader = fleet.get("a", "/blob", "a", &[]);
-    gate.reached(1).await;
-    fleet
-        .object_like("/gen/00000000000000000001/00000000")
-        .await;
+    let (gate, mut leader) = fleet.leader_past_its_first_part(len).await;
     let follower = fleet.get("b", "/blob", "b", &[]);
     fleet.received("b", PART).await;
     leader.start_kill().unwrap();
@@ -286,14 +286,8 @@ async fn a_stopped_fleet_leader_cannot_publish_over_the_next_generation() {
     let Some(fleet) = Fleet::start("2s").await else {
         return;
     };
-    let gate = Gate::new();
     let len = 4 * PART;
-    fleet.origin.route("/blob", blob(len).hold_at(PART, &gate));
-    let leader = fleet.get("a", "/blob", "a", &[]);
-    gate.reached(1).await;
-    fleet
-        .object_like("/gen/00000000000000000001/00000000")
-        .await;
+    let (gate, leader) = fleet.leader_past_its_first_part(len).await;
     let pid = leader.id().unwrap() as libc::pid_t;
     signal(pid, libc::SIGSTOP);
     // The follower's own fetch is held at the gate too, until the gate opens.
@@ -361,14 +355,8 @@ async fn a_dead_tier_leaves_reads_to_the_origin() {
     let Some(mut fleet) = Fleet::start("30s").await else {
         return;
     };
-    let gate = Gate::new();
     let len = 4 * PART;
-    fleet.origin.route("/blob", blob(len).hold_at(PART, &gate));
-    let leader = fleet.get("a", "/blob", "a", &[]);
-    gate.reached(1).await;
-    fleet
-        .object_like("/gen/00000000000000000001/00000000")
-        .await;
+    let (gate, leader) = fleet.leader_past_its_first_part(len).await;
     fleet.moto.child.kill().unwrap();
     fleet.moto.child.wait().unwrap();
     gate.open();

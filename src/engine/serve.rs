@@ -42,12 +42,8 @@ impl Engine {
     ) -> Result<Reader> {
         let paths = self.paths(key)?;
         let origin = origin.or_else(|| self.settings.origin.clone());
-        if let Some((stored, stale)) = self.servable(key, &paths, extend)? {
-            if stale && let Some(origin) = origin {
-                // Served at once; one fill refreshes it in the background.
-                self.join_or_start(key, &paths, origin);
-            }
-            return Ok(self.stored_reader(key, &paths, stored));
+        if let Some(reader) = self.hit(key, &paths, origin.as_ref(), extend)? {
+            return Ok(reader);
         }
         add(&self.counters.misses, 1);
         let origin = origin.ok_or_else(|| Error::NoOrigin {
@@ -58,6 +54,25 @@ impl Engine {
         }
         let (state, origin, started) = self.join_or_start(key, &paths, origin);
         Reader::of_fill(self, key, state, origin, started).await
+    }
+
+    /// The stored blob of `key`, if it may be served: an expired one served while
+    /// stale entries are is read at once while one fill through `origin` refreshes it
+    /// in the background. `extend` slides its expiry.
+    fn hit(
+        self: &Arc<Self>,
+        key: &str,
+        paths: &KeyPaths,
+        origin: Option<&Arc<dyn Origin>>,
+        extend: bool,
+    ) -> Result<Option<Reader>> {
+        let Some((stored, stale)) = self.servable(key, paths, extend)? else {
+            return Ok(None);
+        };
+        if stale && let Some(origin) = origin {
+            self.join_or_start(key, paths, Arc::clone(origin));
+        }
+        Ok(Some(self.stored_reader(key, paths, stored)))
     }
 
     /// Reads the bytes `range` of `key`, as [`get`](Self::get) reads the whole: a hit
@@ -105,11 +120,8 @@ impl Engine {
             return Ok(Slicing::Whole);
         }
         let paths = self.paths(key)?;
-        if let Some((stored, stale)) = self.servable(key, &paths, false)? {
-            if stale {
-                self.join_or_start(key, &paths, origin);
-            }
-            return Ok(Slicing::Stored(self.stored_reader(key, &paths, stored)));
+        if let Some(reader) = self.hit(key, &paths, Some(&origin), false)? {
+            return Ok(Slicing::Stored(reader));
         }
         Ok(match self.get_sliced(key, origin, range, size).await? {
             Some(reader) => Slicing::Sliced(reader),

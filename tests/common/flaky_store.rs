@@ -1,37 +1,35 @@
 //! An object store that fails some of its calls: the shared tier's trouble (an
 //! unreachable, throttled or denying store) at a chosen rate.
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
-};
+use object_store::{ObjectStore, Result};
 
-/// `inner`, with `permille` of its calls failing (a 503 SlowDown, as S3 throttles).
+use super::hooked_store::{Hook, Hooked};
+
+/// A store whose calls fail at the rate of [`Failing`].
+pub type Flaky = Hooked<Failing>;
+
+/// Fails `permille` of the calls (a 503 SlowDown, as S3 throttles), by a seeded
+/// xorshift draw.
 #[derive(Debug)]
-pub struct Flaky {
-    inner: Arc<dyn ObjectStore>,
+pub struct Failing {
     permille: u64,
     state: AtomicU64,
 }
 
-impl Flaky {
-    pub fn new(inner: Arc<dyn ObjectStore>, permille: u64, seed: u64) -> Self {
-        Flaky {
-            inner,
-            permille,
-            state: AtomicU64::new(seed | 1),
-        }
-    }
+/// `inner`, with `permille` of its calls failing.
+pub fn flaky(inner: Arc<dyn ObjectStore>, permille: u64, seed: u64) -> Flaky {
+    let failing = Failing {
+        permille,
+        state: AtomicU64::new(seed | 1),
+    };
+    Hooked::new(inner, failing)
+}
 
-    /// Whether this call fails, by a xorshift draw.
-    fn fails(&self) -> Result<()> {
+impl Hook for Failing {
+    fn call(&self, _kind: &'static str) -> Result<()> {
         let mut x = self.state.load(Ordering::Relaxed);
         x ^= x << 13;
         x ^= x >> 7;
@@ -44,65 +42,5 @@ impl Flaky {
             });
         }
         Ok(())
-    }
-}
-
-impl fmt::Display for Flaky {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Flaky({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Flaky {
-    async fn put_opts(
-        &self,
-        at: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> Result<PutResult> {
-        self.fails()?;
-        self.inner.put_opts(at, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        at: &Path,
-        opts: PutMultipartOptions,
-    ) -> Result<Box<dyn MultipartUpload>> {
-        self.fails()?;
-        self.inner.put_multipart_opts(at, opts).await
-    }
-
-    async fn get_opts(&self, at: &Path, options: GetOptions) -> Result<GetResult> {
-        self.fails()?;
-        self.inner.get_opts(at, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, Result<Path>>,
-    ) -> BoxStream<'static, Result<Path>> {
-        match self.fails() {
-            Ok(()) => self.inner.delete_stream(locations),
-            Err(e) => stream::once(async move { Err(e) }).boxed(),
-        }
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        match self.fails() {
-            Ok(()) => self.inner.list(prefix),
-            Err(e) => stream::once(async move { Err(e) }).boxed(),
-        }
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.fails()?;
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.fails()?;
-        self.inner.copy_opts(from, to, options).await
     }
 }

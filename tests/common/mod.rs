@@ -4,6 +4,8 @@
 
 #[cfg(feature = "object-store")]
 pub mod flaky_store;
+#[cfg(feature = "object-store")]
+pub mod hooked_store;
 pub mod http_server;
 #[cfg(feature = "s3")]
 pub mod moto;

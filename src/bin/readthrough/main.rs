@@ -9,6 +9,7 @@ mod tier;
 mod warm;
 
 use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -274,19 +275,17 @@ async fn get(
         .await
         .with_context(|| format!("cannot create {}", path.display()))?;
     let copied = match read().await {
-        Ok(reader) if reader.stored_file().is_some() => {
-            let stored = reader.stored_file().expect("checked");
-            let out = file.into_std().await;
-            kernel_copy(stored, Some(out))
+        Ok(mut reader) => match reader.stored_file() {
+            Some(stored) => kernel_copy(stored, Some(file.into_std().await))
                 .await
-                .with_context(|| format!("cannot write {}", path.display()))
-        }
-        Ok(mut reader) => copy(&mut reader, file).await.map_err(|e| match e {
-            Copy::Read(e) => report::about(url, e),
-            Copy::Write(e) => {
-                anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
-            }
-        }),
+                .with_context(|| format!("cannot write {}", path.display())),
+            None => copy(&mut reader, file).await.map_err(|e| match e {
+                Copy::Read(e) => report::about(url, e),
+                Copy::Write(e) => {
+                    anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
+                }
+            }),
+        },
         Err(e) => Err(report::about(url, e)),
     };
     if copied.is_err() {
@@ -300,8 +299,8 @@ async fn get(
 async fn kernel_copy(stored: &std::fs::File, out: Option<std::fs::File>) -> std::io::Result<()> {
     let stored = stored.try_clone()?;
     tokio::task::spawn_blocking(move || match out {
-        Some(out) => output::copy_stored(&stored, std::os::fd::AsFd::as_fd(&out)),
-        None => output::copy_stored_to_stdout(&stored),
+        Some(out) => output::copy_stored(&stored, out.as_fd()),
+        None => output::copy_stored(&stored, std::io::stdout().as_fd()),
     })
     .await?
 }

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::FileExt;
 
 use rustix::io::Errno;
@@ -13,7 +13,8 @@ use rustix::io::Errno;
 /// The most bytes one call moves.
 const STEP: usize = 1 << 30;
 
-/// Copies all of `stored` to `out` from its current offset on (and moves that offset).
+/// Copies all of `stored`, by position from its first byte, to `out` at `out`'s own
+/// offset, which moves.
 pub(crate) fn copy_stored(stored: &File, out: BorrowedFd<'_>) -> io::Result<()> {
     let len = stored.metadata()?.len();
     let mut offset = 0u64;
@@ -51,11 +52,6 @@ pub(crate) fn copy_stored(stored: &File, out: BorrowedFd<'_>) -> io::Result<()> 
         ));
     }
     Ok(())
-}
-
-/// Copies all of `stored` to stdout.
-pub(crate) fn copy_stored_to_stdout(stored: &File) -> io::Result<()> {
-    copy_stored(stored, io::stdout().as_fd())
 }
 
 fn step(left: u64) -> usize {
