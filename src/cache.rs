@@ -13,8 +13,7 @@ use crate::origin::{Fetched, Origin, origin_fn};
 use crate::range::ByteRange;
 use crate::stats::Stats;
 use crate::store::dir::{self, Folder};
-use crate::store::entry::{Entry, entry_of};
-use crate::store::scan;
+use crate::store::entry::Entry;
 use crate::sys::blocking_io;
 #[cfg(feature = "object-store")]
 use crate::tier::Tier;
@@ -246,7 +245,9 @@ impl Cache {
     }
 
     /// What the cache knows of the stored entry of `key`, without reading its body:
-    /// `None` when nothing is stored.
+    /// `None` when nothing is stored. A blob read by [slices](CacheBuilder::slice_size)
+    /// of this cache's slice size is one entry too: its [`present`](Entry::present)
+    /// bytes and its [`slices`](Entry::slices) say how much of it is stored.
     ///
     /// # Errors
     /// [`Error::InvalidKey`](crate::Error::InvalidKey), and local I/O errors.
@@ -263,9 +264,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn metadata(&self, key: &str) -> Result<Option<Entry>> {
-        let paths = self.engine.paths(key)?;
-        let meta_path = paths.meta.clone();
-        blocking_io("read", paths.meta, move || Ok(entry_of(&meta_path))).await
+        self.engine.entry(key).await
     }
 
     /// Stores `body` under `key`, replacing what is there, and returns its length.
@@ -294,8 +293,9 @@ impl Cache {
         self.engine.put(key, body.into()).await
     }
 
-    /// Removes the stored blob of `key`; returns whether there was one. Readers already
-    /// streaming it finish undisturbed.
+    /// Removes the stored blob of `key`, and the slices of it stored in this cache's
+    /// slice size with their manifest; returns whether there was any of them. Readers
+    /// already streaming it finish undisturbed.
     ///
     /// # Errors
     /// [`Error::InvalidKey`](crate::Error::InvalidKey), and local I/O errors.
@@ -310,12 +310,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn remove(&self, key: &str) -> Result<bool> {
-        let paths = self.engine.paths(key)?;
-        let (base, store) = (self.engine.base().to_owned(), paths.store.clone());
-        blocking_io("remove", paths.store, move || {
-            scan::remove_entry(&base, &store)
-        })
-        .await
+        self.engine.remove(key).await
     }
 
     /// Whether a complete blob of `key` is stored.

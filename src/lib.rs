@@ -186,9 +186,10 @@ pub use stats::Stats;
 #[cfg(feature = "object-store")]
 pub use storage::ObjectStoreStorage;
 pub use storage::Storage;
-pub use store::entry::Entry;
+pub use store::entry::{Entry, Slices};
 pub use store::layout::{Layout, ShardedLayout};
-pub use store::scan::{CacheStatus, Corrupt, PrunePolicy, PruneReport, VerifyReport};
+pub use store::scan::{CacheStatus, PrunePolicy, PruneReport};
+pub use store::verify::{Corrupt, VerifyReport};
 #[cfg(feature = "object-store")]
 pub use tier::{TierEntry, TierPruneReport, tier_store};
 

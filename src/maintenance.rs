@@ -5,7 +5,8 @@
 use crate::cache::Cache;
 use crate::error::Result;
 use crate::store::entry::Entry;
-use crate::store::scan::{self, CacheStatus, PrunePolicy, PruneReport, VerifyReport};
+use crate::store::scan::{self, CacheStatus, PrunePolicy, PruneReport};
+use crate::store::verify::{self, VerifyReport};
 use crate::sys::blocking_io;
 
 impl Cache {
@@ -109,7 +110,10 @@ impl Cache {
     /// ```
     pub async fn verify(&self) -> Result<VerifyReport> {
         let base = self.engine().base().to_owned();
-        blocking_io("verify", self.engine().base(), move || scan::verify(&base)).await
+        blocking_io("verify", self.engine().base(), move || {
+            verify::verify(&base)
+        })
+        .await
     }
 }
 

@@ -1241,4 +1241,29 @@ async fn get_range_with_slices_fetches_one_slice_and_stores_it() {
         [Some("bytes=0-0".to_owned()), Some(slice)],
         "the probe and the last slice, once: the second run reads them stored"
     );
+    // One entry for the blob: its whole length, and the one slice of 16 present.
+    let listed = sb.run(&["ls", "--json"]).await;
+    listed.ok();
+    let entries: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let entries = entries.as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    assert_eq!(entry["key"], url.as_str());
+    assert_eq!(
+        (entry["size"].as_u64(), entry["present"].as_u64()),
+        (Some(1_000_000), Some(1_000_000 - 15 * 65536))
+    );
+    assert_eq!(
+        entry["slices"],
+        serde_json::json!({"size": 65536, "present": 1, "count": 16})
+    );
+    assert!(entry["path"].is_null() && entry["sha256"].is_null());
+    let table = sb.run(&["ls"]).await;
+    table.ok();
+    let rows: Vec<&str> = std::str::from_utf8(&table.stdout)
+        .unwrap()
+        .lines()
+        .collect();
+    assert_eq!(rows.len(), 2, "a header and one row: {rows:?}");
+    assert!(rows[1].ends_with(&url), "{}", rows[1]);
 }

@@ -65,7 +65,14 @@ async fn a_broken_store_is_an_error_not_a_miss() {
     let dir = tempfile::tempdir().unwrap();
     let values = Values::new(&Cache::builder(dir.path()).build().await.unwrap());
     values.save("k", "v", None).await.unwrap();
-    let blob = values.cache().metadata("k").await.unwrap().unwrap().path;
+    let blob = values
+        .cache()
+        .metadata("k")
+        .await
+        .unwrap()
+        .unwrap()
+        .path
+        .unwrap();
     // The blob's shard folder becomes a plain file: the store cannot be read.
     let shard = blob.parent().unwrap();
     std::fs::remove_dir_all(shard).unwrap();

@@ -53,7 +53,7 @@ async fn entries_and_status_count_what_is_stored() {
     let listed: Vec<(&str, u64)> = entries.iter().map(|e| (e.key.as_str(), e.size)).collect();
     assert_eq!(listed, [("a", 1000), ("b", 2000), ("c", 3000)]);
     assert_eq!(
-        std::fs::read(&entries[1].path).unwrap(),
+        std::fs::read(entries[1].path.as_ref().unwrap()).unwrap(),
         common::body_of("b", 0, 2000)
     );
     let (_, part) = crashed_fill(&cache, "d");

@@ -414,7 +414,7 @@ async fn finding_3_a_sliding_expiry_never_overwrites_a_newer_publish() {
     let meta = cache.metadata(KEY).await.unwrap().expect("an entry");
     assert_eq!(
         meta.sha256,
-        sha_hex(&new),
+        Some(sha_hex(&new)),
         "the newer publish's metadata stays"
     );
     assert_eq!(common::stored(&cache, KEY).await.as_deref(), Some(&new[..]));

@@ -49,13 +49,21 @@ class Entry:
 
     key: str
     size: int
-    sha256: str
-    """Its SHA-256, in hex."""
+    present: int
+    """How many of its bytes are stored: all for a blob stored whole, those of its
+    slices present for a blob read by slices (``slice_size``)."""
+    stored: int
+    """The bytes its files take in the cache (its blob, its slices and their
+    manifest): what ``max_bytes`` and eviction count."""
+    slices: Optional[Tuple[int, int, int]]
+    """For a blob read by slices: ``(slice_size, slices_present, slice_count)``."""
+    sha256: Optional[str]
+    """Its SHA-256, in hex; ``None`` for a blob stored only by slices."""
     validator: Optional[str]
     """The origin's ETag or Last-Modified, when it gave one."""
     content_type: Optional[str]
-    path: str
-    """The path of its complete file."""
+    path: Optional[str]
+    """The path of its complete file; ``None`` for a blob stored only by slices."""
     @property
     def created(self) -> datetime.datetime:
         """When it was stored (UTC)."""

@@ -103,13 +103,19 @@ pub(crate) struct Entry {
     #[pyo3(get)]
     size: u64,
     #[pyo3(get)]
-    sha256: String,
+    present: u64,
+    #[pyo3(get)]
+    stored: u64,
+    #[pyo3(get)]
+    slices: Option<(u64, u64, u64)>,
+    #[pyo3(get)]
+    sha256: Option<String>,
     #[pyo3(get)]
     validator: Option<String>,
     #[pyo3(get)]
     content_type: Option<String>,
     #[pyo3(get)]
-    path: String,
+    path: Option<String>,
     created: f64,
     last_read: f64,
     expires: Option<f64>,
@@ -120,10 +126,13 @@ impl From<readthrough::Entry> for Entry {
         Entry {
             key: e.key,
             size: e.size,
+            present: e.present,
+            stored: e.stored,
+            slices: e.slices.map(|s| (s.size, s.present, s.count)),
             sha256: e.sha256,
             validator: e.validator,
             content_type: e.content_type,
-            path: e.path.to_string_lossy().into_owned(),
+            path: e.path.map(|path| path.to_string_lossy().into_owned()),
             created: seconds(e.created),
             last_read: seconds(e.last_read),
             expires: e.expires.map(seconds),
@@ -150,8 +159,8 @@ impl Entry {
 
     fn __repr__(&self) -> String {
         format!(
-            "Entry(key={:?}, size={}, path={:?})",
-            self.key, self.size, self.path
+            "Entry(key={:?}, size={}, present={}, path={:?})",
+            self.key, self.size, self.present, self.path
         )
     }
 }

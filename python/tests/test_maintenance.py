@@ -22,6 +22,7 @@ def test_stats_entries_and_metadata(cache_dir):
     assert stats.origin_bytes == 10 and stats.bytes_served == 20
     [entry] = cache.entries()
     assert (entry.key, entry.size, entry.expires) == ("a", 10, None)
+    assert (entry.present, entry.stored, entry.slices) == (10, 10, None)
     assert entry.created.tzinfo is datetime.timezone.utc
     assert open(entry.path, "rb").read() == b"a" * 10
     assert cache.metadata("a").sha256 == entry.sha256

@@ -18,23 +18,16 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 
 use crate::engine::reader::{ReadKind, Reader, Restart};
 use crate::engine::state::Engine;
 use crate::error::{BoxError, Error, Result};
 use crate::origin::{FetchOptions, Fetched, Origin};
 use crate::range::ByteRange;
+use crate::store::entry::{Entry, entry_of};
 use crate::store::scan;
+use crate::store::sliced::{self, Manifest, manifest_key, slice_key};
 use crate::sys::blocking_io;
-
-/// What the probe learnt of a blob: its length and validator, when the origin gave
-/// them. Stored, as JSON, as the blob of the manifest's derived key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Manifest {
-    len: Option<u64>,
-    validator: Option<String>,
-}
 
 /// A blob to be read by slices: one version of it.
 #[derive(Clone)]
@@ -137,9 +130,9 @@ impl Engine {
         });
         let name = manifest_key(key, size);
         let text = get_derived(self, &name, probe).await?.bytes().await?;
-        match serde_json::from_slice(&text) {
-            Ok(manifest) => Ok(manifest),
-            Err(_) => {
+        match Manifest::decode(&text) {
+            Some(manifest) => Ok(manifest),
+            None => {
                 self.remove_keys(vec![name]).await?;
                 Err(Error::Corrupt {
                     key: key.to_owned(),
@@ -164,7 +157,7 @@ impl Engine {
             start: first,
             end: last,
         });
-        let name = slice_key(plan, index);
+        let name = plan_slice_key(plan, index);
         let reader = get_derived(self, &name, origin).await?;
         reader.windowed(start.max(first) - first..end.min(last) - first)
     }
@@ -175,7 +168,7 @@ impl Engine {
         if let Err(Error::Changed { .. }) = &result {
             tracing::warn!(key = %plan.key, "the object changed between slice fetches; dropping its slices");
             let slices = plan.len.div_ceil(plan.size);
-            let mut names: Vec<String> = (0..slices).map(|i| slice_key(plan, i)).collect();
+            let mut names: Vec<String> = (0..slices).map(|i| plan_slice_key(plan, i)).collect();
             names.push(manifest_key(&plan.key, plan.size));
             if let Err(error) = self.remove_keys(names).await {
                 // The change is the reader's error; slices of the old version stay
@@ -201,6 +194,49 @@ impl Engine {
             Ok(())
         })
         .await
+    }
+
+    /// The entry of `key` as listings show it: its blob stored whole, and the
+    /// manifest and slices of it stored in the cache's slice size, gathered into one.
+    pub(crate) async fn entry(self: &Arc<Self>, key: &str) -> Result<Option<Entry>> {
+        let paths = self.paths(key)?;
+        let (engine, key) = (Arc::clone(self), key.to_owned());
+        blocking_io("read", paths.meta, move || {
+            let files = engine.files_of(&key)?;
+            let base = engine.base();
+            let mut gathered = sliced::gather(files, |m| sliced::read_manifest(base, m));
+            Ok(gathered.pop().map(|gathered| gathered.entry))
+        })
+        .await
+    }
+
+    /// Removes the blob of `key`, and its manifest and slices in the cache's slice
+    /// size; returns whether any of them was there.
+    pub(crate) async fn remove(self: &Arc<Self>, key: &str) -> Result<bool> {
+        let paths = self.paths(key)?;
+        let (engine, key) = (Arc::clone(self), key.to_owned());
+        blocking_io("remove", paths.store.clone(), move || {
+            let base = engine.base();
+            let mut any = scan::remove_entry(base, &paths.store)?;
+            for file in engine.files_of(&key)? {
+                if let Some(path) = &file.path {
+                    any |= scan::remove_entry(base, &base.locate(path)?)?;
+                }
+            }
+            Ok(any)
+        })
+        .await
+    }
+
+    /// The stored entries of `key`'s blob: [`sliced::files_of`] over this cache's
+    /// layout and slice size. A derived key the layout refuses has no entry.
+    fn files_of(&self, key: &str) -> std::io::Result<Vec<Entry>> {
+        sliced::files_of(self.base(), key, self.settings.slice_size, |name| {
+            Ok(self
+                .paths(name)
+                .ok()
+                .and_then(|paths| entry_of(&paths.meta)))
+        })
     }
 }
 
@@ -247,18 +283,9 @@ fn watched(engine: Arc<Engine>, plan: Plan, reader: Reader) -> BoxStream<'static
         .boxed()
 }
 
-/// The derived key of the manifest of `key`'s slices of `size` bytes. NUL bytes keep
-/// it apart from the keys callers use in practice.
-fn manifest_key(key: &str, size: u64) -> String {
-    format!("{key}\0slices\0{size}")
-}
-
 /// The derived key of slice `index` of `plan`'s version of its blob.
-fn slice_key(plan: &Plan, index: u64) -> String {
-    format!(
-        "{}\0slice\0{}\0{}\0{index}",
-        plan.key, plan.size, plan.validator
-    )
+fn plan_slice_key(plan: &Plan, index: u64) -> String {
+    slice_key(&plan.key, plan.size, &plan.validator, index)
 }
 
 /// The origin of a manifest: a one-byte request of the blob, for its length and
@@ -290,7 +317,7 @@ impl Origin for Probe {
                     _ => return Err(e),
                 },
             };
-            Ok(Fetched::from(serde_json::to_vec(&manifest)?))
+            Ok(Fetched::from(manifest.encode()))
         })
     }
 }

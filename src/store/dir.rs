@@ -68,7 +68,7 @@ pub(crate) fn open(
         let stored = scan::entries_in(base).map_err(|e| bad_dir(base, "read", e))?;
         let total = stored
             .iter()
-            .fold(0u64, |sum, e| sum.saturating_add(e.size));
+            .fold(0u64, |sum, e| sum.saturating_add(e.stored));
         ledger::start(base, total, perms).map_err(|e| bad_dir(base, "write the ledger in", e))?;
     }
     // The guard of lock changes, made here with the cache's modes.

@@ -23,8 +23,17 @@ pub(crate) const MAX_META: u64 = 4 << 20;
 pub struct Entry {
     /// The key it is stored under.
     pub key: String,
-    /// Its length in bytes.
+    /// Its length in bytes. For a blob stored only by slices whose manifest is gone,
+    /// the bytes of its slices stored.
     pub size: u64,
+    /// How many of its bytes are stored: all of them for a blob stored whole, those of
+    /// its slices present for a blob read by [slices](crate::CacheBuilder::slice_size).
+    pub present: u64,
+    /// The bytes its files take in the cache: its blob, and its slices and their
+    /// manifest when it has them. The size bound and eviction count these.
+    pub stored: u64,
+    /// The slices of it that are stored, for a blob read by slices.
+    pub slices: Option<Slices>,
     /// When it was stored.
     pub created: SystemTime,
     /// When it was last read, to within a minute (hits refresh it at most that often);
@@ -32,14 +41,28 @@ pub struct Entry {
     pub last_read: SystemTime,
     /// When it stops being served; never when `None`.
     pub expires: Option<SystemTime>,
-    /// Its SHA-256, in hex.
-    pub sha256: String,
+    /// Its SHA-256, in hex; `None` for a blob stored only by slices (each slice is
+    /// checked against its own).
+    pub sha256: Option<String>,
     /// The origin's validator (ETag or Last-Modified), if it gave one.
     pub validator: Option<String>,
     /// The origin's media type, if it gave one.
     pub content_type: Option<String>,
-    /// The path of the complete file.
-    pub path: PathBuf,
+    /// The path of the complete file; `None` for a blob stored only by slices.
+    pub path: Option<PathBuf>,
+}
+
+/// What an [`Entry`] of a blob read by [slices](crate::CacheBuilder::slice_size)
+/// holds of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Slices {
+    /// The slice size, in bytes.
+    pub size: u64,
+    /// The slices stored.
+    pub present: u64,
+    /// The slices the blob has.
+    pub count: u64,
 }
 
 /// A blob found in the store, with what its metadata says.
@@ -328,13 +351,16 @@ pub(crate) fn entry_with_blob(meta_path: &RootedPath) -> Option<(Entry, BlobId)>
     let entry = Entry {
         key: meta.key,
         size: blob.len(),
+        present: blob.len(),
+        stored: blob.len(),
+        slices: None,
         created: crate::store::meta::from_unix_millis(meta.created_ms)?,
         last_read,
         expires,
-        sha256: meta.sha256,
+        sha256: Some(meta.sha256),
         validator: meta.validator,
         content_type: meta.content_type,
-        path: path.path(),
+        path: Some(path.path()),
     };
     Some((entry, BlobId::of(&blob)))
 }

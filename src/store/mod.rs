@@ -10,7 +10,10 @@
 //! - [`named_locks`]: the record file of a named lock, and the pruning of expired ones.
 //! - [`ledger`]: the bytes stored, for the size bound.
 //! - [`dir`]: creating and checking a cache directory.
-//! - [`scan`]: walking the store: listing, removing, evicting, pruning, verifying.
+//! - [`scan`]: walking the store: listing, removing, evicting, pruning.
+//! - [`verify`]: checking every blob against its metadata.
+//! - [`sliced`]: a blob stored by slices: its derived keys, its manifest, and its
+//!   entries gathered into one.
 
 pub(crate) mod atomic;
 pub(crate) mod dir;
@@ -23,3 +26,5 @@ pub(crate) mod meta;
 pub(crate) mod named_locks;
 pub(crate) mod names;
 pub(crate) mod scan;
+pub(crate) mod sliced;
+pub(crate) mod verify;

@@ -1,25 +1,23 @@
-//! Walking the store: listing its entries, its status, removing, evicting, pruning and
-//! verifying, as plain functions over the format folder. They walk the whole folder
+//! Walking the store: listing its entries, its status, removing, evicting and pruning,
+//! as plain functions over the format folder. They walk the whole folder
 //! (all but the front-ends' folders, which are not the store's), so they work for any
 //! layout, and they cost a read of every metadata file: they are for tools, schedules
 //! and background eviction, never for the read path.
 
 use std::fs::TryLockError;
 use std::io;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use sha2::{Digest, Sha256};
-
-use crate::store::entry::{Entry, entry_of, entry_with_blob, read_meta};
+use crate::store::entry::{Entry, entry_of, entry_with_blob};
 use crate::store::ledger;
 use crate::store::lock::{self, LockSite, LockState};
-use crate::store::meta::{BlobId, EntryMeta};
+use crate::store::meta::BlobId;
 use crate::store::named_locks;
 use crate::store::names::{
     BREAK_GUARD, EVICTING, FRONT_END_DIRS, LEDGER, LOCK_SUFFIX, META_SUFFIX, TMP_SUFFIX,
 };
-use crate::sys::{self, FileId, Kind, RootedPath};
+use crate::store::sliced::{self, Gathered};
+use crate::sys::{Kind, RootedPath};
 
 /// How a cache directory is doing. Made by [`Cache::status`](crate::Cache::status).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -93,37 +91,13 @@ pub struct PruneReport {
     pub named_locks_removed: u64,
 }
 
-/// What [`Cache::verify`](crate::Cache::verify) found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct VerifyReport {
-    /// Entries read and checked.
-    pub checked: u64,
-    /// Entries whose bytes did not match their metadata; they were removed.
-    pub corrupt: Vec<Corrupt>,
-    /// Stored files with no readable metadata to check them against; left alone.
-    pub unverifiable: Vec<PathBuf>,
-}
-
-/// An entry [`Cache::verify`](crate::Cache::verify) found corrupt and removed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Corrupt {
-    /// Its key.
-    pub key: String,
-    /// Its path.
-    pub path: PathBuf,
-    /// What was wrong.
-    pub reason: String,
-}
-
 /// The files of a format folder, by kind.
 #[derive(Default)]
-struct Files {
-    metas: Vec<RootedPath>,
+pub(super) struct Files {
+    pub(super) metas: Vec<RootedPath>,
     locks: Vec<RootedPath>,
     parts: Vec<RootedPath>,
-    blobs: Vec<RootedPath>,
+    pub(super) blobs: Vec<RootedPath>,
 }
 
 /// Sorts the files under `dir` into `files`, passing over the folder `skip`.
@@ -155,7 +129,7 @@ fn walk(dir: &RootedPath, skip: &[RootedPath], files: &mut Files) -> io::Result<
 }
 
 /// The blob a metadata file describes.
-fn blob_of(meta: &RootedPath) -> RootedPath {
+pub(super) fn blob_of(meta: &RootedPath) -> RootedPath {
     meta.with_extension("")
 }
 
@@ -215,9 +189,9 @@ pub(crate) fn status(
 ) -> io::Result<CacheStatus> {
     let files = scan(base)?;
     let mut status = CacheStatus::default();
-    for entry in files.metas.iter().filter_map(entry_of) {
+    for gathered in gathered_in(base, &files.metas) {
         status.entries += 1;
-        status.bytes = status.bytes.saturating_add(entry.size);
+        status.bytes = status.bytes.saturating_add(gathered.entry.stored);
     }
     for lock_path in &files.locks {
         match lock::inspect(lock_path, locks)? {
@@ -237,40 +211,82 @@ pub(crate) fn status(
 
 /// The files of the blob store under `base`; the idempotency records and the named
 /// locks are not its.
-fn scan(base: &RootedPath) -> io::Result<Files> {
+pub(super) fn scan(base: &RootedPath) -> io::Result<Files> {
     let mut files = Files::default();
     let skip = FRONT_END_DIRS.map(|dir| base.join(dir));
     walk(base, &skip, &mut files)?;
     Ok(files)
 }
 
-/// The entries stored under `base`.
+/// The entries stored under `base`, a sliced blob as one.
 pub(crate) fn entries_in(base: &RootedPath) -> io::Result<Vec<Entry>> {
-    Ok(scan(base)?.metas.iter().filter_map(entry_of).collect())
+    let files = scan(base)?;
+    Ok(gathered_in(base, &files.metas)
+        .into_iter()
+        .map(|gathered| gathered.entry)
+        .collect())
 }
 
-/// Removes the least recently read of `entries` until they hold at most `budget`
-/// bytes; returns those removed and the bytes left.
+/// The entries the metadata files `metas` describe, gathered by blob key.
+fn gathered_in(base: &RootedPath, metas: &[RootedPath]) -> Vec<Gathered> {
+    let stored = metas.iter().filter_map(entry_of).collect();
+    sliced::gather(stored, |manifest| sliced::read_manifest(base, manifest))
+}
+
+/// What an eviction removed.
+#[derive(Debug, Default)]
+pub(crate) struct Evicted {
+    /// The entries removed (a sliced blob as one).
+    pub(crate) removed: Vec<Entry>,
+    /// The blob files removed.
+    pub(crate) files: u64,
+    /// Their bytes.
+    pub(crate) freed: u64,
+    /// The bytes left.
+    pub(crate) left: u64,
+}
+
+/// Removes the least recently read of `entries`, each with all its files, until
+/// they hold at most `budget` bytes.
 pub(crate) fn evict_lru(
     base: &RootedPath,
-    mut entries: Vec<Entry>,
+    mut entries: Vec<Gathered>,
     budget: u64,
-) -> io::Result<(Vec<Entry>, u64)> {
-    entries.sort_by_key(|entry| entry.last_read);
-    let mut total = entries
+) -> io::Result<Evicted> {
+    entries.sort_by_key(|gathered| gathered.entry.last_read);
+    let left = entries
         .iter()
-        .fold(0u64, |sum, e| sum.saturating_add(e.size));
-    let mut removed = Vec::new();
-    for entry in entries {
-        if total <= budget {
+        .map(|g| g.entry.stored)
+        .fold(0, u64::saturating_add);
+    let mut evicted = Evicted {
+        left,
+        ..Evicted::default()
+    };
+    for gathered in entries {
+        if evicted.left <= budget {
             break;
         }
-        total = total.saturating_sub(entry.size);
-        if remove_if_unchanged(base, &entry)? {
-            removed.push(entry);
+        evicted.left = evicted.left.saturating_sub(gathered.entry.stored);
+        remove_gathered(base, gathered, &mut evicted)?;
+    }
+    Ok(evicted)
+}
+
+/// Removes each file of `gathered` that is still as it was listed, recording it in
+/// `evicted`.
+fn remove_gathered(base: &RootedPath, gathered: Gathered, evicted: &mut Evicted) -> io::Result<()> {
+    let mut any = false;
+    for file in &gathered.files {
+        if remove_if_unchanged(base, file)? {
+            any = true;
+            evicted.files += 1;
+            evicted.freed = evicted.freed.saturating_add(file.size);
         }
     }
-    Ok((removed, total))
+    if any {
+        evicted.removed.push(gathered.entry);
+    }
+    Ok(())
 }
 
 pub(crate) fn prune(
@@ -301,8 +317,8 @@ pub(crate) fn prune(
             report.lock_files_removed += 1;
         }
     }
-    let mut kept = Vec::new();
     let mut described = std::collections::HashSet::new();
+    let mut listed = Vec::new();
     for meta in &files.metas {
         let Some(entry) = entry_of(meta) else {
             if blob_of(meta).stat()?.is_none() && age(meta)?.is_some_and(|age| age > stale_after) {
@@ -311,17 +327,9 @@ pub(crate) fn prune(
             continue;
         };
         described.insert(blob_of(meta).rel().to_owned());
-        let expired = entry.expires.is_some_and(|at| at <= now);
-        let too_old = policy
-            .older_than
-            .is_some_and(|age| now.duration_since(entry.created).unwrap_or_default() > age);
-        if !(expired || too_old) {
-            kept.push(entry);
-        } else if remove_if_unchanged(base, &entry)? {
-            report.bytes_freed = report.bytes_freed.saturating_add(entry.size);
-            report.removed.push(entry);
-        }
+        listed.push(entry);
     }
+    let (kept, mut gone) = remove_old(base, listed, policy, now)?;
     // Blobs no metadata describes: left by a crash or a removal between a publish's
     // two renames. A publish renames its metadata an instant after its blob, so only
     // ones older than the staleness timeout are removed.
@@ -333,14 +341,39 @@ pub(crate) fn prune(
         }
     }
     if let Some(max) = policy.max_bytes {
-        let (evicted, _) = evict_lru(base, kept, max)?;
-        report.bytes_freed = evicted
-            .iter()
-            .fold(report.bytes_freed, |sum, e| sum.saturating_add(e.size));
-        report.removed.extend(evicted);
+        let evicted = evict_lru(base, kept, max)?;
+        gone.freed = gone.freed.saturating_add(evicted.freed);
+        gone.removed.extend(evicted.removed);
     }
+    report.bytes_freed = report.bytes_freed.saturating_add(gone.freed);
+    report.removed = gone.removed;
     report.named_locks_removed = named_locks::prune_expired(base, now)?;
     Ok(report)
+}
+
+/// Gathers `listed` by blob and removes the blobs expired at `now` or older than
+/// `policy` allows; returns the others, and what it removed.
+fn remove_old(
+    base: &RootedPath,
+    listed: Vec<Entry>,
+    policy: &PrunePolicy,
+    now: SystemTime,
+) -> io::Result<(Vec<Gathered>, Evicted)> {
+    let mut kept = Vec::new();
+    let mut gone = Evicted::default();
+    for gathered in sliced::gather(listed, |m| sliced::read_manifest(base, m)) {
+        let entry = &gathered.entry;
+        let expired = entry.expires.is_some_and(|at| at <= now);
+        let too_old = policy
+            .older_than
+            .is_some_and(|age| now.duration_since(entry.created).unwrap_or_default() > age);
+        if expired || too_old {
+            remove_gathered(base, gathered, &mut gone)?;
+        } else {
+            kept.push(gathered);
+        }
+    }
+    Ok((kept, gone))
 }
 
 /// Removes a blob and its metadata, and takes its bytes off the ledger; returns
@@ -369,7 +402,10 @@ pub(crate) fn remove_blob(base: &RootedPath, blob: &RootedPath, id: BlobId) -> i
 /// Removes `entry` if it is still as it was listed (a scan may be old by the time
 /// eviction reaches an entry: one read or published since is kept).
 fn remove_if_unchanged(base: &RootedPath, entry: &Entry) -> io::Result<bool> {
-    let blob = base.locate(&entry.path)?;
+    let Some(path) = &entry.path else {
+        return Ok(false);
+    };
+    let blob = base.locate(path)?;
     match entry_with_blob(&meta_of(&blob)) {
         Some((now, id)) if now == *entry => remove_blob(base, &blob, id),
         _ => Ok(false),
@@ -381,72 +417,6 @@ fn meta_of(blob: &RootedPath) -> RootedPath {
     let mut name = blob.file_name().unwrap_or_default().to_owned();
     name.push(META_SUFFIX);
     blob.with_file_name(name)
-}
-
-pub(crate) fn verify(base: &RootedPath) -> io::Result<VerifyReport> {
-    let files = scan(base)?;
-    let mut report = VerifyReport::default();
-    let described: std::collections::HashSet<PathBuf> = files
-        .metas
-        .iter()
-        .map(|meta| blob_of(meta).rel().to_owned())
-        .collect();
-    for blob in files.blobs.iter().filter(|b| !described.contains(b.rel())) {
-        report.unverifiable.push(blob.path());
-    }
-    for meta_path in &files.metas {
-        let blob = blob_of(meta_path);
-        let Some(meta) = read_meta(meta_path).ok().flatten() else {
-            if blob.stat()?.is_some() {
-                report.unverifiable.push(blob.path());
-            }
-            continue;
-        };
-        let file = match sys::found(blob.open_read())? {
-            Some(file) if file.metadata()?.is_file() => file,
-            // A directory or other odd file where a blob should be: no blob here.
-            _ => continue,
-        };
-        // Metadata that names another blob file is not this blob's: a publish is
-        // between its two renames (the blob is in, its metadata not yet).
-        if !meta.describes(BlobId::of(&file.metadata()?)) {
-            continue;
-        }
-        report.checked += 1;
-        let Some(reason) = fault_of(&file, &meta)? else {
-            continue;
-        };
-        // A blob replaced while it was read is not corrupt: only remove the one read.
-        if !blob.names(FileId::of_file(&file)?)?
-            || read_meta(meta_path).ok().flatten().as_ref() != Some(&meta)
-        {
-            continue;
-        }
-        tracing::debug!(key = %meta.key, path = %blob, %reason, "removing a corrupt entry");
-        remove_entry(base, &blob)?;
-        report.corrupt.push(Corrupt {
-            key: meta.key,
-            path: blob.path(),
-            reason,
-        });
-    }
-    Ok(report)
-}
-
-/// What is wrong with a blob's bytes, if anything.
-fn fault_of(file: &std::fs::File, meta: &EntryMeta) -> io::Result<Option<String>> {
-    let len = file.metadata()?.len();
-    if len != meta.size {
-        return Ok(Some(format!("{len} bytes where {} were stored", meta.size)));
-    }
-    let mut hasher = Sha256::new();
-    let mut reader = io::BufReader::with_capacity(1 << 20, file);
-    io::copy(&mut reader, &mut hasher)?;
-    let actual = hex::encode(hasher.finalize());
-    Ok(
-        (actual != meta.sha256)
-            .then(|| format!("sha256 {actual} where {} was stored", meta.sha256)),
-    )
 }
 
 /// The share of the bound that eviction brings the cache down to, in percent.
@@ -463,16 +433,16 @@ pub(crate) fn evict(base: &RootedPath, max: u64) -> io::Result<usize> {
         Err(TryLockError::Error(e)) => return Err(e),
     }
     let before = ledger::current(base)?;
-    let entries = entries_in(base)?;
+    let entries = gathered_in(base, &scan(base)?.metas);
     let low_water = max / 100 * LOW_WATER_PERCENT;
-    let (removed, total) = evict_lru(base, entries, low_water)?;
-    ledger::correct(base, before, removed.len() as u64, total)?;
+    let evicted = evict_lru(base, entries, low_water)?;
+    ledger::correct(base, before, evicted.files, evicted.left)?;
     tracing::debug!(
-        removed = removed.len(),
-        total,
+        removed = evicted.removed.len(),
+        total = evicted.left,
         "evicted to the low-water mark"
     );
-    Ok(removed.len())
+    Ok(evicted.removed.len())
 }
 
 #[cfg(test)]
@@ -495,10 +465,10 @@ mod tests {
         let base = RootedPath::make_root(dir.path(), crate::sys::Perms::OWNER)
             .unwrap()
             .join("v1");
-        let listed = entries_in(&base).unwrap();
+        let listed = gathered_in(&base, &scan(&base).unwrap().metas);
         cache.put("a", Fetched::from(vec![2; 100])).await.unwrap();
-        let (removed, _) = evict_lru(&base, listed, 0).unwrap();
-        let removed: Vec<&str> = removed.iter().map(|e| e.key.as_str()).collect();
+        let evicted = evict_lru(&base, listed, 0).unwrap();
+        let removed: Vec<&str> = evicted.removed.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(removed, ["b"]);
         let left = cache.read("a").await.unwrap().expect("kept");
         assert_eq!(left.bytes().await.unwrap(), vec![2; 100]);
@@ -514,7 +484,7 @@ mod tests {
         std::fs::write(&next, vec![2; 100]).unwrap();
         std::fs::rename(&next, &blob).unwrap();
         let root = RootedPath::make_root(dir.path(), crate::sys::Perms::OWNER).unwrap();
-        let report = verify(&root.join("v1")).unwrap();
+        let report = crate::store::verify::verify(&root.join("v1")).unwrap();
         assert!(report.corrupt.is_empty(), "{report:?}");
         assert_eq!(
             std::fs::read(&blob).unwrap(),

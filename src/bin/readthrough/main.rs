@@ -65,7 +65,8 @@ enum Command {
     Warm(warm::Args),
     /// Make sure a URL is cached and print the path of its complete file
     Path { url: String },
-    /// List the entries: key, size, created, last read, expires
+    /// List the entries: size, bytes present (a blob read by slices may hold only
+    /// some), created, last read, expires, key
     Ls {
         /// Print one JSON array
         #[arg(long)]
@@ -335,9 +336,11 @@ async fn ls(cache: &Cache, as_json: bool) -> Result<()> {
         let list: Vec<_> = entries
             .iter()
             .map(|e| {
+                let slices = e.slices.map(|s| json!({"size": s.size, "present": s.present, "count": s.count}));
                 json!({
-                    "key": e.key, "size": e.size, "created": unix_seconds(e.created),
-                    "last_read": unix_seconds(e.last_read), "expires": e.expires.map(unix_seconds), "sha256": e.sha256,
+                    "key": e.key, "size": e.size, "present": e.present, "stored": e.stored, "slices": slices,
+                    "created": unix_seconds(e.created), "last_read": unix_seconds(e.last_read),
+                    "expires": e.expires.map(unix_seconds), "sha256": e.sha256,
                     "validator": e.validator, "content_type": e.content_type, "path": e.path,
                 })
             })
@@ -345,19 +348,23 @@ async fn ls(cache: &Cache, as_json: bool) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
         return Ok(());
     }
-    // Last read and expiry are not tracked yet: they show as "-".
     writeln!(
         out,
-        "{:>10}  {:<20}  {:<9}  {:<7}  KEY",
-        "SIZE", "CREATED", "LAST-READ", "EXPIRES"
+        "{:>10}  {:>10}  {:<20}  {:<20}  {:<20}  KEY",
+        "SIZE", "PRESENT", "CREATED", "LAST-READ", "EXPIRES"
     )?;
+    let time = |at| humantime::format_rfc3339_seconds(at).to_string();
     for e in &entries {
-        let size = bytesize::ByteSize(e.size).to_string();
-        let created = humantime::format_rfc3339_seconds(e.created).to_string();
+        let (size, present) = (bytesize::ByteSize(e.size), bytesize::ByteSize(e.present));
+        let expires = e.expires.map_or_else(|| "never".to_owned(), time);
         writeln!(
             out,
-            "{size:>10}  {created:<20}  {:<9}  {:<7}  {}",
-            "-", "-", e.key
+            "{:>10}  {:>10}  {:<20}  {:<20}  {expires:<20}  {}",
+            size.to_string(),
+            present.to_string(),
+            time(e.created),
+            time(e.last_read),
+            e.key
         )?;
     }
     Ok(())
