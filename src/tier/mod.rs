@@ -15,6 +15,7 @@ mod lease;
 mod listing;
 mod names;
 mod origin;
+mod ranged;
 mod read;
 mod records;
 mod tee;

@@ -13,6 +13,7 @@ use crate::tier::bucket::{Answer, Refusal};
 use crate::tier::lead::{Ask, lead};
 use crate::tier::lease::{self, Claim, Seen, Watch};
 use crate::tier::names::KeyObjects;
+use crate::tier::ranged;
 use crate::tier::read::{self, FIRST_WAIT, LONGEST_WAIT};
 use crate::tier::records::Manifest;
 
@@ -63,7 +64,7 @@ impl Origin for TierOrigin {
 }
 
 /// What the tier holds for a key.
-enum Copy {
+pub(super) enum Copy {
     Fresh(Box<Manifest>),
     /// An expired copy, of this generation.
     Expired(u64),
@@ -71,10 +72,10 @@ enum Copy {
 }
 
 async fn open(ask: Ask, options: FetchOptions) -> Result<Fetched, BoxError> {
-    // Part of a blob (a resumed fill, a slice) goes to the origin: the tier holds
-    // whole blobs.
+    // Part of a blob (a resumed fill, a slice, a range): from a published copy's
+    // parts, or the origin.
     if options.range().is_some() {
-        return ask.origin(options).await;
+        return ranged::open(ask, options).await;
     }
     let tier = &ask.tier;
     let published = match copy_of(&ask).await {
@@ -103,7 +104,7 @@ async fn open(ask: Ask, options: FetchOptions) -> Result<Fetched, BoxError> {
 }
 
 /// The tier's copy of the key. A manifest that does not check out is removed.
-async fn copy_of(ask: &Ask) -> Answer<Copy> {
+pub(super) async fn copy_of(ask: &Ask) -> Answer<Copy> {
     let at = ask.objects.manifest();
     let bytes = match ask.tier.bucket.get(&at).await {
         Ok(bytes) => bytes,
