@@ -3,6 +3,8 @@
 //! in the same group (the target: at least half of `pread`'s rate).
 //!
 //! * `range_hit/get_range`: `get_range(key, a..a + 4096)` and its bytes.
+//! * `range_hit/blob_read_at`: `read_at(a..a + 4096)` of a `Blob` opened once
+//!   (`Cache::open`), against the same file opened once.
 //! * `range_hit/pread_open_fd`: `pread` of the same 4 KiB on a file opened once.
 //! * `range_hit/open_pread`: open, `pread`, close, as a cache read must do per read.
 //!
@@ -55,6 +57,17 @@ fn range_hit(c: &mut Criterion) {
                 reader.expect("get_range").bytes().await.expect("bytes")
             });
             black_box(bytes);
+        })
+    });
+
+    let blob = runtime.block_on(cache.open("blob")).expect("open");
+    assert!(blob.is_stored());
+    let mut rng = fastrand::Rng::with_seed(1);
+    group.bench_function("blob_read_at", |b| {
+        b.iter(|| {
+            let start = next_offset(&mut rng);
+            let bytes = runtime.block_on(blob.read_at(start..start + RANGE));
+            black_box(bytes.expect("read_at"));
         })
     });
 

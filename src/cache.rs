@@ -18,7 +18,7 @@ use crate::sys::blocking_io;
 #[cfg(feature = "object-store")]
 use crate::tier::Tier;
 
-pub use crate::engine::{ReadKind, Reader};
+pub use crate::engine::{Blob, ReadKind, Reader};
 
 /// A shared on-disk read-through cache of blobs.
 ///
@@ -159,6 +159,38 @@ impl Cache {
     /// ```
     pub async fn get_range(&self, key: &str, range: impl Into<ByteRange>) -> Result<Reader> {
         self.engine.get_range(key, None, range.into()).await
+    }
+
+    /// Opens `key` for reads of any of its parts, as many as wanted: for a blob stored
+    /// now, its file is held open and each [`Blob::read_at`] is one positioned read
+    /// of it (random 4 KiB reads cost about what `pread` costs, where
+    /// [`get_range`](Self::get_range) looks the entry up each time); a blob not stored
+    /// is read by `get_range` calls. Counts one hit for a stored blob.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey), and local I/O errors.
+    ///
+    /// # Cancellation
+    /// Nothing to cancel: it opens the stored file or not.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = readthrough::Cache::builder(dir.path())
+    ///     .origin(readthrough::origin_fn(|_key: String| async { Ok::<_, std::io::Error>(b"0123456789".to_vec()) }))
+    ///     .build()
+    ///     .await?;
+    /// let cold = cache.open("k").await?;
+    /// assert!(!cold.is_stored());
+    /// assert_eq!(cold.read_at(0..4).await?, "0123");
+    /// cache.fills_ended().await;
+    /// let stored = cache.open("k").await?;
+    /// assert_eq!((stored.is_stored(), stored.len()), (true, Some(10)));
+    /// assert_eq!(stored.read_at(8..).await?, "89");
+    /// # Ok(()) }
+    /// ```
+    pub async fn open(&self, key: &str) -> Result<Blob> {
+        self.engine.open(key, None)
     }
 
     /// Reads `key` as [`get`](Self::get) does, with `options`.

@@ -163,7 +163,7 @@ mod kv;
 mod server;
 
 pub use builder::CacheBuilder;
-pub use cache::{Cache, GetOptions, ReadKind, Reader};
+pub use cache::{Blob, Cache, GetOptions, ReadKind, Reader};
 pub use clock::{Clock, SystemClock};
 pub use error::{BoxError, Cause, Error, Result};
 pub use kv::idempotency::{IdempotencyRecord, IdempotencyStore};

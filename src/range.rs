@@ -61,6 +61,16 @@ impl ByteRange {
         }
     }
 
+    /// [`resolve`](Self::resolve), with a range that cannot be satisfied as
+    /// [`Error::RangeNotSatisfiable`] for `key`.
+    pub(crate) fn window(&self, key: &str, len: u64) -> Result<Range<u64>, Error> {
+        self.resolve(len).ok_or_else(|| Error::RangeNotSatisfiable {
+            key: key.to_owned(),
+            range: self.to_string(),
+            length: len,
+        })
+    }
+
     /// The first byte, when it does not depend on the blob's length.
     pub fn start(&self) -> Option<u64> {
         match *self {

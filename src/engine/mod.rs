@@ -14,9 +14,11 @@
 //! - [`follow`]: following another process's fill, and taking over.
 //! - [`evict`]: eviction after a publish takes the store over its bound.
 //! - [`slices`]: range reads of cold blobs by slices, one version per blob.
+//! - [`blob`]: [`Blob`], a blob opened for many reads of its parts.
 //! - [`reader`]: [`Reader`], and hits; [`fill_reader`]: readers of a fill in progress
 //!   (and straight from the origin when the local disk fails).
 
+mod blob;
 mod copy;
 mod evict;
 mod fill;
@@ -31,6 +33,7 @@ mod serve;
 mod slices;
 mod state;
 
+pub use blob::Blob;
 pub use reader::{ReadKind, Reader};
 pub(crate) use serve::LoadedEntry;
 pub(crate) use state::{Engine, Settings};

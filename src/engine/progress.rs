@@ -54,7 +54,7 @@ impl Source {
     }
 
     /// Reads `len` bytes at `offset`, fewer only at the end of the file.
-    async fn read_full(self: &Arc<Self>, offset: u64, len: usize) -> io::Result<Bytes> {
+    pub(crate) async fn read_full(self: &Arc<Self>, offset: u64, len: usize) -> io::Result<Bytes> {
         let mut buf = BytesMut::new();
         let mut all = BytesMut::with_capacity(len);
         while all.len() < len {

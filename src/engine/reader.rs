@@ -336,6 +336,11 @@ impl Reader {
         self.whole_file.as_ref().map(|source| &source.file)
     }
 
+    /// The stored file this hit reads, as [`stored_file`](Self::stored_file) has it.
+    pub(super) fn stored_source(&self) -> Option<Arc<Source>> {
+        self.whole_file.clone()
+    }
+
     /// Whether this read was a hit, led a fill, or joined or followed one.
     pub fn kind(&self) -> ReadKind {
         self.kind

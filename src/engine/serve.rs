@@ -59,7 +59,7 @@ impl Engine {
     /// The stored blob of `key`, if it may be served: an expired one served while
     /// stale entries are is read at once while one fill through `origin` refreshes it
     /// in the background. `extend` slides its expiry.
-    fn hit(
+    pub(super) fn hit(
         self: &Arc<Self>,
         key: &str,
         paths: &KeyPaths,
@@ -94,14 +94,7 @@ impl Engine {
             Slicing::Whole => self.get(key, origin, false).await?,
         };
         let length = reader.blob_len().await?;
-        let window = range
-            .resolve(length)
-            .ok_or_else(|| Error::RangeNotSatisfiable {
-                key: key.to_owned(),
-                range: range.to_string(),
-                length,
-            })?;
-        reader.windowed(window)
+        reader.windowed(range.window(key, length)?)
     }
 
     /// Reads `range` of `key` by slices when the cache slices, the origin serves

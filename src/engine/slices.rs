@@ -55,13 +55,7 @@ impl Engine {
             tracing::info!(%key, "the origin gives no validator or length for this blob, so its slices could mix versions; reading it whole");
             return Ok(None);
         };
-        let window = range
-            .resolve(len)
-            .ok_or_else(|| Error::RangeNotSatisfiable {
-                key: key.to_owned(),
-                range: range.to_string(),
-                length: len,
-            })?;
+        let window = range.window(key, len)?;
         let plan = Plan {
             key: key.to_owned(),
             size,
