@@ -107,7 +107,8 @@ pub(crate) fn unsatisfiable(len: u64) -> Response<Body> {
 /// A streamed body: at most `limit` bytes of `chunks`, counted into `metrics`. An
 /// error of the stream is an error of the body, which ends the connection without
 /// a proper end of the body (HTTP/1.1) or resets the stream (HTTP/2), so a client
-/// never takes a broken body for a whole one.
+/// never takes a broken body for a whole one. Between two chunks it yields to the
+/// runtime's other tasks.
 pub(crate) fn streamed(
     chunks: impl Stream<Item = Result<Bytes, Error>> + Send + 'static,
     limit: Option<u64>,
@@ -132,6 +133,16 @@ pub(crate) fn streamed(
                 chunk
             });
             futures::future::ready(Some(item))
+        })
+        .enumerate()
+        .then(|(index, item)| async move {
+            // Let the thread's other tasks run between two chunks, so that clients
+            // taking a body at full speed hold it for one chunk at a time while
+            // others wait for their first bytes.
+            if index > 0 {
+                tokio::task::yield_now().await;
+            }
+            item
         })
         .map_ok(move |chunk| {
             metrics.sent(chunk.len());
