@@ -11,6 +11,7 @@ use crate::engine::{Engine, Settings};
 use crate::error::{Error, Result};
 use crate::origin::Origin;
 use crate::store::dir::{self, Folder};
+use crate::store::durability::Durability;
 use crate::store::layout::{Layout, ShardedLayout};
 use crate::store::lock::LockSite;
 use crate::store::names::{BREAK_GUARD, TMP_DIR};
@@ -39,7 +40,7 @@ pub struct CacheBuilder {
     origin: Option<Arc<dyn Origin>>,
     layout: Box<dyn Layout>,
     stale_after: Duration,
-    durable: bool,
+    durability: Durability,
     file_locks: bool,
     clock: Arc<dyn Clock>,
     default_ttl: Option<Duration>,
@@ -57,7 +58,7 @@ impl fmt::Debug for CacheBuilder {
         f.debug_struct("CacheBuilder")
             .field("root", &self.root)
             .field("stale_after", &self.stale_after)
-            .field("durable", &self.durable)
+            .field("durability", &self.durability)
             .field("file_locks", &self.file_locks)
             .field("default_ttl", &self.default_ttl)
             .field("max_bytes", &self.max_bytes)
@@ -72,7 +73,7 @@ impl CacheBuilder {
             origin: None,
             layout: Box::new(ShardedLayout),
             stale_after: Duration::from_secs(30),
-            durable: true,
+            durability: Durability::default(),
             file_locks: true,
             clock: Arc::new(SystemClock),
             default_ttl: None,
@@ -101,11 +102,23 @@ impl CacheBuilder {
         self
     }
 
-    /// Whether a blob is flushed to stable storage (`fsync` of the file and of its
-    /// directory) before it is published (default on). Off, a power loss may lose
-    /// recently published blobs, but never exposes a partial one under its key.
+    /// When a blob is flushed to stable storage (default
+    /// [`Durability::Background`]: published at once, flushed soon after). Whatever
+    /// the mode, a blob that a crash may have damaged is checked against its SHA-256
+    /// before it is served again ([`Durability`] says how).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// [`durability`](Self::durability) as a switch: on is [`Durability::Fsync`]
+    /// (flushed before it is published), off is [`Durability::Off`] (never flushed).
     pub fn durable(mut self, durable: bool) -> Self {
-        self.durable = durable;
+        self.durability = if durable {
+            Durability::Fsync
+        } else {
+            Durability::Off
+        };
         self
     }
 
@@ -319,7 +332,7 @@ impl CacheBuilder {
                 root,
                 base,
                 perms,
-                durable: self.durable,
+                durability: self.durability,
                 clock: self.clock,
             },
             layout: self.layout,

@@ -161,6 +161,27 @@ impl Cache {
         self.engine.get_range(key, None, range.into()).await
     }
 
+    /// Waits until every blob this cache published so far has been flushed to stable
+    /// storage by the background flush ([`Durability::Background`](crate::Durability::Background),
+    /// the default), and recorded as flushed. Returns at once in the other modes.
+    /// A flush that fails is logged, and its blob stays marked unflushed: it is
+    /// checked against its SHA-256 at its next read after a restart.
+    ///
+    /// # Cancellation
+    /// Safe to drop: the flushing goes on in the background.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> readthrough::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = readthrough::Cache::builder(dir.path()).build().await?;
+    /// cache.put("k", readthrough::Fetched::from(b"kept".to_vec())).await?;
+    /// cache.sync().await; // "k" survives a power loss from here on
+    /// # Ok(()) }
+    /// ```
+    pub async fn sync(&self) {
+        self.engine.flushed().await;
+    }
+
     /// Opens `key` for reads of any of its parts, as many as wanted: for a blob stored
     /// now, its file is held open and each [`Blob::read_at`] is one positioned read
     /// of it (random 4 KiB reads cost about what `pread` costs, where

@@ -39,8 +39,10 @@
 //! 3. **Followers stream.** A reader that joins a fill gets the bytes already written,
 //!    then each new byte as it lands.
 //! 4. **Atomic publish.** A blob appears under its key only complete, with its length
-//!    (and its digest, when the origin gave one) checked, and flushed to stable storage
-//!    unless [`durable(false)`](CacheBuilder::durable).
+//!    (and its digest, when the origin gave one) checked. It is flushed to stable
+//!    storage as [`Durability`] says (by default just after it is published); after a
+//!    crash of the machine, a blob that was not yet flushed is checked against its
+//!    SHA-256 before it is served again, and fetched again if it does not match.
 //! 5. **Crash and hang recovery.** A fill whose process died is taken over at once (the
 //!    OS drops its lock). A fill whose process stops refreshing its files for the
 //!    [staleness timeout](CacheBuilder::stale_after) is reclaimed by a waiter; when the
@@ -186,6 +188,7 @@ pub use stats::Stats;
 #[cfg(feature = "object-store")]
 pub use storage::ObjectStoreStorage;
 pub use storage::Storage;
+pub use store::durability::Durability;
 pub use store::entry::{Entry, Slices};
 pub use store::layout::{Layout, ShardedLayout};
 pub use store::scan::{CacheStatus, PrunePolicy, PruneReport};

@@ -10,11 +10,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 
 mod beneath;
+mod boot;
 mod tmp;
 
 #[cfg(test)]
 pub(crate) use beneath::tmp_root;
 pub(crate) use beneath::{Kind, Listed, RootedPath};
+pub(crate) use boot::{boot_id, written_since_boot};
 pub(crate) use tmp::{TmpFile, TmpPath, create_tmp};
 
 /// Identifies a file (not a path): device and inode.

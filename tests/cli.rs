@@ -739,6 +739,7 @@ async fn usage_errors_exit_2_with_one_line() {
     let cases: &[(&[&str], &str)] = &[
         (&["frobnicate"], "frobnicate"),
         (&["--stale-after", "5zz", "ls"], "5zz"),
+        (&["--durability", "sometimes", "ls"], "sometimes"),
         (&["prune", "--max-size", "12Q"], "12Q"),
         (&["prune", "--older-than", "soon"], "soon"),
         (&["warm", "--jobs", "0", "http://127.0.0.1/x"], "0"),

@@ -90,8 +90,11 @@ class Cache:
     the next read calls it again.
 
     Settings (as the crate's builder): ``stale_after`` (seconds or a timedelta, default
-    30) before a waiter takes over a fill that stands still; ``durable`` (fsync before
-    publishing, default on); ``file_locks`` (coordinate processes, default on);
+    30) before a waiter takes over a fill that stands still; ``durability``
+    (``"background"``, the default: publish at once and flush just after;
+    ``"fsync"``: flush before publishing; ``"off"``; in every mode a blob a crash may
+    have damaged is checked against its SHA-256 before it is served again), or
+    ``durable`` (``True`` for ``"fsync"``, ``False`` for ``"off"``); ``file_locks`` (coordinate processes, default on);
     ``default_ttl`` (how long a blob is served, default forever); ``max_bytes`` (evict
     the least recently read beyond this, an int or a size such as "200GiB");
     ``verify_on_read`` (check every hit's SHA-256); ``stale_while_revalidate``;
@@ -111,7 +114,8 @@ class Cache:
         *,
         origin: Optional[Origin] = None,
         stale_after: Seconds = 30,
-        durable: bool = True,
+        durability: str = "background",
+        durable: Optional[bool] = None,
         file_locks: bool = True,
         default_ttl: Optional[Seconds] = None,
         max_bytes: Optional[Size] = None,
@@ -127,7 +131,7 @@ class Cache:
             os.fspath(dir),
             origin=origin,
             stale_after=_seconds("stale_after", stale_after),
-            durable=durable,
+            durability=durability if durable is None else ("fsync" if durable else "off"),
             file_locks=file_locks,
             default_ttl=None if default_ttl is None else _seconds("default_ttl", default_ttl),
             max_bytes=None if max_bytes is None else _size("max_bytes", max_bytes),

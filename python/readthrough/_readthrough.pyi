@@ -152,7 +152,7 @@ class Cache:
         *,
         origin: Any,
         stale_after: float,
-        durable: bool,
+        durability: str,
         file_locks: bool,
         default_ttl: Optional[float],
         max_bytes: Optional[int],

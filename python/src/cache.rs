@@ -34,6 +34,18 @@ fn duration(name: &str, seconds: f64) -> PyResult<Duration> {
     })
 }
 
+/// The durability named `text`.
+fn durability_of(text: &str) -> PyResult<readthrough::Durability> {
+    match text {
+        "background" => Ok(readthrough::Durability::Background),
+        "fsync" => Ok(readthrough::Durability::Fsync),
+        "off" => Ok(readthrough::Durability::Off),
+        _ => Err(errors::invalid_setting(&format!(
+            "durability must be \"background\", \"fsync\" or \"off\", not {text:?}"
+        ))),
+    }
+}
+
 /// The text of a size such as "200GiB" or "1.5 GB" in bytes.
 #[pyfunction]
 pub(crate) fn parse_size(text: &str) -> PyResult<u64> {
@@ -69,14 +81,14 @@ impl Cache {
 #[pymethods]
 impl Cache {
     #[new]
-    #[pyo3(signature = (dir, *, origin, stale_after, durable, file_locks, default_ttl, max_bytes, verify_on_read, stale_while_revalidate, group_shared, s3_endpoint, slice_size, shared_tier, shared_tier_read_only))]
+    #[pyo3(signature = (dir, *, origin, stale_after, durability, file_locks, default_ttl, max_bytes, verify_on_read, stale_while_revalidate, group_shared, s3_endpoint, slice_size, shared_tier, shared_tier_read_only))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         dir: PathBuf,
         origin: Option<Bound<'_, PyAny>>,
         stale_after: f64,
-        durable: bool,
+        durability: &str,
         file_locks: bool,
         default_ttl: Option<f64>,
         max_bytes: Option<u64>,
@@ -90,7 +102,7 @@ impl Cache {
     ) -> PyResult<Self> {
         let mut builder = readthrough::Cache::builder(dir)
             .stale_after(duration("stale_after", stale_after)?)
-            .durable(durable)
+            .durability(durability_of(durability)?)
             .file_locks(file_locks)
             .verify_on_read(verify_on_read)
             .stale_while_revalidate(stale_while_revalidate)

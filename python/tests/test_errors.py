@@ -55,6 +55,7 @@ def test_an_empty_key(cache_dir):
         ({"max_bytes": "lots"}, '"lots" is not a size'),
         ({"max_bytes": 0}, "max_bytes of zero would keep nothing"),
         ({"max_bytes": -5}, "max_bytes must be a number of bytes"),
+        ({"durability": "sometimes"}, 'durability must be "background", "fsync" or "off"'),
     ],
 )
 def test_a_setting_that_cannot_work(cache_dir, settings, message):

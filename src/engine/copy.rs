@@ -115,7 +115,7 @@ impl Target<'_> {
         {
             return Err(self.mismatch(promised, written));
         }
-        if self.inner.settings.folder.durable {
+        if self.inner.settings.folder.durability.before_publish() {
             self.sync().await?;
         }
         let hasher = hasher.expect("a hasher after the last batch");

@@ -199,13 +199,21 @@ enum Recheck {
 async fn recheck(inner: &Arc<Engine>, fill: &Fill, paths: &KeyPaths) -> Result<Recheck> {
     let (owned, engine) = (paths.clone(), Arc::clone(inner));
     let found = blocking_io("open", &paths.store, move || {
-        entry::open(&owned, &engine.metas)
+        let Some(stored) = entry::open(&owned, &engine.metas)? else {
+            return Ok(None);
+        };
+        let fault = stored.restart_fault()?;
+        Ok(Some((stored, fault)))
     })
     .await?;
-    let Some(stored) = found else {
+    let Some((stored, fault)) = found else {
         return Ok(Recheck::Expired(None));
     };
-    Ok(match stored.standing(inner.settings.folder.clock.now()) {
+    let standing = match fault {
+        Some(reason) => Standing::Damaged(reason),
+        None => stored.standing(inner.settings.folder.clock.now()),
+    };
+    Ok(match standing {
         Standing::Fresh => Recheck::Fresh(stored),
         Standing::Expired {
             validator: Some(validator),

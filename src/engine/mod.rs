@@ -9,6 +9,7 @@
 //! - [`fill`]: starting fills, the task behind each, and leading one; [`copy`]: the
 //!   leader's copy of the body into its tmp file (received, written and hashed at once).
 //! - [`publish`]: the end of a leader's fill: into the store, or a revalidation.
+//! - [`flush`]: flushing published blobs in the background.
 //! - [`heartbeat`]: the leader's sign of life.
 //! - [`resume`]: taking over a dead leader's fill where it stopped.
 //! - [`follow`]: following another process's fill, and taking over.
@@ -23,6 +24,7 @@ mod copy;
 mod evict;
 mod fill;
 mod fill_reader;
+mod flush;
 mod follow;
 mod heartbeat;
 mod progress;

@@ -10,6 +10,7 @@ use crate::engine::progress::{FillState, Role, Source};
 use crate::engine::state::Engine;
 use crate::error::{Error, Result};
 use crate::stats::add;
+use crate::store::durability::Durability;
 use crate::store::entry::Stored;
 use crate::store::layout::KeyPaths;
 use crate::store::ledger;
@@ -29,7 +30,10 @@ pub(super) async fn complete(
 ) -> FillState {
     let len = meta.size;
     let stored = publish(inner, paths, held, (tmp_path, &source), meta).await;
-    if let Ok(total) = &stored {
+    if let Ok((total, id)) = &stored {
+        if inner.settings.folder.durability == Durability::Background {
+            inner.flush_later(paths, *id);
+        }
         evict::after_publish(inner, *total);
     }
     FillState::Complete {
@@ -41,7 +45,7 @@ pub(super) async fn complete(
 }
 
 /// Moves a complete, checked tmp file into the store, adds it to the ledger and
-/// releases the lock; returns the ledger's new total.
+/// releases the lock; returns the ledger's new total and the blob's identity.
 ///
 /// The order: the metadata, bound to the blob's identity, is written to a tmp file
 /// of its own; then, if the lock is still this leader's, the blob is renamed into the store and
@@ -57,9 +61,9 @@ async fn publish(
     held: (Heartbeat, FillLock),
     (tmp_path, source): (TmpPath, &Arc<Source>),
     meta: EntryMeta,
-) -> Result<u64> {
+) -> Result<(u64, BlobId)> {
     let (durable, base, now, perms) = (
-        inner.settings.folder.durable,
+        inner.settings.folder.durability.before_publish(),
         inner.base().to_owned(),
         inner.settings.folder.clock.now(),
         inner.settings.folder.perms,
@@ -71,7 +75,12 @@ async fn publish(
     let source = Arc::clone(source);
     let published = blocking(move || {
         let (heartbeat, lock) = held;
-        let meta = meta.bound_to(BlobId::of(&source.file.metadata()?));
+        let id = BlobId::of(&source.file.metadata()?);
+        let meta = if durable {
+            meta.bound_to(id)
+        } else {
+            meta.bound_to(id).unflushed()
+        };
         let store_dir = paths.store.parent().expect("store path has a parent");
         let meta_tmp = meta.prepare(&paths.tmp_dir, durable, now, perms)?;
         if !lock.may_publish()? {
@@ -94,13 +103,13 @@ async fn publish(
             tracing::warn!(error = %e, "could not update the ledger of stored bytes");
             0
         });
-        Ok(Some(total))
+        Ok(Some((total, id)))
     })
     .await;
     match published {
-        Ok(Some(total)) => {
+        Ok(Some(published)) => {
             tracing::debug!(%key, "published");
-            Ok(total)
+            Ok(published)
         }
         Ok(None) => {
             tracing::warn!(%key, "this fill was reclaimed as stale by another process; not publishing it");
@@ -133,7 +142,7 @@ pub(super) async fn refresh(
     meta.expires_ms = ttl_ms.map(|ttl| crate::store::meta::unix_millis(now).saturating_add(ttl));
     let (paths_owned, durable, perms) = (
         paths.clone(),
-        inner.settings.folder.durable,
+        inner.settings.folder.durability.before_publish(),
         inner.settings.folder.perms,
     );
     let key = meta.key.clone();

@@ -11,8 +11,6 @@
 //! file whose length outran its data.
 
 use std::fs::File;
-use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
@@ -51,7 +49,7 @@ impl Prefix {
         let stat = file.metadata().ok()?;
         let len = stat.len();
         let partial = len > 0 && total.is_none_or(|total| len < total);
-        if !stat.is_file() || !partial || !written_since_boot(&stat) {
+        if !stat.is_file() || !partial || !crate::sys::written_since_boot(&stat) {
             return None;
         }
         Some(Prefix {
@@ -115,16 +113,4 @@ impl Prefix {
     pub(super) fn discard(self) {
         let _ = self.path.remove_if_there();
     }
-}
-
-/// Whether a file was last written since the machine booted (`/proc/stat`'s `btime`);
-/// never where the boot time cannot be read.
-fn written_since_boot(stat: &std::fs::Metadata) -> bool {
-    static BOOTED: OnceLock<Option<SystemTime>> = OnceLock::new();
-    let booted = BOOTED.get_or_init(|| {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let secs = stat.lines().find_map(|line| line.strip_prefix("btime "))?;
-        Some(UNIX_EPOCH + Duration::from_secs(secs.trim().parse().ok()?))
-    });
-    booted.is_some_and(|booted| stat.modified().is_ok_and(|written| written > booted))
 }

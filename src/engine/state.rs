@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::engine::flush::Flushing;
 use crate::engine::progress::{Fill, FillState};
 use crate::error::{Error, Result};
 use crate::origin::Origin;
@@ -47,6 +48,8 @@ pub(crate) struct Engine {
     pub(super) fills: Mutex<HashMap<String, Weak<Fill>>>,
     /// Whether this process is evicting now.
     pub(super) evicting: AtomicBool,
+    /// The blobs published and not yet flushed.
+    pub(super) flushing: Flushing,
 }
 
 impl Engine {
@@ -57,6 +60,7 @@ impl Engine {
             counters: Counters::default(),
             fills: Mutex::default(),
             evicting: AtomicBool::new(false),
+            flushing: Flushing::default(),
         }
     }
 
@@ -142,7 +146,7 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Cache")
             .field("dir", &self.settings.folder.root)
             .field("stale_after", &self.settings.stale_after)
-            .field("durable", &self.settings.folder.durable)
+            .field("durability", &self.settings.folder.durability)
             .field("locking", &self.settings.locks.locking)
             .finish_non_exhaustive()
     }

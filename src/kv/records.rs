@@ -61,7 +61,7 @@ impl RecordFolder {
             dir: folder.base.join(name),
             tmp: folder.base.join(TMP_DIR),
             perms: folder.perms,
-            durable: folder.durable,
+            durable: folder.durability != crate::store::durability::Durability::Off,
         }
     }
 
@@ -186,7 +186,11 @@ mod tests {
             root,
             base,
             perms: Perms::OWNER,
-            durable,
+            durability: if durable {
+                crate::store::durability::Durability::Fsync
+            } else {
+                crate::store::durability::Durability::Off
+            },
             clock: Arc::new(SystemClock),
         };
         let records = RecordFolder::new(&folder, "recs");

@@ -21,8 +21,8 @@ pub(crate) struct Folder {
     /// The format folder, `<root>/v1`.
     pub(crate) base: RootedPath,
     pub(crate) perms: Perms,
-    /// Whether writes are flushed before they are published.
-    pub(crate) durable: bool,
+    /// When blobs are flushed to stable storage.
+    pub(crate) durability: crate::store::durability::Durability,
     /// The time expiry is judged by and files are stamped with.
     pub(crate) clock: Arc<dyn Clock>,
 }

@@ -226,6 +226,10 @@ pub(crate) fn servable(
         return Ok(None);
     };
     let now = serving.now;
+    if let Some(reason) = check_after_restart(paths, metas, locks, &mut stored, now)? {
+        tracing::warn!(%key, %reason, "not serving an entry a restart damaged; fetching it again");
+        return Ok(None);
+    }
     let stale = match stored.standing(now) {
         Standing::Fresh => false,
         Standing::Expired { .. } if serving.serve_stale => true,
@@ -241,7 +245,9 @@ pub(crate) fn servable(
         && let Some(expires) = stored.extended_expiry(now)
     {
         crate::failpoint::failpoint!("entry::extend");
-        match extend(paths, metas, locks, &stored, expires, now) {
+        match rewrite(paths, metas, locks, &stored, now, |m| {
+            m.expires_ms = Some(expires)
+        }) {
             Ok(Some(extended)) => stored.meta = Some(extended),
             Ok(None) => {}
             Err(e) => tracing::debug!(%key, error = %e, "could not extend an expiry"),
@@ -251,18 +257,66 @@ pub(crate) fn servable(
     Ok(Some((stored, stale)))
 }
 
-/// Moves the expiry of the entry `stored`, read at `now`, to `expires` (in Unix
-/// milliseconds) and returns its new metadata. The rewrite holds the key's lock and
-/// happens only while the entry is still the one read, so a publish or a revalidation
-/// that lands meanwhile is never overwritten with older metadata. While a fill holds
-/// the lock the expiry is left alone (`None`): a later read extends it.
-fn extend(
+/// An entry whose blob was published without a flush in an earlier boot (a crash may
+/// have cut, zeroed or undone its bytes): its bytes are checked against its metadata
+/// before anything is served, `Some(why)` when they differ. When they match it is
+/// recorded as flushed (its bytes were just read from the disk), so the check is not
+/// repeated. Nothing to check for any other entry.
+fn check_after_restart(
+    paths: &KeyPaths,
+    metas: &MetaCache,
+    locks: &LockSite,
+    stored: &mut Stored,
+    now: SystemTime,
+) -> io::Result<Option<String>> {
+    if !stored
+        .meta
+        .as_ref()
+        .is_some_and(|m| m.unflushed_before_this_boot())
+    {
+        return Ok(None);
+    }
+    if let Some(reason) = stored.restart_fault()? {
+        return Ok(Some(reason));
+    }
+    if let Some(flushed) = rewrite(paths, metas, locks, stored, now, |m| {
+        m.unflushed_boot = None
+    })? {
+        stored.meta = Some(flushed);
+    }
+    Ok(None)
+}
+
+/// What is wrong with a blob's bytes against its metadata, if anything: its length,
+/// then its SHA-256.
+pub(crate) fn fault_of(file: &File, meta: &EntryMeta) -> io::Result<Option<String>> {
+    use sha2::{Digest, Sha256};
+    let len = file.metadata()?.len();
+    if len != meta.size {
+        return Ok(Some(format!("{len} bytes where {} were stored", meta.size)));
+    }
+    let mut hasher = Sha256::new();
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    io::copy(&mut reader, &mut hasher)?;
+    let actual = hex::encode(hasher.finalize());
+    Ok(
+        (actual != meta.sha256)
+            .then(|| format!("sha256 {actual} where {} was stored", meta.sha256)),
+    )
+}
+
+/// Rewrites the metadata of the entry `stored`, read at `now`, as `change` says, and
+/// returns the new metadata. The rewrite holds the key's lock and happens only while
+/// the entry is still the one read, so a publish or a revalidation that lands
+/// meanwhile is never overwritten with older metadata. While a fill holds the lock
+/// nothing is written (`None`): a later read tries again.
+pub(crate) fn rewrite(
     paths: &KeyPaths,
     metas: &MetaCache,
     locks: &LockSite,
     stored: &Stored,
-    expires: u64,
     now: SystemTime,
+    change: impl FnOnce(&mut EntryMeta),
 ) -> io::Result<Option<Arc<EntryMeta>>> {
     let Some(meta) = &stored.meta else {
         return Ok(None);
@@ -279,16 +333,32 @@ fn extend(
     if current.blob != stored.blob || current.meta.as_ref() != Some(meta) {
         return Ok(None);
     }
-    let mut extended = EntryMeta::clone(meta).bound_to(current.blob);
-    extended.expires_ms = Some(expires);
-    extended
+    let mut changed = EntryMeta::clone(meta).bound_to(current.blob);
+    change(&mut changed);
+    changed
         .prepare(&paths.tmp_dir, false, now, locks.perms)?
         .persist(&paths.meta)?;
     drop(held);
-    Ok(Some(Arc::new(extended)))
+    Ok(Some(Arc::new(changed)))
 }
 
 impl Stored {
+    /// What a restart did to the blob, if it was published without a flush in an
+    /// earlier boot and its bytes no longer match its metadata; `None` otherwise (no
+    /// check is needed, or the bytes match).
+    pub(crate) fn restart_fault(&self) -> io::Result<Option<String>> {
+        let Some(meta) = self
+            .meta
+            .as_ref()
+            .filter(|m| m.unflushed_before_this_boot())
+        else {
+            return Ok(None);
+        };
+        Ok(fault_of(&self.file, meta)?.map(|reason| {
+            format!("it was published without a flush before the machine restarted, and {reason}")
+        }))
+    }
+
     /// Whether the entry may be served at `now`.
     pub(crate) fn standing(&self, now: SystemTime) -> Standing {
         let Some(meta) = &self.meta else {

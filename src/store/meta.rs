@@ -67,6 +67,11 @@ pub(crate) struct EntryMeta {
     /// The blob this describes; `None` only in metadata of version 2 and older.
     #[serde(default)]
     pub(crate) blob: Option<BlobId>,
+    /// The boot (the kernel's boot id, or `""` where it cannot be read) the blob was
+    /// published in without being flushed; `None` once it is known flushed, and in
+    /// metadata of older versions (which flushed before publishing by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) unflushed_boot: Option<String>,
 }
 
 impl EntryMeta {
@@ -91,6 +96,7 @@ impl EntryMeta {
             validator: None,
             content_type: None,
             blob: None,
+            unflushed_boot: None,
         }
     }
 
@@ -105,6 +111,22 @@ impl EntryMeta {
         self.version = META_VERSION;
         self.blob = Some(blob);
         self
+    }
+
+    /// This metadata marked as describing a blob published without a flush in this
+    /// boot.
+    pub(crate) fn unflushed(mut self) -> Self {
+        self.unflushed_boot = Some(crate::sys::boot_id().unwrap_or_default().to_owned());
+        self
+    }
+
+    /// Whether its blob was published without a flush in a boot other than this one
+    /// (so that it may have lost bytes in a crash), and must be checked before it is
+    /// served.
+    pub(crate) fn unflushed_before_this_boot(&self) -> bool {
+        self.unflushed_boot
+            .as_deref()
+            .is_some_and(|boot| boot.is_empty() || Some(boot) != crate::sys::boot_id())
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
@@ -168,6 +190,7 @@ impl EntryMetaV1 {
             validator: self.validator,
             content_type: self.content_type,
             blob: None,
+            unflushed_boot: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`names`]: every folder and file name.
 //! - [`atomic`]: small files written atomically.
+//! - [`durability`]: when blobs are flushed, and the check after a crash.
 //! - [`layout`]: keys to paths, checked to stay inside the directory.
 //! - [`meta`]: the metadata file beside each blob, bound to its blob.
 //! - [`lock`]: the per-key lock file protocol; [`lock_info`]: what a leader writes in it.
@@ -17,6 +18,7 @@
 
 pub(crate) mod atomic;
 pub(crate) mod dir;
+pub(crate) mod durability;
 pub(crate) mod entry;
 pub(crate) mod layout;
 pub(crate) mod ledger;

@@ -6,10 +6,8 @@
 use std::io;
 use std::path::PathBuf;
 
-use sha2::{Digest, Sha256};
-
-use crate::store::entry::read_meta;
-use crate::store::meta::{BlobId, EntryMeta};
+use crate::store::entry::{fault_of, read_meta};
+use crate::store::meta::BlobId;
 use crate::store::scan::{blob_of, remove_entry, scan};
 use crate::store::sliced;
 use crate::sys::{self, FileId, RootedPath};
@@ -90,20 +88,4 @@ pub(crate) fn verify(base: &RootedPath) -> io::Result<VerifyReport> {
         });
     }
     Ok(report)
-}
-
-/// What is wrong with a blob's bytes, if anything.
-fn fault_of(file: &std::fs::File, meta: &EntryMeta) -> io::Result<Option<String>> {
-    let len = file.metadata()?.len();
-    if len != meta.size {
-        return Ok(Some(format!("{len} bytes where {} were stored", meta.size)));
-    }
-    let mut hasher = Sha256::new();
-    let mut reader = io::BufReader::with_capacity(1 << 20, file);
-    io::copy(&mut reader, &mut hasher)?;
-    let actual = hex::encode(hasher.finalize());
-    Ok(
-        (actual != meta.sha256)
-            .then(|| format!("sha256 {actual} where {} was stored", meta.sha256)),
-    )
 }

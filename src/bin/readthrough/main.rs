@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use readthrough::{ByteRange, Cache, HttpOrigin, PrunePolicy, UrlOrigin};
+use readthrough::{ByteRange, Cache, Durability, HttpOrigin, PrunePolicy, UrlOrigin};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -37,6 +37,12 @@ struct Cli {
     /// fetching only the slices a range covers
     #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
     slice_size: Option<u64>,
+    /// When blobs are flushed to disk: background (publish at once, flush just after;
+    /// a blob the process or the machine left unflushed is checked after a restart),
+    /// fsync (before publishing), or off [default: $READTHROUGH_DURABILITY, else
+    /// background]
+    #[arg(long, global = true, value_name = "MODE", value_parser = parse_durability)]
+    durability: Option<Durability>,
     /// Print nothing but errors
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -160,12 +166,40 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let ran = runtime.block_on(run(cli));
+    // Exit without waiting for the background flush of what was published: a blob it
+    // did not reach stays marked unflushed, and is checked if the machine restarts
+    // before the kernel writes it out.
+    runtime.shutdown_background();
+    match ran {
         Ok(code) => code,
         Err(e) => {
             eprintln!("readthrough: {}", report::line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A `--durability` mode.
+fn parse_durability(text: &str) -> std::result::Result<Durability, String> {
+    match text {
+        "background" => Ok(Durability::Background),
+        "fsync" => Ok(Durability::Fsync),
+        "off" => Ok(Durability::Off),
+        _ => Err(format!("{text:?} is not one of background, fsync, off")),
+    }
+}
+
+/// The durability: the flag, else `READTHROUGH_DURABILITY`, else background.
+fn durability(flag: Option<Durability>) -> Result<Durability> {
+    if let Some(durability) = flag {
+        return Ok(durability);
+    }
+    match std::env::var("READTHROUGH_DURABILITY") {
+        Ok(text) => {
+            parse_durability(&text).map_err(|e| anyhow::anyhow!("READTHROUGH_DURABILITY: {e}"))
+        }
+        Err(_) => Ok(Durability::Background),
     }
 }
 
@@ -187,7 +221,8 @@ async fn open(cli: &Cli) -> Result<Cache> {
     }
     let mut builder = Cache::builder(dir)
         .origin(origin)
-        .stale_after(cli.stale_after);
+        .stale_after(cli.stale_after)
+        .durability(durability(cli.durability)?);
     if let Some(size) = cli.slice_size {
         builder = builder.slice_size(size);
     }
