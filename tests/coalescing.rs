@@ -373,3 +373,23 @@ async fn without_file_locks_a_put_overtaken_by_another_is_still_stored() {
     let stored = common::stored(&fast_cache, "k").await.unwrap();
     assert_eq!(stored, "slow body", "the last publish wins");
 }
+
+/// Readers close behind a fill share the chunks its leader wrote last; one that
+/// falls further behind than those reads the fill's file. Both get every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_far_behind_the_shared_chunks_reads_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Counting::new(32 << 20);
+    let cache = cache(dir.path(), origin.clone()).await;
+    let ahead = cache.get("k").await.unwrap();
+    // Joined at the start, and not read until the fill has gone 32 MiB on: its first
+    // bytes are long out of the 8 MiB of shared chunks.
+    let behind = cache.get("k").await.unwrap();
+    let first = ahead.bytes().await.unwrap();
+    cache.fills_ended().await;
+    let late = behind.bytes().await.unwrap();
+    let body = body_of("k", 0, 32 << 20);
+    assert!(first == body, "the reader close behind got other bytes");
+    assert!(late == body, "the reader far behind got other bytes");
+    assert_eq!(origin.fetches(), 1);
+}

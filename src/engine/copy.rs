@@ -65,7 +65,7 @@ impl Target<'_> {
         let key = &self.fill.key;
         let mut hasher = Some(hasher);
         let mut received = written;
-        let mut in_flight: Option<(InFlight, usize)> = None;
+        let mut in_flight: Option<(InFlight, Vec<Bytes>)> = None;
         let mut waiting: Option<Batch> = None;
         let mut gathering: Option<Gathering<'_>> = Some(Box::pin(Batch::next(&mut body, key)));
         loop {
@@ -73,10 +73,9 @@ impl Target<'_> {
                 match waiting.take() {
                     Some(batch) => {
                         let hasher = hasher.take().expect("a hasher between batches");
-                        in_flight = Some((
-                            self.write_and_hash(batch.chunks, written, hasher),
-                            batch.size,
-                        ));
+                        let kept = batch.chunks.clone();
+                        in_flight =
+                            Some((self.write_and_hash(batch.chunks, written, hasher), kept));
                     }
                     None if gathering.is_none() => break,
                     None => {}
@@ -85,8 +84,11 @@ impl Target<'_> {
             tokio::select! {
                 done = async { (&mut in_flight.as_mut().expect("checked").0).await },
                     if in_flight.is_some() => {
-                    let size = in_flight.take().map_or(0, |(_, size)| size);
+                    let chunks = in_flight.take().map_or_else(Vec::new, |(_, chunks)| chunks);
                     hasher = Some(self.landed(done)?);
+                    // Readers close behind share these chunks instead of reading them.
+                    self.source.recent.remember(written, &chunks);
+                    let size: usize = chunks.iter().map(Bytes::len).sum();
                     written += size as u64;
                     add(&self.inner.counters.origin_bytes, size as u64);
                     self.fill.progress(self.source, written, Role::Leader);

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::engine::copy::Target;
 use crate::engine::follow::{self, Followed};
 use crate::engine::heartbeat::Heartbeat;
-use crate::engine::progress::{Fill, FillState, Role, Source};
+use crate::engine::progress::{Fill, FillState, Recent, Role, Source};
 use crate::engine::publish;
 use crate::engine::resume::Prefix;
 use crate::engine::state::{Engine, wait_final};
@@ -435,6 +435,7 @@ impl Leading<'_> {
             generation,
             len: fetched.len,
             validator: fetched.validator.clone(),
+            recent: Recent::default(),
         });
         self.heartbeat.beat_tmp(Arc::clone(&source));
         fill.progress(&source, tmp.start, Role::Leader);

@@ -2,9 +2,10 @@
 //! and how it ended. The task driving the fill publishes it; every reader of the key
 //! in this process watches it.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
@@ -28,6 +29,46 @@ pub(crate) struct Source {
     pub(crate) len: Option<u64>,
     /// The validator of the body in this file, when known.
     pub(crate) validator: Option<String>,
+    /// The chunks this process's leader wrote last, for its readers to share.
+    pub(crate) recent: Recent,
+}
+
+/// The most bytes of recently written chunks a fill keeps for its readers.
+pub(crate) const RECENT_BYTES: usize = 8 << 20;
+
+/// The chunks a leader wrote last, at their offsets, up to [`RECENT_BYTES`]: readers
+/// of the fill that are close behind it take their bytes from here, the same memory
+/// for every reader (no copy and no read of the file), and readers further behind read
+/// the file.
+#[derive(Debug, Default)]
+pub(crate) struct Recent(Mutex<VecDeque<(u64, Bytes)>>);
+
+impl Recent {
+    /// Keeps `chunks`, written from `offset` on, dropping the oldest beyond the bound.
+    pub(crate) fn remember(&self, mut offset: u64, chunks: &[Bytes]) {
+        let mut recent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for chunk in chunks {
+            recent.push_back((offset, chunk.clone()));
+            offset += chunk.len() as u64;
+        }
+        let mut held: usize = recent.iter().map(|(_, c)| c.len()).sum();
+        while held > RECENT_BYTES {
+            let Some((_, oldest)) = recent.pop_front() else {
+                break;
+            };
+            held -= oldest.len();
+        }
+    }
+
+    /// Up to `len` bytes at `offset`, if a kept chunk holds that offset.
+    pub(crate) fn recall(&self, offset: u64, len: usize) -> Option<Bytes> {
+        let recent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, chunk) = recent
+            .iter()
+            .find(|(start, chunk)| *start <= offset && offset < start + chunk.len() as u64)?;
+        let from = (offset - start) as usize;
+        Some(chunk.slice(from..chunk.len().min(from + len)))
+    }
 }
 
 impl Source {
@@ -41,6 +82,9 @@ impl Source {
         offset: u64,
         len: usize,
     ) -> io::Result<Bytes> {
+        if let Some(kept) = self.recent.recall(offset, len) {
+            return Ok(kept);
+        }
         if sys::read_cached(&self.file, buf, len, offset)?.is_none() {
             let source = Arc::clone(self);
             let mut owned = std::mem::take(buf);
@@ -132,6 +176,7 @@ impl FillState {
                 generation,
                 len: Some(stored.len),
                 validator,
+                recent: Recent::default(),
             }),
             len: stored.len,
             role,
@@ -173,5 +218,37 @@ impl Fill {
             written,
             role,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recent_chunks_stay_within_their_bound_and_are_shared() {
+        let recent = Recent::default();
+        let chunk = Bytes::from(vec![7u8; 1 << 20]);
+        let chunks: Vec<Bytes> = (0..12).map(|_| chunk.clone()).collect();
+        recent.remember(0, &chunks);
+        let held: usize = recent.0.lock().unwrap().iter().map(|(_, c)| c.len()).sum();
+        assert_eq!(held, RECENT_BYTES, "the oldest 4 MiB are dropped");
+        assert!(
+            recent.recall(3 << 20, 10).is_none(),
+            "behind the window: read the file"
+        );
+        let kept = recent.recall((11 << 20) + 5, 100).unwrap();
+        assert_eq!(kept.len(), 100);
+        assert_eq!(
+            kept.as_ptr(),
+            chunk[5..].as_ptr(),
+            "the same memory, not a copy"
+        );
+        let tail = recent.recall((12 << 20) - 3, 100).unwrap();
+        assert_eq!(tail.len(), 3, "no further than the chunk");
+        assert!(
+            recent.recall(12 << 20, 1).is_none(),
+            "nothing past what was written"
+        );
     }
 }

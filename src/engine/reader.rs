@@ -13,7 +13,7 @@ use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::engine::progress::Source;
+use crate::engine::progress::{Recent, Source};
 use crate::engine::state::Engine;
 use crate::error::{Error, Result};
 use crate::stats::add;
@@ -163,6 +163,7 @@ impl Reader {
             generation: 0,
             len: Some(len),
             validator: None,
+            recent: Recent::default(),
         });
         let body = stored_body(Arc::clone(engine), Arc::clone(&source), 0, len);
         let whole_file = digest.is_none().then(|| Arc::clone(&source));
