@@ -4,7 +4,7 @@
 
 mod common;
 
-use readthrough::{ByteRange, Cache, Error, Fetched};
+use readthrough::{ByteRange, Error, Fetched};
 
 use common::{Counting, cache};
 
@@ -38,11 +38,7 @@ async fn a_stored_blob_is_read_from_its_held_file_with_one_hit() {
 #[tokio::test]
 async fn an_open_blob_keeps_the_version_it_opened() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::builder(dir.path())
-        .durable(false)
-        .build()
-        .await
-        .unwrap();
+    let cache = common::origin_less(dir.path()).await;
     cache
         .put("k", Fetched::from(b"first version".to_vec()))
         .await
@@ -76,11 +72,7 @@ async fn a_cold_blob_is_read_through_get_range() {
 #[tokio::test]
 async fn ranges_past_the_end_and_backwards_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::builder(dir.path())
-        .durable(false)
-        .build()
-        .await
-        .unwrap();
+    let cache = common::origin_less(dir.path()).await;
     cache
         .put("k", Fetched::from(b"0123456789".to_vec()))
         .await

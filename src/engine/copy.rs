@@ -87,7 +87,9 @@ impl Target<'_> {
                     let chunks = in_flight.take().map_or_else(Vec::new, |(_, chunks)| chunks);
                     hasher = Some(self.landed(done)?);
                     // Readers close behind share these chunks instead of reading them.
-                    self.source.recent.remember(written, &chunks);
+                    if let Some(recent) = &self.source.recent {
+                        recent.remember(written, &chunks);
+                    }
                     let size: usize = chunks.iter().map(Bytes::len).sum();
                     written += size as u64;
                     add(&self.inner.counters.origin_bytes, size as u64);

@@ -19,7 +19,7 @@ use crate::engine::state::{Engine, wait_final};
 use crate::error::{BoxError, Error, Result};
 use crate::origin::{Expiry, FetchOptions, Fetched, Origin, guarded_fetch};
 use crate::stats::add;
-use crate::store::entry::{self, Standing, Stored};
+use crate::store::entry::{self, AfterRestart, Standing, Stored};
 use crate::store::layout::KeyPaths;
 use crate::store::lock::{self, Attempt, FillLock, Locking};
 use crate::store::lock_info::{Failure, FailureKind, LenInfo, LockInfo};
@@ -202,7 +202,7 @@ async fn recheck(inner: &Arc<Engine>, fill: &Fill, paths: &KeyPaths) -> Result<R
         let Some(stored) = entry::open(&owned, &engine.metas)? else {
             return Ok(None);
         };
-        let fault = stored.restart_fault()?;
+        let fault = stored.after_restart()?;
         Ok(Some((stored, fault)))
     })
     .await?;
@@ -210,8 +210,10 @@ async fn recheck(inner: &Arc<Engine>, fill: &Fill, paths: &KeyPaths) -> Result<R
         return Ok(Recheck::Expired(None));
     };
     let standing = match fault {
-        Some(reason) => Standing::Damaged(reason),
-        None => stored.standing(inner.settings.folder.clock.now()),
+        AfterRestart::Damaged(reason) => Standing::Damaged(reason),
+        AfterRestart::Unaffected | AfterRestart::Verified => {
+            stored.standing(inner.settings.folder.clock.now())
+        }
     };
     Ok(match standing {
         Standing::Fresh => Recheck::Fresh(stored),
@@ -435,7 +437,7 @@ impl Leading<'_> {
             generation,
             len: fetched.len,
             validator: fetched.validator.clone(),
-            recent: Recent::default(),
+            recent: Some(Recent::default()),
         });
         self.heartbeat.beat_tmp(Arc::clone(&source));
         fill.progress(&source, tmp.start, Role::Leader);

@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::engine::progress::{Fill, Recent, Role, Source};
+use crate::engine::progress::{Fill, Role, Source};
 use crate::engine::state::Engine;
 use crate::error::Result;
 use crate::stats::add;
@@ -240,7 +240,7 @@ fn tail_tmp(paths: &KeyPaths, watch: &mut Watch, next_generation: u64) -> io::Re
                 generation: next_generation,
                 len,
                 validator: None,
-                recent: Recent::default(),
+                recent: None,
             };
             watch.tmp = Some((info.tmp, Arc::new(source)));
             watch.written = 0;

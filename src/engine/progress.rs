@@ -29,8 +29,9 @@ pub(crate) struct Source {
     pub(crate) len: Option<u64>,
     /// The validator of the body in this file, when known.
     pub(crate) validator: Option<String>,
-    /// The chunks this process's leader wrote last, for its readers to share.
-    pub(crate) recent: Recent,
+    /// The chunks this process's leader wrote last, for its readers to share: only on
+    /// the file a leader in this process writes.
+    pub(crate) recent: Option<Recent>,
 }
 
 /// The most bytes of recently written chunks a fill keeps for its readers.
@@ -41,29 +42,37 @@ pub(crate) const RECENT_BYTES: usize = 8 << 20;
 /// for every reader (no copy and no read of the file), and readers further behind read
 /// the file.
 #[derive(Debug, Default)]
-pub(crate) struct Recent(Mutex<VecDeque<(u64, Bytes)>>);
+pub(crate) struct Recent(Mutex<Kept>);
+
+/// The chunks [`Recent`] keeps, oldest first, and their total length.
+#[derive(Debug, Default)]
+struct Kept {
+    chunks: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+}
 
 impl Recent {
     /// Keeps `chunks`, written from `offset` on, dropping the oldest beyond the bound.
     pub(crate) fn remember(&self, mut offset: u64, chunks: &[Bytes]) {
-        let mut recent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
         for chunk in chunks {
-            recent.push_back((offset, chunk.clone()));
+            kept.chunks.push_back((offset, chunk.clone()));
+            kept.bytes += chunk.len();
             offset += chunk.len() as u64;
         }
-        let mut held: usize = recent.iter().map(|(_, c)| c.len()).sum();
-        while held > RECENT_BYTES {
-            let Some((_, oldest)) = recent.pop_front() else {
+        while kept.bytes > RECENT_BYTES {
+            let Some((_, oldest)) = kept.chunks.pop_front() else {
                 break;
             };
-            held -= oldest.len();
+            kept.bytes -= oldest.len();
         }
     }
 
     /// Up to `len` bytes at `offset`, if a kept chunk holds that offset.
     pub(crate) fn recall(&self, offset: u64, len: usize) -> Option<Bytes> {
-        let recent = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let (start, chunk) = recent
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, chunk) = kept
+            .chunks
             .iter()
             .find(|(start, chunk)| *start <= offset && offset < start + chunk.len() as u64)?;
         let from = (offset - start) as usize;
@@ -82,7 +91,7 @@ impl Source {
         offset: u64,
         len: usize,
     ) -> io::Result<Bytes> {
-        if let Some(kept) = self.recent.recall(offset, len) {
+        if let Some(kept) = self.recent.as_ref().and_then(|r| r.recall(offset, len)) {
             return Ok(kept);
         }
         if sys::read_cached(&self.file, buf, len, offset)?.is_none() {
@@ -176,7 +185,7 @@ impl FillState {
                 generation,
                 len: Some(stored.len),
                 validator,
-                recent: Recent::default(),
+                recent: None,
             }),
             len: stored.len,
             role,
@@ -231,8 +240,11 @@ mod tests {
         let chunk = Bytes::from(vec![7u8; 1 << 20]);
         let chunks: Vec<Bytes> = (0..12).map(|_| chunk.clone()).collect();
         recent.remember(0, &chunks);
-        let held: usize = recent.0.lock().unwrap().iter().map(|(_, c)| c.len()).sum();
+        let kept = recent.0.lock().unwrap();
+        let held: usize = kept.chunks.iter().map(|(_, c)| c.len()).sum();
         assert_eq!(held, RECENT_BYTES, "the oldest 4 MiB are dropped");
+        assert_eq!(kept.bytes, held, "the running total");
+        drop(kept);
         assert!(
             recent.recall(3 << 20, 10).is_none(),
             "behind the window: read the file"

@@ -13,7 +13,7 @@ use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::engine::progress::{Recent, Source};
+use crate::engine::progress::Source;
 use crate::engine::state::Engine;
 use crate::error::{Error, Result};
 use crate::stats::add;
@@ -163,7 +163,7 @@ impl Reader {
             generation: 0,
             len: Some(len),
             validator: None,
-            recent: Recent::default(),
+            recent: None,
         });
         let body = stored_body(Arc::clone(engine), Arc::clone(&source), 0, len);
         let whole_file = digest.is_none().then(|| Arc::clone(&source));
@@ -365,10 +365,20 @@ impl Reader {
     /// # Ok(()) }
     /// ```
     pub async fn bytes(mut self) -> Result<Bytes> {
+        let first = match std::mem::take(&mut self.pending) {
+            pending if !pending.is_empty() => pending,
+            _ => match self.body().next().await {
+                Some(chunk) => chunk?,
+                None => return Ok(Bytes::new()),
+            },
+        };
+        // A body of one chunk (a small hit) is that chunk, not a copy of it.
+        let Some(second) = self.body().next().await else {
+            return Ok(first);
+        };
         let mut all = BytesMut::with_capacity(self.len.unwrap_or(0).min(1 << 30) as usize);
-        if !self.pending.is_empty() {
-            all.extend_from_slice(&std::mem::take(&mut self.pending));
-        }
+        all.extend_from_slice(&first);
+        all.extend_from_slice(&second?);
         while let Some(chunk) = self.body().next().await {
             all.extend_from_slice(&chunk?);
         }

@@ -195,7 +195,7 @@ impl Engine {
     pub(crate) async fn entry(self: &Arc<Self>, key: &str) -> Result<Option<Entry>> {
         let paths = self.paths(key)?;
         let (engine, key) = (Arc::clone(self), key.to_owned());
-        blocking_io("read", paths.meta, move || {
+        blocking_io("read", paths.meta.clone(), move || {
             let files = engine.files_of(&key)?;
             let base = engine.base();
             let mut gathered = sliced::gather(files, |m| sliced::read_manifest(base, m));

@@ -16,7 +16,7 @@ use crate::origin::Origin;
 use crate::stats::{Counters, Stats};
 use crate::store::dir::Folder;
 use crate::store::entry::MetaCache;
-use crate::store::layout::{KeyPaths, Layout};
+use crate::store::layout::{KeyPaths, Layout, Resolved};
 use crate::store::lock::LockSite;
 use crate::sys::RootedPath;
 
@@ -43,6 +43,8 @@ pub(crate) struct Engine {
     pub(super) settings: Settings,
     /// Parsed metadata, so a hit reads its metadata file only when it changed.
     pub(super) metas: MetaCache,
+    /// The paths of the keys read lately.
+    resolved: Resolved,
     pub(super) counters: Counters,
     /// The fills running in this process, by key.
     pub(super) fills: Mutex<HashMap<String, Weak<Fill>>>,
@@ -57,6 +59,7 @@ impl Engine {
         Engine {
             settings,
             metas: MetaCache::default(),
+            resolved: Resolved::default(),
             counters: Counters::default(),
             fills: Mutex::default(),
             evicting: AtomicBool::new(false),
@@ -96,13 +99,13 @@ impl Engine {
     /// # Errors
     /// [`Error::InvalidKey`] for an empty key, [`Error::LayoutEscape`] for a layout
     /// path that could leave the directory.
-    pub(crate) fn paths(&self, key: &str) -> Result<KeyPaths> {
+    pub(crate) fn paths(&self, key: &str) -> Result<Arc<KeyPaths>> {
         if key.is_empty() {
             return Err(Error::InvalidKey {
                 reason: "a key must not be empty",
             });
         }
-        KeyPaths::resolve(
+        self.resolved.get(
             self.settings.layout.as_ref(),
             &self.settings.folder.base,
             key,

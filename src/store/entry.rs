@@ -3,6 +3,7 @@
 //! describes it ([`Entry`]).
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
@@ -95,7 +96,7 @@ pub(crate) enum Standing {
 /// A read stats the metadata file and parses it again only when it changed (a
 /// rewrite, a garbage write, a touch), so a hit costs one `stat` for its metadata.
 #[derive(Debug, Default)]
-pub(crate) struct MetaCache(Mutex<HashMap<PathBuf, Remembered>>);
+pub(crate) struct MetaCache(Mutex<HashMap<OsString, Remembered>>);
 
 /// A metadata file's stamp and what it held.
 type Remembered = (Stamp, Option<Arc<EntryMeta>>);
@@ -130,7 +131,7 @@ impl MetaCache {
                 if remembered.len() >= MAX_REMEMBERED {
                     remembered.clear();
                 }
-                remembered.insert(path.rel().to_owned(), (stamp, meta.clone()));
+                remembered.insert(path.rel().as_os_str().to_owned(), (stamp, meta.clone()));
             }
             return Ok(Some((meta, stamp.modified)));
         }
@@ -139,7 +140,7 @@ impl MetaCache {
 
     fn remembered(&self, path: &RootedPath, stamp: Stamp) -> Option<Option<Arc<EntryMeta>>> {
         let remembered = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let (known, meta) = remembered.get(path.rel())?;
+        let (known, meta) = remembered.get(path.rel().as_os_str())?;
         (*known == stamp).then(|| meta.clone())
     }
 }
@@ -201,6 +202,16 @@ pub(crate) fn open(paths: &KeyPaths, metas: &MetaCache) -> io::Result<Option<Sto
             }));
         }
     }
+}
+
+/// What a restart may have done to a stored blob.
+pub(crate) enum AfterRestart {
+    /// It was flushed, or published in this boot: nothing to check.
+    Unaffected,
+    /// It was published without a flush before a restart, and its bytes match.
+    Verified,
+    /// It was published without a flush before a restart, and its bytes differ.
+    Damaged(String),
 }
 
 /// How a read judges what it finds: at what time, whether an expired entry may be
@@ -269,15 +280,10 @@ fn check_after_restart(
     stored: &mut Stored,
     now: SystemTime,
 ) -> io::Result<Option<String>> {
-    if !stored
-        .meta
-        .as_ref()
-        .is_some_and(|m| m.unflushed_before_this_boot())
-    {
-        return Ok(None);
-    }
-    if let Some(reason) = stored.restart_fault()? {
-        return Ok(Some(reason));
+    match stored.after_restart()? {
+        AfterRestart::Unaffected => return Ok(None),
+        AfterRestart::Damaged(reason) => return Ok(Some(reason)),
+        AfterRestart::Verified => {}
     }
     if let Some(flushed) = rewrite(paths, metas, locks, stored, now, |m| {
         m.unflushed_boot = None
@@ -343,20 +349,23 @@ pub(crate) fn rewrite(
 }
 
 impl Stored {
-    /// What a restart did to the blob, if it was published without a flush in an
-    /// earlier boot and its bytes no longer match its metadata; `None` otherwise (no
-    /// check is needed, or the bytes match).
-    pub(crate) fn restart_fault(&self) -> io::Result<Option<String>> {
+    /// What a restart may have done to the blob: nothing to check unless it was
+    /// published without a flush in an earlier boot; then its bytes are read and
+    /// checked against its metadata.
+    pub(crate) fn after_restart(&self) -> io::Result<AfterRestart> {
         let Some(meta) = self
             .meta
             .as_ref()
             .filter(|m| m.unflushed_before_this_boot())
         else {
-            return Ok(None);
+            return Ok(AfterRestart::Unaffected);
         };
-        Ok(fault_of(&self.file, meta)?.map(|reason| {
-            format!("it was published without a flush before the machine restarted, and {reason}")
-        }))
+        Ok(match fault_of(&self.file, meta)? {
+            None => AfterRestart::Verified,
+            Some(reason) => AfterRestart::Damaged(format!(
+                "it was published without a flush before the machine restarted, and {reason}"
+            )),
+        })
     }
 
     /// Whether the entry may be served at `now`.

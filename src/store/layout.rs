@@ -1,6 +1,8 @@
 //! Where a key's files live: the [`Layout`] trait and the default sharded layout.
 
+use std::collections::HashMap;
 use std::path::{Component, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -121,6 +123,36 @@ impl KeyPaths {
     pub(crate) fn tmp_file(&self, unique: &str) -> RootedPath {
         self.tmp_dir
             .join(format!("{}{unique}{TMP_SUFFIX}", self.tmp_prefix))
+    }
+}
+
+/// The paths of the keys read lately, so a hit does not hash its key and build and
+/// check its paths again: a layout maps a key to the same paths every time.
+#[derive(Debug, Default)]
+pub(crate) struct Resolved(Mutex<HashMap<Box<str>, Arc<KeyPaths>>>);
+
+/// The most keys [`Resolved`] remembers; past it, it starts over.
+const MAX_RESOLVED: usize = 16 * 1024;
+
+impl Resolved {
+    /// The paths of `key` through `layout` under `base`, as [`KeyPaths::resolve`]
+    /// gives them; remembered only when they resolve.
+    pub(crate) fn get(
+        &self,
+        layout: &dyn Layout,
+        base: &RootedPath,
+        key: &str,
+    ) -> Result<Arc<KeyPaths>> {
+        if let Some(paths) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+            return Ok(Arc::clone(paths));
+        }
+        let paths = Arc::new(KeyPaths::resolve(layout, base, key)?);
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= MAX_RESOLVED {
+            known.clear();
+        }
+        known.insert(key.into(), Arc::clone(&paths));
+        Ok(paths)
     }
 }
 

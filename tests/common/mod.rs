@@ -184,6 +184,15 @@ pub async fn cache(dir: &std::path::Path, origin: impl Origin) -> Cache {
         .expect("open the cache")
 }
 
+/// A cache in `dir` with no origin (filled by `put`) and durability off.
+pub async fn origin_less(dir: &std::path::Path) -> Cache {
+    Cache::builder(dir)
+        .durable(false)
+        .build()
+        .await
+        .expect("open the cache")
+}
+
 /// This test executable, to be run as a child process that runs only the ignored
 /// test `name` (a test in a child role), its output not captured.
 pub fn child_test(name: &str) -> std::process::Command {
