@@ -17,7 +17,8 @@ use crate::sys::RootedPath;
 /// plain names (no `..`, no root, no prefix), and must not start with the folders
 /// the cache keeps for itself (`named-locks`, `records`), or the call fails with
 /// [`Error::LayoutEscape`]. Two keys must not map to the same paths, and no store path
-/// may be another's metadata path (`<store path>.meta`).
+/// may be another's metadata path (`<store path>.meta`). A key must map to the same
+/// paths every time: the cache remembers the paths of the keys it read lately.
 ///
 /// The tmp files of a fill are created beside the lock file, named
 /// `<lock file stem>.<random>.part`.
