@@ -318,7 +318,7 @@ impl Reading {
         }
     }
 
-    /// Takes part `index`, whose data has SHA-256 `sum`: returns it, or checks it
+    /// Takes part `index`, whose data has the checksum `sum`: returns it, or checks it
     /// against the part returned before.
     fn accept(&mut self, data: Bytes, sum: String) -> Step {
         let index = self.index as usize;
