@@ -168,10 +168,18 @@ async fn the_size_bound_evicts_a_sliced_blob_as_one_entry() {
     age_all(&cache, Duration::from_secs(3600));
     read(&cache, "b", 0..10).await;
     read(&cache, "b", SLICE..SLICE + 10).await;
-    // The publish that went over the bound started an eviction in the background.
-    let evicted = common::eventually(async || cache.metadata("a").await.unwrap().is_none()).await;
-    assert!(evicted, "the least recently read blob goes, all of it");
-    let metas = files_ending(&cache.dir().join("v1/store"), ".meta");
+    // The publish that went over the bound started an eviction in the background,
+    // which removes a's files one after the other: wait for it to end.
+    let store = cache.dir().join("v1/store");
+    let evicted = common::eventually(async || {
+        cache.metadata("a").await.unwrap().is_none() && files_ending(&store, ".meta").len() <= 3
+    })
+    .await;
+    let metas = files_ending(&store, ".meta");
+    assert!(
+        evicted,
+        "the least recently read blob goes, all of it: {metas:?}"
+    );
     assert_eq!(metas.len(), 3, "b's two slices and manifest: {metas:?}");
     let b = cache
         .metadata("b")
