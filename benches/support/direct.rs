@@ -43,7 +43,8 @@ pub fn fill_direct(
                         let shard = store_root.join(&name[..2]);
                         let blob = shard.join(&name);
                         meta["key"] = serde_json::Value::String(k);
-                        write_new(&blob, body, &shard);
+                        // The metadata names the blob file it describes.
+                        meta["blob"] = blob_id(&write_new(&blob, body, &shard));
                         let meta_path = shard.join(format!("{name}.meta"));
                         write_new(&meta_path, &serde_json::to_vec(&meta).unwrap(), &shard);
                     }
@@ -54,7 +55,23 @@ pub fn fill_direct(
     started.elapsed().as_secs_f64()
 }
 
-fn write_new(path: &Path, data: &[u8], dir: &Path) {
+/// The identity a metadata file names its blob by: the inode and the birth time
+/// (in nanoseconds since the epoch; the modification time where the file system
+/// keeps no birth time), as the cache records it.
+fn blob_id(stat: &std::fs::Metadata) -> serde_json::Value {
+    use std::os::unix::fs::MetadataExt;
+    let born = stat
+        .created()
+        .unwrap_or_else(|_| stat.modified().expect("mtime"));
+    let born_ns = born
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    serde_json::json!({ "ino": stat.ino(), "born_ns": born_ns })
+}
+
+/// Writes `data` to a new file at `path` (making `dir` if need be); the file's status.
+fn write_new(path: &Path, data: &[u8], dir: &Path) -> std::fs::Metadata {
     let open = || {
         std::fs::OpenOptions::new()
             .write(true)
@@ -71,6 +88,7 @@ fn write_new(path: &Path, data: &[u8], dir: &Path) {
         }
     };
     file.write_all(data).expect("write entry file");
+    file.metadata().expect("stat entry file")
 }
 
 /// Removes the files under `root/v1/store` in inode order: far faster on ext4 than
