@@ -382,9 +382,9 @@ impl Cache {
     /// ```
     pub async fn contains(&self, key: &str) -> Result<bool> {
         let paths = self.engine.paths(key)?;
-        let store = paths.store.clone();
-        blocking_io("look up", paths.store.clone(), move || {
-            Ok(store.stat()?.is_some_and(|meta| meta.is_file()))
+        let shown = paths.store.clone();
+        blocking_io("look up", shown, move || {
+            Ok(paths.store.stat()?.is_some_and(|meta| meta.is_file()))
         })
         .await
     }
